@@ -1,0 +1,133 @@
+"""`webtext`: one command, a subcommand per stage and for whole builds.
+
+Stages run directly (no Prefect); `build`, `demo` and `serve` go through the
+Prefect flows. Heavy imports happen inside each subcommand so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, ConfigError
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _config(args) -> Config:
+    cfg = Config.load(getattr(args, "config", None))
+    return cfg
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="configuration file (sections [links], [fetch], ...); defaults are WebText-faithful")
+
+
+# --- links ---------------------------------------------------------------------------
+
+
+def cmd_links(args) -> int:
+    cfg = _config(args)
+    lc = cfg.links
+    if args.min_score is not None:
+        lc.min_score = args.min_score
+    if args.score_mode:
+        lc.score_mode = args.score_mode
+    if args.after is not None:
+        lc.created_after = args.after
+    if args.before is not None:
+        lc.created_before = args.before
+    elif args.reddit and not args.dump:
+        # The live API only has posts from long after the faithful window's end.
+        lc.created_before = None
+    if args.allow_nsfw:
+        lc.exclude_nsfw = False
+    if args.blocklist:
+        lc.blocklist_path = args.blocklist
+    lc.validate()
+    if bool(args.dump) == bool(args.reddit):
+        raise ConfigError("give either --dump FILE ... or --reddit SUBREDDIT[,...]")
+    if args.dump:
+        from pipeline.links import harvest_dump_links
+
+        summary = harvest_dump_links(args.dump, args.out, lc)
+    else:
+        from pipeline.reddit_api import harvest_subreddits, make_reddit
+
+        reddit = make_reddit(args.praw_site)
+        subs = [s for part in args.reddit for s in part.split(",")]
+        summary = harvest_subreddits(reddit, subs, args.out, lc, listings=args.listing.split(","), limit=args.limit)
+    summary.print()
+    print(f"wrote {Path(args.out) / 'links.parquet'} ({summary.n_out:,} unique URLs)")
+    return 0
+
+
+def add_links(sub) -> None:
+    p = sub.add_parser(
+        "links",
+        formatter_class=FORMATTER,
+        help="harvest outbound links from Reddit dump files or the live API",
+        description=(
+            "Reads Pushshift/Arctic-Shift submission dumps (xz, bz2, zst incl. --long=31, gzip, plain NDJSON; "
+            "the codec is detected from the file) or live subreddit listings through praw, keeps link posts "
+            "with at least 3 karma, and writes OUT/links.parquet (one row per unique normalised URL with every "
+            "submission's ids, subreddits, scores, times and titles) and OUT/summary.links.json (the funnel). "
+            "Credentials for --reddit come from praw.ini or the praw_client_id/praw_client_secret/"
+            "praw_user_agent environment variables, never from the command line."
+        ),
+    )
+    p.add_argument("--dump", action="append", metavar="FILE", help="a monthly dump file; repeat for several")
+    p.add_argument("--reddit", action="append", metavar="SUB[,SUB]", help="subreddits to harvest through the API")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--min-score", type=int, help="minimum karma (default 3, the GPT-2 paper)")
+    p.add_argument("--score-mode", choices=["max", "sum"], help="max: one submission reaches it (WebText); sum: per URL (OpenWebText2)")
+    p.add_argument("--after", metavar="YYYY-MM-DD", help="keep links created on or after this date")
+    p.add_argument("--before", metavar="YYYY-MM-DD|none", help="keep links created before this date (default 2018-01-01 for dumps, none for --reddit)")
+    p.add_argument("--allow-nsfw", action="store_true", help="keep over_18 submissions (excluded by default)")
+    p.add_argument("--blocklist", metavar="FILE", help="media hosts/extensions file (default: the packaged one)")
+    p.add_argument("--praw-site", metavar="NAME", help="praw.ini site with the credentials")
+    p.add_argument("--listing", default="new,top", help="listings to harvest with --reddit")
+    p.add_argument("--limit", type=int, default=None, help="items per listing with --reddit (Reddit caps at ~1000)")
+    _add_config(p)
+    p.set_defaults(func=cmd_links)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webtext",
+        formatter_class=FORMATTER,
+        description="Rebuild OpenAI's WebText from Reddit links, and train and evaluate GPT-2 on it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _ADDERS:
+        add(sub)
+    return parser
+
+
+_ADDERS = [add_links]
+
+
+def register(adder):
+    _ADDERS.append(adder)
+    return adder
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Subcommands defined in other modules register themselves on import.
+    from flows import cli_commands  # noqa: F401
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"webtext {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

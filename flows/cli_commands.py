@@ -1,0 +1,1 @@
+"""Subcommands beyond `links`; each registers itself with flows.cli."""

@@ -1,0 +1,208 @@
+"""One place for configuration, with WebText-faithful defaults.
+
+Every number names where it comes from. The GPT-2 paper is Radford et al. 2019,
+"Language Models are Unsupervised Multitask Learners", section 2.2 (WebText):
+outbound links from Reddit with at least 3 karma, links before December 2017
+(the released WebText has no link created after 2017), Wikipedia removed,
+~45M links -> slightly over 8M documents, 40 GB of text after dedup and cleaning.
+
+A configuration is checked when it is made (``validate``), so a bad value fails
+at start, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# WebText size figures from the paper, kept here so reports can compare.
+PAPER_LINKS = 45_000_000  # "45 million links"
+PAPER_DOCUMENTS = 8_000_000  # "slightly over 8 million documents"
+PAPER_TEXT_BYTES = 40 * 10**9  # "40 GB of text"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; raised before any work starts."""
+
+
+def _parse_date(value: str | None, name: str) -> int | None:
+    """'YYYY-MM-DD' (UTC midnight) -> unix seconds; None/'none'/'' -> None."""
+    if value is None or str(value).lower() in ("", "none"):
+        return None
+    try:
+        d = dt.datetime.strptime(str(value), "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a date of the form YYYY-MM-DD") from exc
+    return int(d.timestamp())
+
+
+@dataclass
+class LinksConfig:
+    # GPT-2 paper 2.2: "outbound links from Reddit ... which received at least 3 karma".
+    min_score: int = 3
+    # OpenWebText2 summed the scores of all submissions of a URL; WebText/OpenWebText
+    # kept a URL when one submission reached the threshold ("max").
+    score_mode: str = "max"  # "max" | "sum"
+    # The faithful replica: the paper's links stop in December 2017.
+    created_after: str | None = None
+    created_before: str | None = "2018-01-01"
+    exclude_nsfw: bool = True  # OpenWebText excluded over_18 submissions
+    exclude_self_posts: bool = True  # self posts link to Reddit itself
+    # Editable list of media hosts and file extensions that cannot be documents.
+    blocklist_path: str | None = None  # None: the packaged pipeline/data/url_blocklist.txt
+
+    def validate(self) -> None:
+        if self.score_mode not in ("max", "sum"):
+            raise ConfigError(f"links.score_mode must be 'max' or 'sum', not {self.score_mode!r}")
+        a = _parse_date(self.created_after, "links.created_after")
+        b = _parse_date(self.created_before, "links.created_before")
+        if a is not None and b is not None and a >= b:
+            raise ConfigError("links.created_after must be before links.created_before")
+        if self.blocklist_path and not Path(self.blocklist_path).is_file():
+            raise ConfigError(f"links.blocklist_path: no such file {self.blocklist_path}")
+
+    @property
+    def after_ts(self) -> int | None:
+        return _parse_date(self.created_after, "links.created_after")
+
+    @property
+    def before_ts(self) -> int | None:
+        return _parse_date(self.created_before, "links.created_before")
+
+
+@dataclass
+class FetchConfig:
+    user_agent: str = "webtext/0.1 (+https://github.com/webtext/webtext; corpus research crawler)"
+    workers: int = 32  # I/O bound: many threads, few cores
+    per_host_concurrency: int = 2  # never more than 2 requests in flight to one host
+    per_host_delay_s: float = 1.0  # and at least 1 s between two requests to one host
+    connect_timeout_s: float = 10.0
+    total_timeout_s: float = 30.0  # whole response, so a trickling server cannot hang a worker
+    max_bytes: int = 5 * 2**20  # 5 MiB of (decoded) body; news pages are < 1 MiB
+    max_redirects: int = 5
+    retries: int = 2  # only for connection errors, 429 and 5xx
+    backoff_s: float = 1.0
+    allow_private_addresses: bool = False  # refuse loopback/private/link-local targets
+    respect_robots: bool = True
+    warc_max_bytes: int = 1 * 10**9  # roll to a new WARC file after ~1 GB (Common Crawl: 1 GB)
+
+    def validate(self) -> None:
+        for name in ("workers", "per_host_concurrency", "max_bytes", "max_redirects"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"fetch.{name} must be >= 1")
+        if self.total_timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ConfigError("fetch timeouts must be > 0")
+
+
+@dataclass
+class ExtractConfig:
+    # Chosen by measurement (bench/bench_extract.py, bench/RESULTS.md).
+    include_comments: bool = False
+    favor_precision: bool = False
+    favor_recall: bool = False
+    workers: int = 0  # 0: all cores
+    page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
+
+    def validate(self) -> None:
+        if self.favor_precision and self.favor_recall:
+            raise ConfigError("extract: favor_precision and favor_recall are exclusive")
+
+
+@dataclass
+class FilterConfig:
+    # OpenWebText / Megatron dropped documents under 128 GPT-2 tokens.
+    min_length: int = 128
+    length_unit: str = "tokens"  # "tokens" (GPT-2 BPE) | "words" | "chars"
+    languages: tuple[str, ...] = ("en",)  # WebText is English
+    min_language_confidence: float = 0.5
+    remove_wikipedia: bool = True  # GPT-2 paper 2.2: all Wikipedia documents removed
+    drop_junk: bool = True
+    fix_mojibake: bool = True
+
+    def validate(self) -> None:
+        if self.length_unit not in ("tokens", "words", "chars"):
+            raise ConfigError(f"filter.length_unit must be tokens, words or chars, not {self.length_unit!r}")
+        if self.min_length < 0:
+            raise ConfigError("filter.min_length must be >= 0")
+
+
+@dataclass
+class DedupConfig:
+    # Chosen by measurement on the Reuters near-dup dev set (bench/bench_dedup.py).
+    num_perm: int = 112
+    bands: int = 14
+    rows: int = 8
+    shingle_words: int = 5
+    # LSH candidates are verified: kept as duplicates when the estimated Jaccard or
+    # containment reaches these thresholds.
+    jaccard_threshold: float = 0.5
+    containment_threshold: float = 0.8
+    seed: int = 1
+    redis_url: str | None = None  # datasketch Redis storage for indexes beyond memory
+
+    def validate(self) -> None:
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(f"dedup: bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.shingle_words < 1:
+            raise ConfigError("dedup.shingle_words must be >= 1")
+
+
+@dataclass
+class ShardConfig:
+    max_shard_bytes: int = 256 * 2**20  # ~256 MB shards, as HF datasets and FineWeb publish
+    compression: str = "zstd"
+
+    def validate(self) -> None:
+        if self.max_shard_bytes < 1024:
+            raise ConfigError("shards.max_shard_bytes must be >= 1024")
+
+
+@dataclass
+class Config:
+    links: LinksConfig = field(default_factory=LinksConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        cfg = cls()
+        for section, values in (data or {}).items():
+            if not hasattr(cfg, section):
+                raise ConfigError(f"unknown configuration section [{section}]")
+            sub = getattr(cfg, section)
+            known = {f.name for f in dataclasses.fields(sub)}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(sorted(known))}")
+                if isinstance(getattr(sub, key), tuple) and isinstance(value, list):
+                    value = tuple(value)
+                setattr(sub, key, value)
+        return cfg.validate()
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        if path is None:
+            return cls().validate()
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"configuration file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
+        return cls.from_dict(data)

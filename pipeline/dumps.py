@@ -1,0 +1,326 @@
+"""Reading Pushshift / Arctic-Shift monthly submission dumps of every era.
+
+Codecs are detected from the file's magic bytes, not its name: xz (2005-2010,
+2017-12..2018-10), bz2 (2011-2014, 2017-01..11), zstd (2015-2016, 2018-11 on,
+all of today's torrents; written with ``--long=31`` so the decoder needs
+``max_window_size=2**31``), gzip, and plain NDJSON.
+
+The reader streams in constant memory (fixed-size chunks of decompressed bytes
+split on newlines) and decodes each line with msgspec into a struct holding only
+the fields the link stage needs, which skips the rest of each record without
+building Python objects for it; that is where its speed over ``json.loads`` per
+line comes from (bench/bench_dumps.py).
+
+Nothing is silently lost: a malformed line, a bad UTF-8 sequence or a record of
+the wrong shape is counted with a reason and reading goes on; a truncated or
+corrupt archive stops that file, and the summary says how far it got.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import msgspec
+import orjson
+import zstandard
+
+CHUNK = 1 << 20  # 1 MiB of decompressed bytes at a time
+ZSTD_INPUT = 16 << 10  # compressed bytes fed to zstd per step
+MAX_LINE = 64 << 20  # a "line" longer than this is not a record: counted and skipped
+
+_MAGIC = [
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bz2"),
+    (b"\x28\xb5\x2f\xfd", "zst"),
+    (b"\x1f\x8b", "gzip"),
+]
+
+
+class DumpError(OSError):
+    """A dump that cannot be read at all (missing, unreadable)."""
+
+
+class Submission(msgspec.Struct, frozen=False):
+    """The fields of a submission the link stage uses; every one may be missing."""
+
+    id: str | None = None
+    created_utc: float | str | None = None  # int, float (API, 2023+) or str (2014-01..2015-11)
+    subreddit: str | None = None
+    author: str | None = None
+    title: str | None = None
+    url: str | None = None
+    url_overridden_by_dest: str | None = None  # from 2020-05
+    domain: str | None = None
+    is_self: bool | None = None
+    score: int | None = None  # null in 2017-10 and 2017-11
+    over_18: bool | None = None
+    crosspost_parent: str | None = None  # from 2017-08
+    permalink: str | None = None
+
+
+_decoder = msgspec.json.Decoder(Submission)
+
+
+def _coerce(obj: object) -> Submission:
+    """Slow path for records whose fields have unexpected types (e.g. score as a string)."""
+    if not isinstance(obj, dict):
+        raise ValueError("record is not a JSON object")
+    s = Submission()
+    for name in Submission.__struct_fields__:
+        v = obj.get(name)
+        if v is None:
+            continue
+        if name == "score":
+            v = int(float(v))
+        elif name == "created_utc":
+            v = float(v) if not isinstance(v, str) else v
+        elif name in ("is_self", "over_18"):
+            v = v if isinstance(v, bool) else str(v).lower() in ("true", "1")
+        else:
+            v = str(v)
+        setattr(s, name, v)
+    return s
+
+
+def created_ts(value: float | str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class ZstdStream:
+    """A zstd reader over concatenated frames that, unlike ``stream_reader``, tells a
+    truncated last frame apart from a clean end (raises EOFError).
+
+    Compressed input is fed in small pieces (``ZSTD_INPUT``) so the decompressed
+    chunk stays small: ~10x that on real dumps, bounded by zstd's maximum ratio."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
+        self.dobj = self.dctx.decompressobj()
+        self.started = False
+
+    def read1(self, size: int = CHUNK) -> bytes:
+        while True:
+            data = self.raw.read(ZSTD_INPUT)
+            if not data:
+                if self.started and not self.dobj.eof:
+                    raise EOFError("zstd frame truncated: compressed file ended before the end of the frame")
+                return b""
+            out = []
+            while data:
+                self.started = True
+                out.append(self.dobj.decompress(data))
+                if self.dobj.eof:
+                    data = self.dobj.unused_data
+                    self.dobj = self.dctx.decompressobj()
+                    self.started = bool(data)
+                else:
+                    data = b""
+            chunk = b"".join(out)
+            if chunk:
+                return chunk
+
+    read = read1
+
+    def close(self) -> None:
+        pass
+
+
+def detect_codec(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "plain"
+
+
+def open_dump(path: str | Path) -> tuple[BinaryIO, BinaryIO, str]:
+    """Open a dump: (decompressed stream, raw file for progress, codec name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DumpError(f"dump file not found: {path}")
+    codec = detect_codec(path)
+    raw = open(path, "rb")
+    if codec == "xz":
+        stream = lzma.LZMAFile(raw)
+    elif codec == "bz2":
+        stream = bz2.BZ2File(raw)
+    elif codec == "gzip":
+        stream = gzip.GzipFile(fileobj=raw)
+    elif codec == "zst":
+        stream = ZstdStream(raw)
+    else:
+        stream = raw
+    return stream, raw, codec
+
+
+@dataclass
+class DumpReadStats:
+    path: str
+    codec: str = ""
+    lines: int = 0
+    records: int = 0
+    bad: Counter = field(default_factory=Counter)
+    compressed_bytes_read: int = 0
+    compressed_bytes_total: int = 0
+    error: str | None = None  # why reading stopped early (truncated/corrupt archive)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "codec": self.codec,
+            "lines": self.lines,
+            "records": self.records,
+            "bad": dict(self.bad),
+            "compressed_bytes_read": self.compressed_bytes_read,
+            "compressed_bytes_total": self.compressed_bytes_total,
+            "error": self.error,
+        }
+
+
+_DECOMPRESS_ERRORS = (EOFError, lzma.LZMAError, OSError, zstandard.ZstdError, ValueError)
+
+
+def iter_lines(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = None, on_chunk=None) -> Iterator[bytes]:
+    """Yield complete lines (without the newline) from a binary stream, in constant memory.
+
+    On a decompression error (truncated or corrupt archive) stop, record why and
+    how far the file was read; the unterminated last line is counted as
+    ``truncated_record``."""
+    rest = b""
+    # read1 returns what one decompression step gives, so a truncated archive still
+    # yields every record before the damage.
+    read = getattr(stream, "read1", stream.read)
+    while True:
+        try:
+            chunk = read(CHUNK)
+        except _DECOMPRESS_ERRORS as exc:
+            stats.error = f"{type(exc).__name__}: {exc}"
+            chunk = b""
+            failed = True
+        else:
+            failed = False
+        if raw is not None:
+            try:
+                stats.compressed_bytes_read = raw.tell()
+            except (OSError, ValueError):
+                pass
+        if on_chunk is not None:
+            on_chunk(stats.compressed_bytes_read)
+        if not chunk:
+            if rest.strip():
+                if failed:
+                    stats.lines += 1
+                    stats.bad["truncated_record"] += 1
+                else:
+                    stats.lines += 1
+                    yield rest
+            return
+        lines = chunk.split(b"\n")
+        lines[0] = rest + lines[0]
+        rest = lines.pop()
+        if len(rest) > MAX_LINE:
+            stats.lines += 1
+            stats.bad["line_too_long"] += 1
+            # Skip to the next newline.
+            rest = b""
+            while True:
+                try:
+                    nxt = stream.read(CHUNK)
+                except _DECOMPRESS_ERRORS as exc:
+                    stats.error = f"{type(exc).__name__}: {exc}"
+                    return
+                if not nxt:
+                    return
+                i = nxt.find(b"\n")
+                if i >= 0:
+                    chunk = nxt[i + 1 :]
+                    lines2 = chunk.split(b"\n")
+                    rest = lines2.pop()
+                    lines.extend(lines2)
+                    break
+        stats.lines += len(lines)
+        yield from lines
+
+
+def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progress_bar=None) -> Iterator[Submission]:
+    """Stream the submissions of one dump file. Bad lines are counted in ``stats.bad``."""
+    path = Path(path)
+    stats = stats if stats is not None else DumpReadStats(str(path))
+    stream, raw, codec = open_dump(path)
+    stats.codec = codec
+    stats.compressed_bytes_total = os.path.getsize(path)
+    last = [0]
+
+    def on_chunk(pos: int) -> None:
+        if progress_bar is not None and pos > last[0]:
+            progress_bar.update(pos - last[0])
+            last[0] = pos
+
+    decode = _decoder.decode
+    bad = stats.bad
+    try:
+        for line in iter_lines(stream, stats, raw, on_chunk):
+            if not line or line.isspace():
+                stats.lines -= 1  # blank lines are not records
+                continue
+            try:
+                sub = decode(line)
+            except msgspec.ValidationError:
+                try:
+                    sub = _coerce(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    bad["malformed_json"] += 1
+                    continue
+                except UnicodeDecodeError:
+                    bad["bad_utf8"] += 1
+                    continue
+                except (TypeError, ValueError):
+                    bad["bad_field_type"] += 1
+                    continue
+            except UnicodeDecodeError:
+                bad["bad_utf8"] += 1
+                continue
+            except msgspec.DecodeError:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad["bad_utf8"] += 1
+                else:
+                    bad["malformed_json"] += 1
+                continue
+            stats.records += 1
+            yield sub
+    finally:
+        stream.close()
+        raw.close()
+
+
+def plain_reader_count(path: str | Path) -> int:
+    """The anchor of bench/bench_dumps.py: what the community scripts do (a zstandard
+    stream, text lines, ``json.loads`` per line). Only used for benchmarks."""
+    import json
+
+    n = 0
+    with open(path, "rb") as fh:
+        dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
+        with dctx.stream_reader(fh) as reader:
+            text = io.TextIOWrapper(reader, encoding="utf-8")
+            for line in text:
+                obj = json.loads(line)
+                n += obj.get("score", 0) is not None
+    return n

@@ -1,0 +1,245 @@
+"""Link selection: Reddit submissions -> one row per unique normalised URL.
+
+Every submission read ends in exactly one place: kept as the first submission of
+a URL, merged into an earlier submission of the same URL (``duplicate_url``), or
+dropped with a named reason. The counts add up to the lines read
+(``RunSummary.check``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import LinksConfig
+from .dumps import DumpReadStats, Submission, created_ts, iter_submissions
+from .summary import RunSummary, progress
+from .urls import REDDIT_DOMAINS, InvalidURL, host_matches, url_forms, url_id
+
+BLOCKLIST_PATH = Path(__file__).parent / "data" / "url_blocklist.txt"
+
+LINKS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("url_norm", pa.string()),
+        ("domain", pa.string()),
+        ("score", pa.int64()),
+        ("score_total", pa.int64()),
+        ("n_submissions", pa.int32()),
+        ("created_utc", pa.int64()),
+        ("reddit_ids", pa.list_(pa.string())),
+        ("subreddits", pa.list_(pa.string())),
+        ("created_utcs", pa.list_(pa.int64())),
+        ("titles", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Blocklist:
+    domains: frozenset[str]
+    extensions: frozenset[str]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Blocklist":
+        path = Path(path) if path else BLOCKLIST_PATH
+        domains: set[str] = set()
+        exts: set[str] = set()
+        section = None
+        for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+            line = raw.split("#", 1)[0].strip().lower()
+            if not line:
+                continue
+            if line in ("[domains]", "[extensions]"):
+                section = line[1:-1]
+            elif section == "domains":
+                domains.add(line)
+            elif section == "extensions":
+                exts.add(line.lstrip("."))
+            else:
+                raise ValueError(f"{path}:{lineno}: entry {line!r} before a [domains] or [extensions] header")
+        return cls(frozenset(domains), frozenset(exts))
+
+    def reason(self, host: str, path: str) -> str | None:
+        if host_matches(host, self.domains):
+            return "media_host"
+        last = path.rsplit("/", 1)[-1]
+        if "." in last and last.rsplit(".", 1)[-1].lower() in self.extensions:
+            return "media_extension"
+        return None
+
+
+class LinkSelector:
+    """Applies the selection rules to submissions and aggregates them per URL."""
+
+    def __init__(self, cfg: LinksConfig, summary: RunSummary | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.summary = summary or RunSummary("links", unit="submissions")
+        self.blocklist = Blocklist.load(cfg.blocklist_path)
+        self.after = cfg.after_ts
+        self.before = cfg.before_ts
+        # url_norm -> [url, domain, max_score, total_score, ids, subs, created, titles]
+        self.by_url: dict[str, list] = {}
+
+    def add(self, s: Submission) -> None:
+        summary = self.summary
+        summary.n_in += 1
+        reason = self._reason(s)
+        if reason is not None:
+            summary.drop(reason)
+            return
+        url = self._url
+        key = self._key
+        score = s.score if s.score is not None else 0
+        created = created_ts(s.created_utc)
+        entry = self.by_url.get(key)
+        if entry is None:
+            self.by_url[key] = [url, self._host, score, score, [s.id or ""], [s.subreddit or ""], [created or 0], [s.title or ""]]
+        else:
+            if score > entry[2]:
+                entry[2] = score
+            entry[3] += score
+            entry[4].append(s.id or "")
+            entry[5].append(s.subreddit or "")
+            entry[6].append(created or 0)
+            entry[7].append(s.title or "")
+
+    def _reason(self, s: Submission) -> str | None:
+        cfg = self.cfg
+        raw_url = s.url_overridden_by_dest or s.url
+        if not raw_url:
+            return "missing_url"
+        if cfg.exclude_self_posts and s.is_self:
+            return "self_post"
+        if cfg.exclude_nsfw and s.over_18:
+            return "nsfw"
+        if self.after is not None or self.before is not None:
+            created = created_ts(s.created_utc)
+            if created is None:
+                return "missing_created_utc"
+            if (self.after is not None and created < self.after) or (self.before is not None and created >= self.before):
+                return "outside_date_window"
+        if raw_url.startswith("/"):  # "/r/sub/comments/..." relative permalinks
+            return "crosspost" if s.crosspost_parent else "reddit_internal"
+        if cfg.score_mode == "max":
+            if s.score is None:
+                return "score_missing"
+            if s.score < cfg.min_score:
+                return "low_score"
+        try:
+            url, key = url_forms(raw_url)
+        except InvalidURL:
+            return "invalid_url"
+        host = key.split("/", 1)[0].split(":", 1)[0]
+        media = self.blocklist.reason(host, key[len(host):].split("?", 1)[0])
+        if media:
+            return media
+        if host_matches(host, REDDIT_DOMAINS):
+            return "crosspost" if s.crosspost_parent else "reddit_internal"
+        self._url, self._key, self._host = url, key, host
+        return None
+
+    def rows(self) -> list[dict]:
+        """The unique URLs, after the per-URL rules; adds the merge/total drops to the summary."""
+        out = []
+        summary = self.summary
+        for key, (url, host, smax, stotal, ids, subs, created, titles) in self.by_url.items():
+            n = len(ids)
+            if self.cfg.score_mode == "sum" and stotal < self.cfg.min_score:
+                summary.drop("low_score_total", n)
+                continue
+            if n > 1:
+                summary.drop("duplicate_url", n - 1)
+            out.append(
+                {
+                    "id": url_id(key),
+                    "url": url,
+                    "url_norm": key,
+                    "domain": host,
+                    "score": smax,
+                    "score_total": stotal,
+                    "n_submissions": n,
+                    "created_utc": min(created),
+                    "reddit_ids": ids,
+                    "subreddits": subs,
+                    "created_utcs": created,
+                    "titles": titles,
+                }
+            )
+        summary.n_out = len(out)
+        return out
+
+
+def write_links(rows: list[dict], path: str | Path) -> Path:
+    """Write link rows as one zstd Parquet file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["created_utc"], r["url_norm"]))
+    table = pa.Table.from_pylist(rows, schema=LINKS_SCHEMA)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read_links(path: str | Path) -> pa.Table:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "links.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no links file at {path}: run `webtext links` first")
+    return pq.read_table(path)
+
+
+def select_links(
+    submissions: Iterable[Submission], cfg: LinksConfig, summary: RunSummary | None = None
+) -> tuple[list[dict], RunSummary]:
+    selector = LinkSelector(cfg, summary)
+    for s in submissions:
+        selector.add(s)
+    rows = selector.rows()
+    return rows, selector.summary
+
+
+def harvest_dump_links(dumps: Iterable[str | Path], out_dir: str | Path, cfg: LinksConfig) -> RunSummary:
+    """``webtext links --dump``: read every dump, select links, write ``links.parquet``
+    and ``summary.links.json`` in ``out_dir``."""
+    dumps = [Path(d) for d in dumps]
+    missing = [str(d) for d in dumps if not d.is_file()]
+    if missing:
+        raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
+    out_dir = Path(out_dir)
+    selector = LinkSelector(cfg)
+    summary = selector.summary
+    files = []
+    total = sum(d.stat().st_size for d in dumps)
+    with progress(total=total, unit="B", unit_scale=True, desc="links") as bar:
+        for d in dumps:
+            stats = DumpReadStats(str(d))
+            for s in iter_submissions(d, stats, progress_bar=bar):
+                selector.add(s)
+            # Lines that never became a submission are counted as dropped, by reason.
+            for reason, n in stats.bad.items():
+                summary.n_in += n
+                summary.drop(reason, n)
+            if stats.error:
+                summary.note(
+                    f"{d.name}: archive truncated or corrupt ({stats.error}); read {stats.records:,} records "
+                    f"from {stats.compressed_bytes_read:,} of {stats.compressed_bytes_total:,} compressed bytes"
+                )
+                summary.drop("truncated_archive", 0)
+            files.append(stats.to_dict())
+    rows = selector.rows()
+    write_links(rows, out_dir / "links.parquet")
+    summary.extra["files"] = files
+    summary.extra["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    summary.check()
+    summary.finish().write(out_dir)
+    return summary

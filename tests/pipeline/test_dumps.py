@@ -1,0 +1,119 @@
+import bz2
+import lzma
+
+import orjson
+import pytest
+import zstandard
+
+from pipeline.config import LinksConfig
+from pipeline.dumps import DumpReadStats, detect_codec, iter_submissions
+from pipeline.links import harvest_dump_links, read_links
+
+from webtext_testlib import shared
+
+MONTH_FILES = ["RS_v2_2005-07.xz", "RS_2005-07.bz2", "RS_2005-07.plain.zst", "RS_2005-07.long31.zst"]
+
+
+def test_long31_really_needs_a_large_window():
+    data = shared("reddit", "RS_2005-07.long31.zst").read_bytes()
+    with pytest.raises(zstandard.ZstdError):
+        zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    stats = DumpReadStats("x")
+    assert sum(1 for _ in iter_submissions(shared("reddit", "RS_2005-07.long31.zst"), stats)) == 1079
+    assert stats.error is None and not stats.bad
+
+
+@pytest.mark.parametrize("name,codec", [("RS_v2_2005-07.xz", "xz"), ("RS_2005-07.bz2", "bz2"), ("RS_2005-07.plain.zst", "zst")])
+def test_codec_detected_from_bytes(name, codec):
+    assert detect_codec(shared("reddit", name)) == codec
+
+
+def test_same_url_set_whatever_the_codec(tmp_path):
+    # Plain NDJSON and gzip too, made from the real month.
+    raw = lzma.decompress(shared("reddit", "RS_v2_2005-07.xz").read_bytes())
+    plain = tmp_path / "RS_2005-07.ndjson"
+    plain.write_bytes(raw)
+    import gzip
+
+    gz = tmp_path / "RS_2005-07.gz"
+    gz.write_bytes(gzip.compress(raw))
+    paths = [shared("reddit", n) for n in MONTH_FILES] + [plain, gz]
+    url_sets = []
+    for i, p in enumerate(paths):
+        s = harvest_dump_links([p], tmp_path / f"out{i}", LinksConfig())
+        assert s.n_in == 1079 and s.balanced()
+        url_sets.append(set(read_links(tmp_path / f"out{i}").column("url_norm").to_pylist()))
+    assert all(u == url_sets[0] for u in url_sets)
+    assert 700 < len(url_sets[0]) < 1079
+
+
+def test_drop_reasons_add_up_to_the_input(tmp_path):
+    s = harvest_dump_links(
+        [shared("reddit", "RS_v2_2005-06.xz"), shared("reddit", "RS_v2_2005-07.xz")], tmp_path, LinksConfig()
+    )
+    assert s.n_in == 103 + 1079
+    assert s.n_in == s.n_out + sum(s.dropped.values())
+    assert s.dropped["low_score"] > 0
+    table = read_links(tmp_path)
+    assert table.num_rows == s.n_out
+    assert min(table.column("score").to_pylist()) >= 3
+    summary = orjson.loads((tmp_path / "summary.links.json").read_bytes())
+    assert summary["balanced"] and summary["in"] == 1182
+
+
+def _write_ndjson(path, lines: list[bytes]):
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_schema_drift_and_bad_lines_are_counted(tmp_path):
+    good = {"id": "a1", "url": "http://example.com/a", "score": 5, "is_self": False, "subreddit": "x", "created_utc": 1500000000}
+    lines = [
+        orjson.dumps(good),
+        orjson.dumps({**good, "id": "a2", "url": "http://example.com/b", "created_utc": "1420070400"}),  # str (2014-2015)
+        orjson.dumps({**good, "id": "a3", "url": "http://example.com/c", "created_utc": 1690000000.0}),  # float (API, 2023+)
+        orjson.dumps({**good, "id": "a4", "url": "http://example.com/d", "score": None}),  # null (2017-10)
+        orjson.dumps({**good, "id": "a5", "url": None, "domain": None}),  # null (2022-08)
+        orjson.dumps({"id": "a6", "url": "http://example.com/f", "score": 9}),  # fields missing
+        orjson.dumps({**good, "id": "a7", "url": "https://www.reddit.com/r/x/comments/1/", "url_overridden_by_dest": "http://example.com/g"}),
+        orjson.dumps({**good, "id": "a8", "url": "http://example.com/h", "score": "12"}),  # wrong type, coerced
+        b'{"id": "broken", "url": ',  # malformed JSON
+        b'{"id": "bad\xff\xfeutf8", "url": "http://example.com/x", "score": 5}',  # bad UTF-8
+        b"[1, 2, 3]",  # not an object
+        b"",  # blank line: not a record
+    ]
+    path = _write_ndjson(tmp_path / "RS_drift.ndjson", lines)
+    cfg = LinksConfig(created_before=None)
+    s = harvest_dump_links([path], tmp_path / "out", cfg)
+    assert s.n_in == 11
+    assert s.dropped["malformed_json"] == 1
+    assert s.dropped["bad_utf8"] == 1
+    assert s.dropped["bad_field_type"] == 1
+    assert s.dropped["score_missing"] == 1
+    assert s.dropped["missing_url"] == 1
+    assert s.balanced()
+    urls = set(read_links(tmp_path / "out").column("url_norm").to_pylist())
+    assert urls == {"example.com/a", "example.com/b", "example.com/c", "example.com/f", "example.com/g", "example.com/h"}
+    t = read_links(tmp_path / "out").to_pylist()
+    created = {r["url_norm"]: r["created_utc"] for r in t}
+    assert created["example.com/b"] == 1420070400 and created["example.com/c"] == 1690000000
+
+
+@pytest.mark.parametrize("codec", ["xz", "bz2", "zst"])
+def test_truncated_archive_reports_how_far_it_got_and_next_file_is_read(tmp_path, codec):
+    raw = lzma.decompress(shared("reddit", "RS_v2_2005-07.xz").read_bytes())
+    data = {"xz": lzma.compress(raw), "bz2": bz2.compress(raw, 1), "zst": zstandard.ZstdCompressor().compress(raw)}[codec]
+    cut = tmp_path / f"RS_cut.{codec}"
+    cut.write_bytes(data[: len(data) // 2])
+    s = harvest_dump_links([cut, shared("reddit", "RS_v2_2005-06.xz")], tmp_path / "out", LinksConfig())
+    files = s.extra["files"]
+    assert files[0]["error"] and 0 < files[0]["records"] < 1079
+    assert files[1]["records"] == 103 and files[1]["error"] is None
+    assert any("truncated" in n for n in s.notes)
+    assert s.balanced()
+
+
+def test_missing_dump_fails_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.zst"):
+        harvest_dump_links([shared("reddit", "RS_v2_2005-06.xz"), tmp_path / "nope.zst"], tmp_path / "out", LinksConfig())
+    assert not (tmp_path / "out").exists()
