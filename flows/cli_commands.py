@@ -1,1 +1,135 @@
 """Subcommands beyond `links`; each registers itself with flows.cli."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .cli import FORMATTER, register
+
+
+# --- model: tokenize, generate, export-hf, import-hf, train-tokenizer --------------------
+
+
+@register
+def add_tokenize(sub):
+    p = sub.add_parser(
+        "tokenize", formatter_class=FORMATTER, help="documents (Parquet shards) -> token shards for training",
+        description="Reads Parquet documents (id, text) from SHARDS (a shard directory with manifest.json, or any "
+        "Parquet files), encodes them with GPT-2's byte-level BPE (or --tokenizer DIR) on all cores, and writes "
+        "OUT/train.bin and OUT/val.bin (uint16 memmaps, <|endoftext|> between documents), OUT/val_docs.npy and "
+        "OUT/manifest.json. The held-out split is chosen per document by a hash of its id.",
+    )
+    p.add_argument("--in", dest="src", required=True, metavar="SHARDS")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--tokenizer", default="gpt2", help="'gpt2' or a directory saved by `webtext train-tokenizer`")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="held-out share of documents (GPT-2 paper: 5%%; nanoGPT: 0.0005)")
+    p.add_argument("--threads", type=int, default=None, help="encoding threads (default: all cores)")
+
+    def run(args):
+        from model.data import tokenize_shards
+        from model.tokenizer import Tokenizer
+
+        m = tokenize_shards(args.src, args.out, Tokenizer.load(args.tokenizer), args.val_fraction, args.threads)
+        print(f"train: {m['train']['tokens']:,} tokens in {m['train']['documents']:,} documents; "
+              f"val: {m['val']['tokens']:,} tokens in {m['val']['documents']:,} documents -> {args.out}")
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_train_tokenizer(sub):
+    p = sub.add_parser(
+        "train-tokenizer", formatter_class=FORMATTER, help="train a new byte-level BPE on Parquet documents",
+        description="Trains a byte-level BPE with GPT-2's pre-tokenisation (Hugging Face tokenizers) on the text of "
+        "Parquet documents and saves vocab.json + merges.txt in OUT, loadable by --tokenizer OUT and by "
+        "transformers' GPT2TokenizerFast.",
+    )
+    p.add_argument("--in", dest="src", required=True, metavar="SHARDS")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--vocab-size", type=int, default=8192)
+
+    def run(args):
+        from model.data import iter_documents, parquet_files
+        from model.tokenizer import train_bpe
+
+        texts = (t for _, ts in iter_documents(parquet_files(args.src)) for t in ts if t)
+        tok = train_bpe(texts, args.vocab_size, name=Path(args.out).name)
+        tok.save(args.out)
+        print(f"saved a {tok.n_vocab:,}-token BPE to {args.out} (sha256 {tok.sha256[:16]})")
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_generate(sub):
+    p = sub.add_parser(
+        "generate", formatter_class=FORMATTER, help="sample text from a checkpoint",
+        description="Samples continuations of one or more prompts with temperature, top-k and top-p, using a KV cache; "
+        "stops at <|endoftext|> or after --max-new-tokens.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="ckpt.pt or its directory")
+    p.add_argument("--prompt", action="append", required=True, help="repeat for a batch of prompts")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=40, help="GPT-2 paper samples used top-k 40; 0 disables")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, e.g. 0.9")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
+    p.add_argument("--device", default="cpu")
+
+    def run(args):
+        from model.checkpoint import load_model
+        from model.generate import generate
+        from model.tokenizer import Tokenizer
+
+        model, ckpt = load_model(args.checkpoint, args.device)
+        tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
+        prompts = [tok.encode(p) or [tok.eot_id] for p in args.prompt for _ in range(args.num_samples)]
+        outs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k or None, args.top_p,
+                        tok.eot_id, args.seed)
+        for i, (p, o) in enumerate(zip(prompts, outs)):
+            print(f"--- sample {i + 1}")
+            print(tok.decode(p) + tok.decode(o))
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_export_hf(sub):
+    p = sub.add_parser("export-hf", formatter_class=FORMATTER, help="write a checkpoint as a Hugging Face GPT-2 directory",
+                       description="Writes config.json, model.safetensors and tokenizer files that "
+                       "transformers' GPT2LMHeadModel / GPT2TokenizerFast.from_pretrained load.")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("out", metavar="OUTDIR")
+
+    def run(args):
+        from model.checkpoint import load_model
+        from model.hf import export_hf
+        from model.tokenizer import Tokenizer
+
+        model, ckpt = load_model(args.checkpoint)
+        export_hf(model, args.out, Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2"))
+        print(f"wrote {args.out}")
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_import_hf(sub):
+    p = sub.add_parser("import-hf", formatter_class=FORMATTER, help="load GPT-2 weights from a Hugging Face directory",
+                       description="Reads a GPT-2 directory (config.json + model.safetensors or pytorch_model.bin, e.g. "
+                       "OpenAI's released models) and writes a webtext checkpoint.")
+    p.add_argument("hf_dir", metavar="DIR")
+    p.add_argument("--out", default=None, metavar="CKPT", help="default: DIR/ckpt.pt")
+
+    def run(args):
+        from model.checkpoint import save_checkpoint
+        from model.hf import import_hf
+
+        model = import_hf(args.hf_dir)
+        out = save_checkpoint(args.out or Path(args.hf_dir) / "ckpt.pt", model, tokenizer_path=None, step=0)
+        print(f"imported {model.num_params():,} parameters -> {out}")
+
+    p.set_defaults(func=run)
