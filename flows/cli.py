@@ -130,4 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module, so subcommands registered on flows.cli count.
+    from flows.cli import main as _main
+
+    sys.exit(_main())

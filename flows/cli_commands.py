@@ -6,7 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import FORMATTER, register
+from .cli import FORMATTER, _add_config, register
+
+
+def _cfg(args):
+    from pipeline.config import Config
+
+    return Config.load(getattr(args, "config", None))
 
 
 # --- model: tokenize, generate, export-hf, import-hf, train-tokenizer --------------------
@@ -131,5 +137,94 @@ def add_import_hf(sub):
         model = import_hf(args.hf_dir)
         out = save_checkpoint(args.out or Path(args.hf_dir) / "ckpt.pt", model, tokenizer_path=None, step=0)
         print(f"imported {model.num_params():,} parameters -> {out}")
+
+    p.set_defaults(func=run)
+
+
+# --- corpus stages: fetch, extract --------------------------------------------------------
+
+
+def _links_rows(links_dir):
+    from pipeline.links import read_links
+
+    return read_links(links_dir).select(["id", "url", "url_norm"]).to_pylist()
+
+
+@register
+def add_fetch(sub):
+    p = sub.add_parser(
+        "fetch", formatter_class=FORMATTER, help="fetch the links' pages into WARC files (or replay WARCs)",
+        description="Fetches every URL of LINKS/links.parquet that has no outcome yet in OUT/outcomes.jsonl, politely "
+        "(per-host limit and delay, a user agent naming the project, robots.txt) and safely (time-outs, size and "
+        "redirect caps, no private addresses), writing raw responses to OUT/warc/*.warc.gz and one outcome per URL. "
+        "Stopped and started again, it fetches only what is left. With --from-warc, pages come from existing WARC "
+        "files (ours, Common Crawl's) instead of the network.",
+    )
+    p.add_argument("--links", required=True, metavar="DIR", help="a directory holding links.parquet")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--from-warc", nargs="+", metavar="FILE", help="replay these WARC files instead of fetching")
+    p.add_argument("--workers", type=int, help="threads (default 32)")
+    p.add_argument("--no-robots", action="store_true", help="do not read robots.txt")
+    p.add_argument("--allow-private", action="store_true", help="allow loopback/private targets (tests, local mirrors)")
+    p.add_argument("--user-agent", help="default names the project")
+    _add_config(p)
+
+    def run(args):
+        from pipeline.fetch import fetch_links, replay_links
+
+        cfg = _cfg(args)
+        fc = cfg.fetch
+        if args.workers:
+            fc.workers = args.workers
+        if args.no_robots:
+            fc.respect_robots = False
+        if args.allow_private:
+            fc.allow_private_addresses = True
+        if args.user_agent:
+            fc.user_agent = args.user_agent
+        fc.validate()
+        rows = _links_rows(args.links)
+        if args.from_warc:
+            s = replay_links(rows, args.out, args.from_warc)
+        else:
+            s = fetch_links(rows, args.out, fc)
+        s.print()
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_extract(sub):
+    p = sub.add_parser(
+        "extract", formatter_class=FORMATTER, help="extract main text from WARC responses into Parquet documents",
+        description="Reads response records from WARC files (--warc, any producer) or the ok outcomes of a fetch "
+        "directory (--fetch), extracts main text with trafilatura on all cores, joins Reddit metadata from --links, "
+        "and writes OUT/part-*.parquet (id, url, text, title, scores, subreddits, reddit ids, fetch metadata) and "
+        "OUT/summary.extract.json. Resumable: a restart skips pages already handled.",
+    )
+    p.add_argument("--warc", nargs="+", metavar="FILE")
+    p.add_argument("--fetch", metavar="DIR", help="a fetch output directory (uses its outcomes)")
+    p.add_argument("--links", nargs="*", default=[], metavar="DIR", help="links directories for Reddit metadata")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    _add_config(p)
+
+    def run(args):
+        from pipeline.extract import extract_documents, load_reddit_meta, tasks_from_fetch, tasks_from_warcs
+
+        cfg = _cfg(args)
+        if args.workers:
+            cfg.extract.workers = args.workers
+        if bool(args.warc) == bool(args.fetch):
+            from pipeline.config import ConfigError
+
+            raise ConfigError("give either --warc FILE ... or --fetch DIR")
+        if args.warc:
+            missing = [w for w in args.warc if not Path(w).is_file()]
+            if missing:
+                raise FileNotFoundError(f"WARC file(s) not found: {', '.join(missing)}")
+        tasks = tasks_from_warcs(args.warc) if args.warc else tasks_from_fetch(args.fetch)
+        s = extract_documents(tasks, args.out, cfg.extract, load_reddit_meta(args.links))
+        s.print()
 
     p.set_defaults(func=run)

@@ -170,11 +170,15 @@ class GPT(nn.Module):
                 presents.append(present)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)
-        if self.config.padded_vocab_size != self.config.vocab_size:
-            logits = logits[..., : self.config.vocab_size]
+        V = self.config.vocab_size
         loss = None
+        if logits.size(-1) != V:
+            # Padding columns get -inf (in place: no copy of the big logits tensor), so
+            # the loss over the padded row equals the loss over the real vocabulary.
+            logits[..., V:].fill_(float("-inf"))
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        logits = logits[..., :V]
         if use_cache:
             return logits, loss, presents
         return logits, loss

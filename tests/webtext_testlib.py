@@ -112,3 +112,142 @@ class FakeReddit:
 
     def praw_overrides(self) -> dict:
         return {"oauth_url": self.url, "reddit_url": self.url, "short_url": self.url}
+
+
+# --- a real HTTP server on 127.0.0.1 with real pages and hostile ones ----------------------
+
+import gzip as _gzip
+import lzma as _lzma
+import socket as _socket
+import struct as _struct
+import time as _time
+
+
+def aeb_pages(n: int) -> list[dict]:
+    out = []
+    with _lzma.open(shared("html", "aeb.jsonl.xz"), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            out.append(json.loads(line))
+            if len(out) >= n:
+                break
+    return out
+
+
+class WebServer:
+    """Serves real pages at /page/<i> and the hostile cases a crawler meets."""
+
+    def __init__(self, pages: list[str]):
+        self.pages = pages
+        self.hits: dict[str, int] = {}
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, status, body: bytes, ctype="text/html; charset=utf-8", extra=()):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in extra:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                path = self.path
+                srv.hits[path] = srv.hits.get(path, 0) + 1
+                if path.startswith("/page/"):
+                    i = int(path.split("/")[2])
+                    return self._send(200, srv.pages[i].encode("utf-8"))
+                if path == "/robots.txt":
+                    return self._send(200, b"User-agent: *\nDisallow: /private\n", "text/plain")
+                if path == "/slow":  # trickles one byte every 0.2 s, for at most 8 s
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    end = _time.time() + 8
+                    try:
+                        while _time.time() < end:
+                            self.wfile.write(b"<")
+                            self.wfile.flush()
+                            _time.sleep(0.2)
+                    except OSError:
+                        pass
+                    return
+                if path.startswith("/loop"):
+                    n = int(path.split("=")[1]) if "=" in path else 0
+                    self.send_response(302)
+                    self.send_header("Location", f"/loop?n={n + 1}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if path == "/redirect":
+                    self.send_response(301)
+                    self.send_header("Location", "/page/0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if path == "/huge":  # claims 5 GB
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(5 * 10**9))
+                    self.end_headers()
+                    try:
+                        self.wfile.write(b"<html>" + b"x" * 65536)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
+                if path == "/bomb":  # 200 MB of zeros, gzipped to ~200 KB
+                    return self._send(200, srv.bomb, extra=[("Content-Encoding", "gzip")])
+                if path == "/latin1":  # says utf-8, is latin-1
+                    body = ("<html><head><title>Caf\u00e9</title></head><body><article><p>"
+                            + "Le caf\u00e9 est tr\u00e8s bon, d\u00e9j\u00e0 vu. " * 40 + "</p></article></body></html>")
+                    return self._send(200, body.encode("latin-1"), "text/html; charset=utf-8")
+                if path == "/binary":
+                    return self._send(200, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20, "text/html")
+                if path == "/image":
+                    return self._send(200, b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "image/png")
+                if path == "/flaky":  # 429 first, then the page
+                    if srv.hits[path] == 1:
+                        return self._send(429, b"slow down", "text/plain", [("Retry-After", "0")])
+                    return self._send(200, srv.pages[0].encode("utf-8"))
+                if path == "/reset":  # connection reset by peer
+                    self.connection.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if path == "/private":
+                    return self._send(200, srv.pages[0].encode("utf-8"))
+                return self._send(404, b"not found", "text/plain")
+
+        self.bomb = _gzip.compress(b"\0" * (200 * 2**20), 9)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_fetch_config(**kw):
+    from pipeline.config import FetchConfig
+
+    base = dict(allow_private_addresses=True, respect_robots=False, per_host_delay_s=0.0, per_host_concurrency=8,
+                workers=8, total_timeout_s=2.0, connect_timeout_s=1.0, max_bytes=2**20, retries=2, backoff_s=0.05)
+    base.update(kw)
+    return FetchConfig(**base)
+
+
+test_fetch_config.__test__ = False

@@ -1,0 +1,290 @@
+"""Main-text extraction from WARC response records into Parquet documents.
+
+Reads any WARC with response records (ours, Common Crawl's, a web archive's),
+or exactly the records a fetch directory's outcomes point at. trafilatura
+extracts the main text with settings chosen by measurement
+(bench/bench_extract.py): ``include_comments=False``, URL passed. The title is
+read from the page's ``<title>``/``og:title`` (cheap) and the publication date
+with htmldate's fast mode only when asked, since trafilatura's full metadata pass
+costs a third of the extraction time.
+
+Work is split into chunks; each chunk writes ``part-NNNNN.parquet`` (kept
+documents) and then ``part-NNNNN.done.json`` (every key it handled, kept or
+dropped with a reason), both atomically. A restarted run skips every key in a
+done file, so nothing is lost or repeated. Pages are extracted on all cores; a
+page that makes the extractor raise or run past ``page_timeout_s`` is dropped
+with a reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import multiprocessing as mp
+import os
+import re
+import signal
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import ExtractConfig
+from .html import decode_content_encoding, decode_html
+from .summary import RunSummary, atomic_write_bytes, progress
+from .urls import InvalidURL, normalize_url, url_id
+
+CHUNK = 256
+
+DOC_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("url_norm", pa.string()),
+        ("text", pa.string()),
+        ("title", pa.string()),
+        ("date", pa.string()),
+        ("status", pa.int32()),
+        ("fetched_at", pa.string()),
+        ("warc_file", pa.string()),
+        ("warc_offset", pa.int64()),
+        ("charset", pa.string()),
+        ("score", pa.int64()),
+        ("score_total", pa.int64()),
+        ("subreddits", pa.list_(pa.string())),
+        ("reddit_ids", pa.list_(pa.string())),
+        ("created_utc", pa.int64()),
+    ]
+)
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+_OG_TITLE = re.compile(rb"""<meta[^>]+property=["']og:title["'][^>]+content=["']([^"']*)""", re.I)
+
+
+def page_title(html: str) -> str | None:
+    b = html[:200_000].encode("utf-8", "ignore")
+    m = _OG_TITLE.search(b) or _TITLE.search(b)
+    if not m:
+        return None
+    t = htmllib.unescape(m.group(1).decode("utf-8", "ignore")).strip()
+    return re.sub(r"\s+", " ", t)[:1000] or None
+
+
+class _PageTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _PageTimeout()
+
+
+_OPTS: dict = {}
+
+
+def _init_worker(opts: dict) -> None:
+    _OPTS.update(opts)
+    signal.signal(signal.SIGALRM, _alarm)
+    import trafilatura  # noqa: F401  (import once per worker)
+
+
+def extract_text(html: str, url: str | None, cfg: ExtractConfig) -> str | None:
+    import trafilatura
+
+    return trafilatura.extract(
+        html, url=url, include_comments=cfg.include_comments, favor_precision=cfg.favor_precision,
+        favor_recall=cfg.favor_recall, with_metadata=False,
+    )
+
+
+def _read_record(path: str, offset: int):
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for record in ArchiveIterator(fh):
+            uri = record.rec_headers.get_header("WARC-Target-URI")
+            date = record.rec_headers.get_header("WARC-Date")
+            truncated = record.rec_headers.get_header("WARC-Truncated")
+            status = int(record.http_headers.get_statuscode() or 0) if record.http_headers else 0
+            headers = {k.lower(): v for k, v in (record.http_headers.headers if record.http_headers else [])}
+            body = record.raw_stream.read()
+            return record.rec_type, uri, date, status, headers, body, truncated
+    raise EOFError(f"no WARC record at {path}:{offset}")
+
+
+def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | None, str | None]:
+    """Worker: (warc path, offset, key) -> (key, document fields | None, drop reason | None)."""
+    path, offset, key = task
+    cfg = ExtractConfig(**_OPTS.get("cfg", {}))
+    try:
+        rec_type, uri, date, status, headers, body, truncated = _read_record(path, offset)
+    except Exception as exc:
+        return key, None, f"warc_unreadable: {type(exc).__name__}"
+    try:
+        key = key or normalize_url(uri)
+    except InvalidURL:
+        return key, None, "invalid_url"
+    if rec_type != "response":
+        return key, None, "not_a_response"
+    if not 200 <= status < 300:
+        return key, None, "http_status"
+    if truncated:
+        return key, None, "truncated_record"
+    ctype = headers.get("content-type", "")
+    if ctype and ctype.split(";", 1)[0].strip().lower() not in ("text/html", "application/xhtml+xml", "application/xml", "text/xml"):
+        return key, None, "not_html"
+    try:
+        body = decode_content_encoding(body, headers.get("content-encoding"), 50 * 2**20)
+    except Exception:
+        return key, None, "bad_content_encoding"
+    if not body.strip():
+        return key, None, "empty_body"
+    html, charset = decode_html(body, ctype)
+    signal.setitimer(signal.ITIMER_REAL, cfg.page_timeout_s)
+    try:
+        text = extract_text(html, uri, cfg)
+    except _PageTimeout:
+        return key, None, "extract_timeout"
+    except Exception:
+        return key, None, "extract_error"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if not text or not text.strip():
+        return key, None, "no_main_text"
+    return key, {
+        "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": None,
+        "status": status, "fetched_at": date, "warc_file": path, "warc_offset": offset, "charset": charset,
+    }, None
+
+
+def tasks_from_warcs(paths: Iterable[str | Path]) -> Iterator[tuple[str, int, str | None]]:
+    from warcio.archiveiterator import ArchiveIterator
+
+    for p in paths:
+        p = str(Path(p).resolve())
+        with open(p, "rb") as fh:
+            it = ArchiveIterator(fh)
+            for record in it:
+                if record.rec_type == "response":
+                    uri = record.rec_headers.get_header("WARC-Target-URI")
+                    try:
+                        key = normalize_url(uri)
+                    except InvalidURL:
+                        key = None
+                    yield p, it.get_record_offset(), key
+
+
+def tasks_from_fetch(fetch_dir: str | Path) -> Iterator[tuple[str, int, str | None]]:
+    from .fetch import read_outcomes
+
+    fetch_dir = Path(fetch_dir)
+    for key, rec in read_outcomes(fetch_dir).items():
+        if rec.get("outcome") == "ok" and rec.get("warc_file"):
+            wf = Path(rec["warc_file"])
+            path = wf if wf.is_absolute() else fetch_dir / "warc" / wf
+            yield str(path.resolve()), rec["warc_offset"], key
+
+
+def load_reddit_meta(links_paths: Iterable[str | Path]) -> dict[str, dict]:
+    from .links import read_links
+
+    meta: dict[str, dict] = {}
+    for p in links_paths:
+        t = read_links(p).select(["url_norm", "score", "score_total", "subreddits", "reddit_ids", "created_utc"])
+        for row in t.to_pylist():
+            old = meta.get(row["url_norm"])
+            if old is None or (row["score"] or 0) > (old["score"] or 0):
+                meta[row["url_norm"]] = row
+    return meta
+
+
+def done_keys(out_dir: Path) -> tuple[set[str], int]:
+    keys: set[str] = set()
+    n = 0
+    for p in sorted(out_dir.glob("part-*.done.json")):
+        d = orjson.loads(p.read_bytes())
+        keys.update(d["kept"])
+        keys.update(k for k, _ in d["dropped"])
+        n = max(n, int(p.name.split("-")[1].split(".")[0]) + 1)
+    return keys, n
+
+
+def extract_documents(
+    tasks: Iterable[tuple[str, int, str | None]],
+    out_dir: str | Path,
+    cfg: ExtractConfig,
+    reddit_meta: dict[str, dict] | None = None,
+) -> RunSummary:
+    """``webtext extract``: run the tasks not yet done; write parts and the summary."""
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Parts left without a done file by a killed run are not counted; they will be rewritten.
+    for p in out.glob("part-*.parquet"):
+        if not p.with_name(p.name.replace(".parquet", ".done.json")).exists():
+            p.unlink()
+    seen, next_part = done_keys(out)
+    reddit_meta = reddit_meta or {}
+    summary = RunSummary("extract", unit="pages")
+    todo = []
+    in_run: set = set()
+    for t in tasks:
+        summary.n_in += 1
+        key = t[2]
+        if key is not None and key in seen:
+            summary.drop("already_extracted")
+        elif key is not None and key in in_run:
+            summary.drop("duplicate_capture")
+        else:
+            if key is not None:
+                in_run.add(key)
+            todo.append(t)
+    workers = cfg.workers or os.cpu_count() or 1
+    ctx = mp.get_context("fork")
+    kept_total = 0
+    with ctx.Pool(workers, initializer=_init_worker, initargs=({"cfg": asdict(cfg)},), maxtasksperchild=2000) as pool, \
+            progress(total=len(todo), desc="extract", unit="pages") as bar:
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start : start + CHUNK]
+            docs, kept, dropped = [], [], []
+            for key, doc, reason in pool.imap(extract_one, chunk, chunksize=4):
+                bar.update(1)
+                if doc is None:
+                    dropped.append((key, reason))
+                    summary.drop(reason.split(":", 1)[0])
+                    continue
+                if doc["url_norm"] in seen:
+                    dropped.append((key, "duplicate_capture"))
+                    summary.drop("duplicate_capture")
+                    continue
+                seen.add(doc["url_norm"])
+                m = reddit_meta.get(doc["url_norm"], {})
+                doc.update(
+                    id=url_id(doc["url_norm"]), score=m.get("score"), score_total=m.get("score_total"),
+                    subreddits=m.get("subreddits"), reddit_ids=m.get("reddit_ids"), created_utc=m.get("created_utc"),
+                )
+                docs.append(doc)
+                kept.append(doc["url_norm"])
+            part = out / f"part-{next_part:05d}.parquet"
+            if docs:
+                tmp = part.with_name(f".{part.name}.tmp")
+                pq.write_table(pa.Table.from_pylist(docs, schema=DOC_SCHEMA), tmp, compression="zstd")
+                os.replace(tmp, part)
+            atomic_write_bytes(part.with_name(f"part-{next_part:05d}.done.json"),
+                               orjson.dumps({"kept": kept, "dropped": dropped}))
+            next_part += 1
+            kept_total += len(docs)
+    summary.n_out = kept_total
+    summary.check()
+    summary.finish().write(out)
+    return summary
+
+
+def read_documents(src: str | Path, columns: list[str] | None = None) -> pa.Table:
+    src = Path(src)
+    files = [src] if src.is_file() else sorted(p for p in src.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return DOC_SCHEMA.empty_table() if columns is None else DOC_SCHEMA.empty_table().select(columns)
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")

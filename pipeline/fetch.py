@@ -1,0 +1,619 @@
+"""Fetching pages politely and safely into WARC files, resumably, or replaying WARCs.
+
+Every URL ends in exactly one recorded outcome, appended to ``outcomes.jsonl``:
+
+    ok            HTML kept (a response record in a WARC)
+    http_<code>   a non-2xx final status (404, 410, 500 after retries, ...)
+    not_html      a content type that is not HTML/XHTML (images, PDFs, ...)
+    binary        served as HTML, but the bytes are binary
+    too_large     Content-Length or the body passed ``max_bytes`` (stopped reading)
+    decoded_too_large  the gzip/deflate body expands past ``max_bytes`` (a gzip bomb)
+    timeout       connect or whole-response deadline passed (a trickling server)
+    too_many_redirects, refused_private_address, robots_disallowed,
+    connection_error, invalid_url, not_in_archive (replay)
+
+Raw responses go to WARC (warcio): a request and a response record for every
+HTTP response received, the body cut at ``max_bytes`` with ``WARC-Truncated``
+when it was too long. Each record is serialised in memory and written with one
+``write`` + ``fsync`` before its outcome line is appended; a new run opens a new
+WARC file and first trims any file of a killed run back to its last complete
+record, so warcio always reads every file whole.
+
+Resuming: URLs that already have an outcome are not fetched again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import ipaddress
+import os
+import socket
+import threading
+import time
+import urllib.robotparser
+import zlib
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+import urllib3
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from .config import FetchConfig
+from .summary import RunSummary, progress
+from .urls import InvalidURL, normalize_url
+
+OUTCOMES = "outcomes.jsonl"
+HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"MZ", b"\x7fELF", b"RIFF", b"ID3", b"OggS")
+
+
+class FetchRefused(Exception):
+    def __init__(self, outcome: str, detail: str = ""):
+        super().__init__(f"{outcome}: {detail}")
+        self.outcome = outcome
+        self.detail = detail
+
+
+def is_public_address(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast and not addr.is_reserved
+
+
+def check_public(url: str) -> None:
+    """Refuse URLs whose host resolves to loopback, private, link-local or other
+    non-public addresses (checked on every redirect hop too)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise FetchRefused("invalid_url", url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise FetchRefused("dns_error", f"{host}: {exc}") from exc
+    for info in infos:
+        ip = info[4][0]
+        if not is_public_address(ip):
+            raise FetchRefused("refused_private_address", f"{host} resolves to {ip}")
+
+
+class HostThrottle:
+    """At most ``concurrency`` requests in flight per host and ``delay`` seconds
+    between the starts of two requests to one host."""
+
+    def __init__(self, concurrency: int, delay: float):
+        self.delay = delay
+        self.sems: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(concurrency))
+        self.next_ok: dict[str, float] = defaultdict(float)
+        self.lock = threading.Lock()
+
+    def acquire(self, host: str) -> None:
+        self.sems[host].acquire()
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                wait = self.next_ok[host] - now
+                if wait <= 0:
+                    self.next_ok[host] = now + self.delay
+                    return
+            time.sleep(min(wait, 1.0))
+
+    def release(self, host: str) -> None:
+        self.sems[host].release()
+
+
+@dataclass
+class Response:
+    url: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    truncated: str | None  # "length" when cut at max_bytes
+    http_version: str = "HTTP/1.1"
+    request_headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class WarcSink:
+    """Appends request/response record pairs to rolling WARC files, one write each."""
+
+    def __init__(self, warc_dir: Path, max_bytes: int, prefix: str = "webtext"):
+        self.dir = warc_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.prefix = prefix
+        self.lock = threading.Lock()
+        self.fh = None
+        self.path: Path | None = None
+        self.serial = 0
+
+    def _open(self) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
+        self.serial += 1
+        self.path = self.dir / f"{self.prefix}-{stamp}-{os.getpid()}-{self.serial:05d}.warc.gz"
+        self.fh = open(self.path, "ab")
+
+    def write(self, resp: Response, fetched_at: str) -> tuple[str, int, int, int]:
+        """Returns (file name, offset and length of the response record, end of the pair)."""
+        buf = io.BytesIO()
+        writer = WARCWriter(buf, gzip=True)
+        http_headers = StatusAndHeaders(f"{resp.status} {resp.reason}", resp.headers, protocol=resp.http_version)
+        warc_headers = {"WARC-Date": fetched_at}
+        if resp.truncated:
+            warc_headers["WARC-Truncated"] = resp.truncated
+        record = writer.create_warc_record(
+            resp.url, "response", payload=io.BytesIO(resp.body), http_headers=http_headers,
+            warc_headers_dict=warc_headers,
+        )
+        writer.write_record(record)
+        response_len = buf.tell()
+        path = urlsplit(resp.url)
+        req_line = (path.path or "/") + (f"?{path.query}" if path.query else "")
+        req_headers = StatusAndHeaders(f"GET {req_line} HTTP/1.1", resp.request_headers, is_http_request=True)
+        req = writer.create_warc_record(resp.url, "request", http_headers=req_headers,
+                                        warc_headers_dict={"WARC-Date": fetched_at,
+                                                           "WARC-Concurrent-To": record.rec_headers.get_header("WARC-Record-ID")})
+        writer.write_record(req)
+        data = buf.getvalue()
+        with self.lock:
+            if self.fh is None or (self.fh.tell() + len(data) > self.max_bytes and self.fh.tell() > 0):
+                self.close()
+                self._open()
+            offset = self.fh.tell()
+            self.fh.write(data)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            return self.path.name, offset, response_len, offset + len(data)
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+class OutcomeLog:
+    """``outcomes.jsonl``: one line per URL, appended and fsynced; the resume point."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.done: dict[str, dict] = {}
+        if path.is_file():
+            data = path.read_bytes()
+            good_end = 0
+            for line in data.splitlines(keepends=True):
+                if not line.endswith(b"\n"):
+                    break  # a torn last line of a killed run
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    break
+                self.done[rec["url_norm"]] = rec
+                good_end += len(line)
+            if good_end != len(data):
+                with open(path, "r+b") as fh:
+                    fh.truncate(good_end)
+        self.fh = open(path, "ab")
+
+    def add(self, rec: dict) -> None:
+        line = orjson.dumps(rec) + b"\n"
+        with self.lock:
+            self.fh.write(line)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.done[rec["url_norm"]] = rec
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def repair_warcs(warc_dir: Path, outcomes: dict[str, dict]) -> list[str]:
+    """Trim each WARC file back to the end of its last record that has an outcome
+    (a killed run can leave a torn or outcome-less tail). Returns what was trimmed."""
+    ends: dict[str, int] = defaultdict(int)
+    for rec in outcomes.values():
+        if rec.get("warc_file") and rec.get("warc_record_end"):
+            ends[rec["warc_file"]] = max(ends[rec["warc_file"]], rec["warc_record_end"])
+    trimmed = []
+    if not warc_dir.is_dir():
+        return trimmed
+    for path in sorted(warc_dir.glob("*.warc.gz")):
+        size = path.stat().st_size
+        end = ends.get(path.name, 0)
+        if end < size:
+            if end == 0:
+                path.unlink()
+            else:
+                with open(path, "r+b") as fh:
+                    fh.truncate(end)
+            trimmed.append(f"{path.name}: {size - end} bytes without an outcome trimmed")
+    return trimmed
+
+
+def sniff_binary(head: bytes) -> bool:
+    if head.startswith(BINARY_MAGIC):
+        return True
+    sample = head[:2048]
+    return b"\x00" in sample
+
+
+def decoded_size_ok(body: bytes, encoding: str, limit: int) -> bool:
+    """Whether a gzip/deflate body decodes to at most ``limit`` bytes, without
+    decoding more than that (gzip bombs)."""
+    encoding = encoding.lower().strip()
+    if encoding in ("gzip", "x-gzip"):
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        d = zlib.decompressobj()
+    else:
+        return True
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error:
+        return True  # undecodable: extraction will report it
+    return len(out) <= limit
+
+
+class Fetcher:
+    def __init__(self, cfg: FetchConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.throttle = HostThrottle(cfg.per_host_concurrency, cfg.per_host_delay_s)
+        self.local = threading.local()
+        self.robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
+        self.robots_lock = threading.Lock()
+
+    def session(self) -> requests.Session:
+        s = getattr(self.local, "session", None)
+        if s is None:
+            s = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=4, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            s.headers.update({"User-Agent": self.cfg.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+                              "Accept-Encoding": "gzip, deflate"})
+            self.local.session = s
+        return s
+
+    def robots_allows(self, url: str) -> bool:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        with self.robots_lock:
+            known = origin in self.robots
+        if not known:
+            rp: urllib.robotparser.RobotFileParser | None = urllib.robotparser.RobotFileParser()
+            try:
+                r = self._get(origin + "/robots.txt", max_bytes=512 * 1024)
+                if r.status in (401, 403):
+                    rp.disallow_all = True
+                elif r.status >= 400:
+                    rp.allow_all = True
+                else:
+                    rp.parse(r.body.decode("utf-8", "replace").splitlines())
+            except Exception:
+                rp = None  # robots.txt unreachable: allowed, as crawlers commonly do
+            with self.robots_lock:
+                self.robots[origin] = rp
+        rp = self.robots.get(origin)
+        return True if rp is None else rp.can_fetch(self.cfg.user_agent, url)
+
+    def _get(self, url: str, max_bytes: int) -> Response:
+        """One GET (no redirects), reading at most ``max_bytes`` of the raw body
+        before the whole-response deadline."""
+        cfg = self.cfg
+        deadline = time.monotonic() + cfg.total_timeout_s
+        r = self.session().get(url, stream=True, allow_redirects=False,
+                               timeout=(cfg.connect_timeout_s, min(cfg.connect_timeout_s, cfg.total_timeout_s)))
+        try:
+            headers = list(r.raw.headers.items()) if r.raw is not None else list(r.headers.items())
+            truncated = None
+            declared = r.headers.get("Content-Length")
+            chunks = []
+            total = 0
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                truncated = "length"
+            else:
+                # read1 returns whatever arrived, so the deadline is checked even
+                # when a server trickles one byte at a time.
+                while True:
+                    try:
+                        chunk = r.raw.read1(65536, decode_content=False)
+                    except urllib3.exceptions.ReadTimeoutError as exc:
+                        raise requests.exceptions.ReadTimeout(str(exc)) from exc
+                    except urllib3.exceptions.ProtocolError as exc:
+                        raise requests.exceptions.ConnectionError(str(exc)) from exc
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if total > max_bytes:
+                        truncated = "length"
+                        break
+                    if time.monotonic() > deadline:
+                        raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
+            body = b"".join(chunks)[:max_bytes]
+            version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(getattr(r.raw, "version", 11), "HTTP/1.1")
+            return Response(url, r.status_code, r.reason or "", headers, body, truncated, version,
+                            list(r.request.headers.items()))
+        finally:
+            r.close()
+
+    def fetch(self, url: str) -> tuple[str, Response | None, dict]:
+        """Fetch one URL following redirects by hand (each hop checked). Returns
+        (outcome, last response or None, details)."""
+        cfg = self.cfg
+        info: dict = {"redirects": []}
+        current = url
+        for hop in range(cfg.max_redirects + 1):
+            if not cfg.allow_private_addresses:
+                check_public(current)
+            host = urlsplit(current).netloc.lower()
+            if cfg.respect_robots and not self.robots_allows(current):
+                return "robots_disallowed", None, info
+            attempt = 0
+            while True:
+                self.throttle.acquire(host)
+                try:
+                    resp = self._get(current, cfg.max_bytes)
+                    err = None
+                except FetchRefused:
+                    raise
+                except requests.exceptions.ConnectTimeout as exc:
+                    resp, err = None, ("timeout", exc)
+                except requests.exceptions.ReadTimeout as exc:
+                    resp, err = None, ("timeout", exc)
+                except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                    resp, err = None, ("connection_error", exc)
+                except requests.exceptions.InvalidURL as exc:
+                    resp, err = None, ("invalid_url", exc)
+                finally:
+                    self.throttle.release(host)
+                retryable = (err is not None and err[0] == "connection_error") or (
+                    resp is not None and (resp.status == 429 or 500 <= resp.status < 600)
+                )
+                if retryable and attempt < cfg.retries:
+                    attempt += 1
+                    wait = cfg.backoff_s * 2 ** (attempt - 1)
+                    if resp is not None:
+                        ra = dict((k.lower(), v) for k, v in resp.headers).get("retry-after", "")
+                        if ra.isdigit():
+                            wait = min(float(ra), 60.0)
+                    info["retries"] = attempt
+                    time.sleep(wait)
+                    continue
+                break
+            if err is not None:
+                info["error"] = f"{type(err[1]).__name__}: {err[1]}"[:500]
+                return err[0], None, info
+            if resp.status in (301, 302, 303, 307, 308):
+                loc = dict((k.lower(), v) for k, v in resp.headers).get("location")
+                if not loc:
+                    return f"http_{resp.status}", resp, info
+                info["redirects"].append(current)
+                current = urljoin(current, loc)
+                if urlsplit(current).scheme not in ("http", "https"):
+                    return "invalid_url", None, info
+                continue
+            return self.classify(resp), resp, info
+        return "too_many_redirects", None, info
+
+    def classify(self, resp: Response) -> str:
+        if not 200 <= resp.status < 300:
+            return f"http_{resp.status}"
+        headers = {k.lower(): v for k, v in resp.headers}
+        if resp.truncated:
+            return "too_large"
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype and ctype not in HTML_TYPES:
+            return "not_html"
+        enc = headers.get("content-encoding", "")
+        if enc and not decoded_size_ok(resp.body, enc, self.cfg.max_bytes):
+            return "decoded_too_large"
+        head = resp.body[:4096]
+        if enc.lower() in ("gzip", "x-gzip", "deflate"):
+            try:
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in enc.lower() else zlib.MAX_WBITS)
+                head = d.decompress(resp.body, 4096)
+            except zlib.error:
+                return "bad_content_encoding"
+        if sniff_binary(head):
+            return "binary"
+        return "ok"
+
+
+def _interleave_by_host(rows: list[dict]) -> list[dict]:
+    """Round-robin over hosts so the workers spread across domains."""
+    by_host: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_host[r["url_norm"].split("/", 1)[0]].append(r)
+    queues = list(by_host.values())
+    out = []
+    i = 0
+    while queues:
+        q = queues[i % len(queues)]
+        out.append(q.pop(0))
+        if not q:
+            queues.pop(i % len(queues))
+        else:
+            i += 1
+    return out
+
+
+def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, reuse_outcomes: Iterable[str | Path] = ()) -> RunSummary:
+    """``webtext fetch``: fetch every link that has no outcome yet into ``out_dir``.
+
+    ``reuse_outcomes``: other fetch directories whose outcomes count as done (an
+    incremental build reuses earlier WARCs instead of fetching again)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = OutcomeLog(out / OUTCOMES)
+    summary = RunSummary("fetch", unit="urls")
+    for note in repair_warcs(out / "warc", log.done):
+        summary.note(note)
+    earlier: dict[str, dict] = {}
+    for d in reuse_outcomes:
+        p = Path(d) / OUTCOMES
+        if p.is_file() and Path(d).resolve() != out.resolve():
+            for line in p.read_bytes().splitlines():
+                if line.strip():
+                    rec = orjson.loads(line)
+                    earlier[rec["url_norm"]] = rec
+    rows = list(links)
+    todo = []
+    for r in rows:
+        summary.n_in += 1
+        if r["url_norm"] in log.done:
+            summary.drop("already_fetched")
+        elif r["url_norm"] in earlier:
+            summary.drop("fetched_in_earlier_build")
+        else:
+            todo.append(r)
+    summary.drop("already_fetched", 0)
+    sink = WarcSink(out / "warc", cfg.warc_max_bytes)
+    fetcher = Fetcher(cfg)
+
+    def work(row: dict) -> dict:
+        url = row["url"]
+        fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rec = {"id": row.get("id"), "url": url, "url_norm": row["url_norm"], "fetched_at": fetched_at}
+        try:
+            outcome, resp, info = fetcher.fetch(url)
+        except FetchRefused as exc:
+            outcome, resp, info = exc.outcome, None, {"error": exc.detail}
+        except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+            outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        rec["outcome"] = outcome
+        rec.update({k: v for k, v in info.items() if v})
+        if resp is not None:
+            rec["status"] = resp.status
+            rec["final_url"] = resp.url
+            rec["content_type"] = dict((k.lower(), v) for k, v in resp.headers).get("content-type")
+            name, offset, length, end = sink.write(resp, fetched_at)
+            rec["warc_file"] = name
+            rec["warc_offset"] = offset
+            rec["warc_length"] = length
+            rec["warc_record_end"] = end
+        return rec
+
+    outcomes: dict[str, int] = defaultdict(int)
+    try:
+        with ThreadPoolExecutor(max_workers=cfg.workers) as pool, progress(total=len(todo), desc="fetch", unit="urls") as bar:
+            futures = [pool.submit(work, r) for r in _interleave_by_host(todo)]
+            for fut in as_completed(futures):
+                rec = fut.result()
+                log.add(rec)
+                outcomes[rec["outcome"]] += 1
+                bar.update(1)
+    finally:
+        sink.close()
+        log.close()
+    ok = sum(1 for r in rows if log.done.get(r["url_norm"], {}).get("outcome") == "ok")
+    summary.n_out = outcomes.get("ok", 0)
+    for k, v in outcomes.items():
+        if k != "ok":
+            summary.drop(k, v)
+    summary.extra["outcomes_all_runs"] = _count_outcomes(log.done.values())
+    summary.extra["ok_all_runs"] = ok
+    summary.check()
+    summary.finish().write(out)
+    return summary
+
+
+def _count_outcomes(recs: Iterable[dict]) -> dict[str, int]:
+    c: dict[str, int] = defaultdict(int)
+    for r in recs:
+        c[r["outcome"]] += 1
+    return dict(sorted(c.items(), key=lambda kv: -kv[1]))
+
+
+def read_outcomes(fetch_dir: str | Path) -> dict[str, dict]:
+    p = Path(fetch_dir) / OUTCOMES
+    out: dict[str, dict] = {}
+    if p.is_file():
+        for line in p.read_bytes().splitlines():
+            if line.strip():
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                out[rec["url_norm"]] = rec
+    return out
+
+
+# --- replay -------------------------------------------------------------------------
+
+
+def index_warcs(paths: Iterable[str | Path]) -> dict[str, tuple[str, int, int, int, str]]:
+    """url_norm -> (warc path, offset, length, status, fetched time) of each response record
+    (the last one wins, so a later successful capture replaces an earlier one)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    index: dict[str, tuple[str, int, int, int, str]] = {}
+    for p in paths:
+        with open(p, "rb") as fh:
+            it = ArchiveIterator(fh)
+            for record in it:
+                if record.rec_type != "response":
+                    continue
+                uri = record.rec_headers.get_header("WARC-Target-URI")
+                status = int(record.http_headers.get_statuscode() or 0) if record.http_headers else 0
+                date = record.rec_headers.get_header("WARC-Date") or ""
+                record.content_stream().read()
+                try:
+                    key = normalize_url(uri)
+                except InvalidURL:
+                    continue
+                prev = index.get(key)
+                if prev is None or not (200 <= prev[3] < 300) or 200 <= status < 300:
+                    index[key] = (str(Path(p).resolve()), it.get_record_offset(), it.get_record_length(), status, date)
+    return index
+
+
+def replay_links(links: Iterable[dict], out_dir: str | Path, warcs: list[str | Path]) -> RunSummary:
+    """``webtext fetch --from-warc``: outcomes from existing WARC files, no network.
+
+    An outcome points at the record in the source WARC file (absolute path)."""
+    missing = [str(w) for w in warcs if not Path(w).is_file()]
+    if missing:
+        raise FileNotFoundError(f"WARC file(s) not found: {', '.join(missing)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = index_warcs(warcs)
+    log = OutcomeLog(out / OUTCOMES)
+    summary = RunSummary("fetch", unit="urls")
+    summary.note(f"replay from {len(warcs)} WARC file(s) holding {len(index):,} responses")
+    try:
+        for r in links:
+            summary.n_in += 1
+            if r["url_norm"] in log.done:
+                summary.drop("already_fetched")
+                continue
+            hit = index.get(r["url_norm"])
+            rec = {"id": r.get("id"), "url": r["url"], "url_norm": r["url_norm"]}
+            if hit is None:
+                rec["outcome"] = "not_in_archive"
+            else:
+                path, offset, length, status, date = hit
+                rec.update(outcome="ok" if 200 <= status < 300 else f"http_{status}", status=status,
+                           warc_file=path, warc_offset=offset, warc_length=length, fetched_at=date, replayed=True)
+            log.add(rec)
+            if rec["outcome"] == "ok":
+                summary.n_out += 1
+            else:
+                summary.drop(rec["outcome"])
+    finally:
+        log.close()
+    summary.check()
+    summary.finish().write(out)
+    return summary

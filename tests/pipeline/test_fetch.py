@@ -1,0 +1,156 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from pipeline.config import FetchConfig
+from pipeline.extract import extract_documents, read_documents, tasks_from_fetch, tasks_from_warcs
+from pipeline.config import ExtractConfig
+from pipeline.fetch import fetch_links, read_outcomes, replay_links
+from pipeline.links import write_links
+from pipeline.urls import normalize_url, url_id
+
+from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+
+HOSTILE = {
+    "/slow": "timeout",
+    "/loop": "too_many_redirects",
+    "/huge": "too_large",
+    "/bomb": "decoded_too_large",
+    "/binary": "binary",
+    "/image": "not_html",
+    "/missing": "http_404",
+    "/reset": "connection_error",
+    "/flaky": "ok",
+    "/latin1": "ok",
+    "/redirect": "ok",
+}
+
+
+def rows_for(base, paths):
+    return [{"id": url_id(normalize_url(base + p)), "url": base + p, "url_norm": normalize_url(base + p)} for p in paths]
+
+
+def read_warc_whole(path):
+    n = 0
+    with open(path, "rb") as fh:
+        for rec in ArchiveIterator(fh):
+            rec.content_stream().read()
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def pages():
+    return [p["html"] for p in aeb_pages(40)]
+
+
+def test_hostile_servers_each_get_their_outcome(tmp_path, pages):
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, list(HOSTILE) + [f"/page/{i}" for i in range(5)])
+        s = fetch_links(rows, tmp_path, test_fetch_config())
+        outcomes = read_outcomes(tmp_path)
+        for path, expected in HOSTILE.items():
+            assert outcomes[normalize_url(srv.url + path)]["outcome"] == expected, path
+        assert srv.hits["/flaky"] == 2  # retried once after 429
+        assert srv.hits["/missing"] == 1  # 404 is not retried
+        assert srv.hits["/reset"] == 3  # connection reset: tried 1 + 2 retries
+    assert s.n_in == len(rows) and s.balanced()
+    assert s.n_out == 5 + 3
+    # Every file reads whole, with a request and a response per HTTP response received.
+    warcs = list((tmp_path / "warc").glob("*.warc.gz"))
+    assert warcs and sum(read_warc_whole(w) for w in warcs) % 2 == 0
+    huge = outcomes[normalize_url(srv.url + "/huge")]
+    assert huge["warc_file"]  # the response is kept, cut, with WARC-Truncated
+    # Extraction of the fetched pages: wrong charset handled, hostile ones never extracted.
+    ex = extract_documents(tasks_from_fetch(tmp_path), tmp_path / "docs", ExtractConfig(workers=2))
+    docs = read_documents(tmp_path / "docs").to_pylist()
+    by_url = {d["url_norm"]: d for d in docs}
+    latin = by_url[normalize_url(srv.url + "/latin1")]
+    assert "café est très bon" in latin["text"] and "(meta)" not in latin["charset"]
+    assert ex.n_in == 8 and ex.balanced()
+    assert all(d["id"] == url_id(d["url_norm"]) for d in docs)
+
+
+def test_private_addresses_refused_by_default_and_robots(tmp_path, pages):
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, ["/page/0"])
+        s = fetch_links(rows, tmp_path / "a", FetchConfig(respect_robots=False))
+        assert read_outcomes(tmp_path / "a")[rows[0]["url_norm"]]["outcome"] == "refused_private_address"
+        assert srv.hits.get("/page/0") is None  # nothing reached the server
+        rows = rows_for(srv.url, ["/private", "/page/1"])
+        fetch_links(rows, tmp_path / "b", test_fetch_config(respect_robots=True))
+        o = read_outcomes(tmp_path / "b")
+        assert o[rows[0]["url_norm"]]["outcome"] == "robots_disallowed"
+        assert o[rows[1]["url_norm"]]["outcome"] == "ok"
+        assert "/private" not in srv.hits
+
+
+def test_private_address_check_covers_redirects(tmp_path):
+    from pipeline.fetch import FetchRefused, check_public, is_public_address
+
+    assert not is_public_address("127.0.0.1") and not is_public_address("10.1.2.3")
+    assert not is_public_address("169.254.169.254") and not is_public_address("::1")
+    assert not is_public_address("::ffff:192.168.0.1")
+    assert is_public_address("93.184.216.34")
+    with pytest.raises(FetchRefused):
+        check_public("http://localhost:8080/admin")
+
+
+def test_fetch_killed_and_restarted_gives_one_outcome_per_url(tmp_path, pages):
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, [f"/page/{i}" for i in range(40)] + ["/missing", "/image"])
+        links_dir = tmp_path / "links"
+        write_links([{**r, "domain": "127.0.0.1", "score": 3, "score_total": 3, "n_submissions": 1, "created_utc": 0,
+                      "reddit_ids": ["x"], "subreddits": ["s"], "created_utcs": [0], "titles": ["t"]} for r in rows],
+                    links_dir / "links.parquet")
+        conf = tmp_path / "conf.toml"
+        conf.write_text("[fetch]\nper_host_delay_s = 0.05\nper_host_concurrency = 1\nworkers = 4\n"
+                        "allow_private_addresses = true\nrespect_robots = false\n")
+        out = tmp_path / "fetch"
+        cmd = [sys.executable, "-m", "flows.cli", "fetch", "--links", str(links_dir), "--out", str(out), "--config", str(conf)]
+        for target in (5, 15):  # kill with SIGKILL once some outcomes are written, twice
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 60
+            while time.time() < deadline and proc.poll() is None:
+                p = out / "outcomes.jsonl"
+                if p.exists() and p.read_bytes().count(b"\n") >= target:
+                    break
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        partial = len(read_outcomes(out))
+        assert 0 < partial < len(rows)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lines = [orjson.loads(l) for l in (out / "outcomes.jsonl").read_bytes().splitlines()]
+    assert sorted(l["url_norm"] for l in lines) == sorted(r["url_norm"] for r in rows)  # exactly one each
+    assert sum(l["outcome"] == "ok" for l in lines) == 40
+    for w in (out / "warc").glob("*.warc.gz"):
+        read_warc_whole(w)  # raises on a torn file
+    # every ok outcome points at a readable response record
+    docs = extract_documents(tasks_from_fetch(out), tmp_path / "docs", ExtractConfig(workers=2))
+    assert docs.n_in == 40 and docs.balanced()
+
+
+def test_replay_from_warc_needs_no_network(tmp_path, pages):
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, [f"/page/{i}" for i in range(6)])
+        fetch_links(rows, tmp_path / "live", test_fetch_config())
+        base = srv.url
+    warcs = sorted((tmp_path / "live" / "warc").glob("*.warc.gz"))
+    # the server is gone; replay finds every page, matched by normalised URL
+    variants = [{**r, "url": r["url"].replace("http://", "https://") + "/?utm_source=x"} for r in rows]
+    variants += rows_for(base, ["/never-fetched"])
+    s = replay_links(variants, tmp_path / "replay", warcs)
+    assert s.n_out == 6 and s.dropped == {"not_in_archive": 1}
+    e1 = extract_documents(tasks_from_fetch(tmp_path / "replay"), tmp_path / "d1", ExtractConfig(workers=1))
+    e2 = extract_documents(tasks_from_warcs(warcs), tmp_path / "d2", ExtractConfig(workers=1))
+    t1 = sorted(read_documents(tmp_path / "d1").column("text").to_pylist())
+    t2 = sorted(read_documents(tmp_path / "d2").column("text").to_pylist())
+    assert t1 == t2 and len(t1) == e1.n_out == e2.n_out > 0
