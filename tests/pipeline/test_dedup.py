@@ -1,0 +1,140 @@
+import lzma
+import shutil
+import subprocess
+import time
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import DedupConfig, ShardConfig
+from pipeline.dedup import MinHasher, dedup_documents, estimated_similarity
+from pipeline.shards import load_manifest, verify_shards, write_shards
+
+from webtext_testlib import shared
+
+
+def reuters(n_clusters=150):
+    docs = [orjson.loads(l) for l in lzma.decompress(shared("dedup", "reuters_neardup_dev.jsonl.xz").read_bytes()).splitlines()]
+    by = {}
+    for d in docs:
+        by.setdefault(d["cluster"], []).append(d)
+    multi = [c for c in by.values() if len(c) > 1][:n_clusters]
+    singles = [c[0] for c in by.values() if len(c) == 1][:n_clusters]
+    return multi, singles
+
+
+def test_signature_similarity_tracks_jaccard():
+    h = MinHasher(110, 5, 1)
+    a = " ".join(f"word{i}" for i in range(400))
+    b = " ".join(f"word{i}" for i in range(200))  # the first half: containment 1, Jaccard ~.5
+    sa, na = h.signature(a)
+    sb, nb = h.signature(b)
+    j, c = estimated_similarity(sa, na, sb, nb)
+    assert 0.35 < j < 0.65 and c > 0.85
+    # reformatting does not hide a copy
+    sc, nc = h.signature(a.upper().replace(" ", "  ,\n"))
+    assert (sc == sa).all()
+
+
+def write_docs(path, docs):
+    pq.write_table(pa.Table.from_pylist([{"id": d["id"], "text": d["text"], "score": d.get("score", 1)} for d in docs]), path)
+
+
+def test_dedup_finds_duplicates_and_second_run_checks_against_first(tmp_path):
+    multi, singles = reuters()
+    first = [c[0] for c in multi] + singles
+    second = [d for c in multi for d in c[1:] if d["jaccard_to_base"] >= 0.6]
+    (tmp_path / "m1").mkdir()
+    write_docs(tmp_path / "m1" / "docs.parquet", first)
+    s1 = dedup_documents(tmp_path / "m1", tmp_path / "out", DedupConfig())
+    assert s1.n_in == len(first) and s1.balanced()
+    assert s1.dropped.get("near_duplicate", 0) <= 3  # bases and singletons are distinct
+    (tmp_path / "m2").mkdir()
+    write_docs(tmp_path / "m2" / "docs.parquet", second)
+    s2 = dedup_documents(tmp_path / "m2", tmp_path / "out", DedupConfig())
+    assert s2.balanced()
+    # Most variants (Jaccard to their base >= .6) of documents kept last month are
+    # found among last month's documents (LSH recall at J=.6 is ~83% per pair)
+    assert s2.dropped["near_duplicate"] >= 0.8 * len(second)
+    dups = pq.read_table(tmp_path / "out" / "duplicates.parquet").to_pylist()
+    kept = set()
+    for p in (tmp_path / "out").glob("documents-*.parquet"):
+        kept |= set(pq.read_table(p).column("id").to_pylist())
+    cluster = {d["id"]: d["cluster"] for c in multi for d in c}
+    for row in dups:  # every removed document points at a kept one of its own cluster
+        assert row["duplicate_of"] in kept and row["id"] not in kept
+        assert cluster[row["id"]] == cluster[row["duplicate_of"]]
+    # Re-running the same month changes nothing
+    s3 = dedup_documents(tmp_path / "m2", tmp_path / "out", DedupConfig())
+    assert s3.n_out == 0 and s3.balanced()
+
+
+def test_keep_rule_highest_score_then_longest(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog near the river bank today " * 10
+    docs = [{"id": "a", "text": text, "score": 5}, {"id": "b", "text": text + " extra words here", "score": 50},
+            {"id": "c", "text": text + " and more words than b has here", "score": 5}]
+    write_docs(tmp_path / "d.parquet", docs)
+    s = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig())
+    kept = pq.read_table(tmp_path / "out" / "documents-0000.parquet").column("id").to_pylist()
+    assert kept == ["b"] and s.dropped["near_duplicate"] == 2
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run installs it)")
+def test_redis_backed_index(tmp_path):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        import redis
+
+        r = redis.Redis(host="127.0.0.1", port=port)
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        multi, _ = reuters(40)
+        write_docs(tmp_path / "a.parquet", [c[0] for c in multi])
+        write_docs(tmp_path / "b.parquet", [d for c in multi for d in c[1:] if d["jaccard_to_base"] >= 0.7])
+        cfg = DedupConfig(redis_url=f"redis://127.0.0.1:{port}")
+        dedup_documents(tmp_path / "a.parquet", tmp_path / "out", cfg)
+        assert r.dbsize() > 0  # the LSH tables live in Redis
+        s = dedup_documents(tmp_path / "b.parquet", tmp_path / "out", cfg)
+        assert s.dropped["near_duplicate"] >= 1 and s.balanced()
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_shards_manifest_counts_hashes_and_versions(tmp_path):
+    docs = [{"id": f"{i:04d}", "text": f"document {i} " * 50, "url": f"http://e.com/{i}"} for i in range(300)]
+    t = pa.Table.from_pylist(docs)
+    s = write_shards(t.slice(0, 200), tmp_path, ShardConfig(max_shard_bytes=20_000), {"funnel": {"x": 1}})
+    m = load_manifest(tmp_path)
+    assert s.n_out == 200 and len(m["shards"]) > 1 and m["total_rows"] == 200
+    assert verify_shards(tmp_path) == []
+    total = sum(pq.read_table(tmp_path / sh["file"]).num_rows for sh in m["shards"])
+    assert total == 200
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    s2 = write_shards(t.slice(0, 200), tmp_path, ShardConfig(max_shard_bytes=20_000))
+    assert s2.n_out == 0 and {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    s3 = write_shards(t, tmp_path, ShardConfig(max_shard_bytes=20_000))
+    m3 = load_manifest(tmp_path)
+    assert s3.n_out == 100 and len(m3["versions"]) == 2 and m3["total_rows"] == 300
+    assert all(sh in m3["shards"] for sh in m["shards"])  # old shards untouched
+    assert verify_shards(tmp_path) == []
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(tmp_path, format="parquet").count_rows() == 300
+    # tampering is detected
+    victim = tmp_path / m3["shards"][0]["file"]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    assert verify_shards(tmp_path)
