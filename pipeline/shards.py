@@ -123,7 +123,12 @@ def verify_shards(out_dir: str | Path) -> list[str]:
             continue
         if sha256_file(p) != s["sha256"]:
             problems.append(f"{s['file']}: sha256 differs")
-        if pq.ParquetFile(p).metadata.num_rows != s["rows"]:
+        try:
+            rows = pq.ParquetFile(p).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            problems.append(f"{s['file']}: unreadable ({exc})")
+            continue
+        if rows != s["rows"]:
             problems.append(f"{s['file']}: row count differs")
     if m["shards"] and m["total_rows"] != sum(s["rows"] for s in m["shards"]):
         problems.append("total_rows differs from the shards' sum")
