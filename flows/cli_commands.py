@@ -314,3 +314,76 @@ def add_shard(sub):
         write_shards(read_documents(args.src), args.out, cfg.shards, {"config": cfg.to_dict()}).print()
 
     p.set_defaults(func=run)
+
+
+# --- train, eval ------------------------------------------------------------------------
+
+
+@register
+def add_train(sub):
+    p = sub.add_parser(
+        "train", formatter_class=FORMATTER, help="train GPT-2 on token shards",
+        description="Trains the GPT-2 of the model package on DATA (written by `webtext tokenize`): AdamW, warm-up + "
+        "cosine, clipping, accumulation, bf16/fp16 on GPU, optional compile; DDP under torchrun. Writes OUT/ckpt.pt "
+        "(atomically, every ckpt_interval steps and at the end), OUT/metrics.jsonl and OUT/loss.png. Options from a "
+        "TOML file ([train] section) and KEY=VALUE overrides, e.g. max_steps=100 lr=3e-4.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--preset", default="tiny", help="tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+    p.add_argument("--config", metavar="TOML")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    def run(args):
+        from model.train import load_train_config, train
+
+        cfg = load_train_config(args.config, args.preset, args.overrides + [f"data_dir={args.data}", f"out_dir={args.out}"])
+        r = train(cfg, resume=args.resume)
+        print(f"step {r['step']}: train loss {r['losses'][-1] if r['losses'] else float('nan'):.3f}"
+              + (f", val loss {r['val'][-1][1]:.3f}" if r["val"] else "") + f"; checkpoint {r['checkpoint']}")
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_eval(sub):
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+    p = sub.add_parser(
+        "eval", formatter_class=FORMATTER, help="held-out perplexity and zero-shot LAMBADA / WikiText-2 / PTB",
+        description="Evaluates a checkpoint: held-out perplexity and bits per byte on DATA's val split (every "
+        "document, sliding window), and the GPT-2 paper's zero-shot tasks from files you pass (LAMBADA jsonl, "
+        "WikiText-2 tokens, PTB text; .xz accepted). Prints a table next to the paper's Table 3 and writes JSON.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument("--data", metavar="DIR", help="token shards for the held-out split")
+    p.add_argument("--lambada", metavar="FILE")
+    p.add_argument("--wikitext2", metavar="FILE", help="WikiText-2 test (tokenized: wiki.test.tokens)")
+    p.add_argument("--ptb", metavar="FILE")
+    p.add_argument("--limit", type=int, default=None, help="LAMBADA examples / held-out documents / words to use")
+    p.add_argument("--out", metavar="JSON", help="default: beside the checkpoint, eval.json")
+    p.add_argument("--device", default="cpu")
+
+    def run(args):
+        from model.checkpoint import load_model, resolve_checkpoint
+        from model.evaluate import format_table, heldout, lambada, ptb_detokenize, wikitext_detokenize, word_ppl
+        from model.tokenizer import Tokenizer
+        from pipeline.summary import atomic_write_json
+
+        model, ckpt = load_model(args.checkpoint, args.device)
+        tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
+        res = {}
+        if args.data:
+            res["heldout"] = heldout(model, args.data, tok, args.device, args.limit)
+        if args.lambada:
+            res["lambada"] = lambada(model, args.lambada, tok, args.device, args.limit)
+        if args.wikitext2:
+            res["wikitext2"] = word_ppl(model, args.wikitext2, tok, wikitext_detokenize, args.device, args.limit)
+        if args.ptb:
+            res["ptb"] = word_ppl(model, args.ptb, tok, ptb_detokenize, args.device, args.limit)
+        out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).with_name("eval.json")
+        atomic_write_json(out, res)
+        print(format_table(res, model))
+        print(f"wrote {out}")
+
+    p.set_defaults(func=run)

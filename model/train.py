@@ -1,0 +1,291 @@
+"""`webtext train`: GPT-2 on token shards, reading top to bottom like nanoGPT's train.py.
+
+AdamW (decay on matrices only), linear warm-up then cosine decay, gradient
+clipping, gradient accumulation to a target batch in tokens, bf16/fp16 autocast
+on GPU (a GradScaler for fp16), optional torch.compile, DDP under torchrun.
+Checkpoints are atomic and hold everything a resume needs (model, optimizer,
+step, data-sampler RNG, torch RNG, config, tokenizer hash), so a stopped and
+resumed run gives the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import tomllib
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import TokenBatches, load_token_manifest
+from .gpt import GPT, config_for
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = "data/out/tokens"
+    out_dir: str = "data/out/train"
+    preset: str = "tiny"
+    block_size: int | None = None  # None: the preset's
+    batch_size: int = 16  # sequences per micro-batch
+    tokens_per_step: int | None = None  # target batch in tokens (grad accumulation); None: one micro-batch
+    max_steps: int = 300
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 50
+    eval_iters: int = 10
+    ckpt_interval: int = 100
+    seed: int = 1337
+    device: str = "auto"  # auto: cuda if available
+    dtype: str = "auto"  # auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU
+    compile: bool = False
+    pad_vocab_to: int = 1
+    tensorboard: bool = False
+
+
+# The paper's sizes: context 1024, 512 sequences a batch (GPT-2 paper 2.3);
+# learning rates as tuned for these sizes in GPT-3 Table 2.1 (the GPT-2 paper does
+# not publish its own). "tiny" learns something in minutes on 2 CPU cores.
+PRESETS = {
+    "tiny": dict(preset="tiny", batch_size=16, max_steps=300, lr=1e-3, min_lr=1e-4, warmup_steps=30),
+    "small": dict(preset="small", batch_size=16, max_steps=2000, lr=6e-4, min_lr=6e-5, warmup_steps=100),
+    "gpt2": dict(preset="gpt2", batch_size=16, tokens_per_step=512 * 1024, max_steps=100_000, lr=6e-4, min_lr=6e-5, warmup_steps=2000),
+    "gpt2-medium": dict(preset="gpt2-medium", batch_size=8, tokens_per_step=512 * 1024, max_steps=100_000, lr=3e-4, min_lr=3e-5, warmup_steps=2000),
+    "gpt2-large": dict(preset="gpt2-large", batch_size=4, tokens_per_step=512 * 1024, max_steps=100_000, lr=2.5e-4, min_lr=2.5e-5, warmup_steps=2000),
+    "gpt2-xl": dict(preset="gpt2-xl", batch_size=2, tokens_per_step=512 * 1024, max_steps=100_000, lr=2e-4, min_lr=2e-5, warmup_steps=2000),
+}
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def load_train_config(path: str | None = None, preset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    values: dict = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    if path:
+        values.update(tomllib.loads(Path(path).read_text()).get("train", {}))
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for o in overrides or []:
+        if "=" not in o:
+            raise ValueError(f"override {o!r} is not KEY=VALUE")
+        k, v = o.split("=", 1)
+        if k not in fields:
+            raise ValueError(f"unknown training option {k!r}; known: {', '.join(fields)}")
+        default = getattr(TrainConfig(), k)
+        if isinstance(default, bool):
+            values[k] = v.lower() in ("1", "true", "yes")
+        elif isinstance(default, int) or k in ("block_size", "tokens_per_step"):
+            values[k] = None if v.lower() == "none" else int(v)
+        elif isinstance(default, float):
+            values[k] = float(v)
+        else:
+            values[k] = v
+    return TrainConfig(**values)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.max_steps:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict:
+    """Train; returns {'losses': [...], 'val': [...], 'checkpoint': path}.
+
+    ``stop_after``: stop (with a checkpoint) after this many steps of this call,
+    as if interrupted; used by the resume test."""
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    if ddp:
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        rank, world, local = 0, 1, 0
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and ddp:
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    if cfg.dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if dev_type == "cuda" else "float32"
+    else:
+        dtype = cfg.dtype
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=dev_type, dtype=ptdtype)
+    master = rank == 0
+
+    manifest = load_token_manifest(cfg.data_dir)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_cfg = config_for(cfg.preset, vocab_size=manifest["tokenizer"]["n_vocab"], pad_vocab_to=cfg.pad_vocab_to,
+                           **({"block_size": cfg.block_size} if cfg.block_size else {}))
+    block = model_cfg.block_size
+    micro_tokens = cfg.batch_size * block * world
+    accum = max(1, math.ceil((cfg.tokens_per_step or micro_tokens) / micro_tokens))
+
+    torch.manual_seed(cfg.seed + rank)
+    model = GPT(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  fused=dev_type == "cuda")
+    train_data = TokenBatches(cfg.data_dir, "train", cfg.batch_size, block, cfg.seed, rank)
+    step = 0
+    ckpt_path = out / "ckpt.pt"
+    if resume and ckpt_path.is_file():
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        if ck.get("tokenizer_sha256") != manifest["tokenizer"]["sha256"]:
+            raise ValueError(f"{ckpt_path} was trained with another tokenizer than {cfg.data_dir}")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        step = ck["step"]
+        train_data.set_state(ck["data_rng"][rank] if isinstance(ck["data_rng"], list) else ck["data_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[local] if dev_type == "cuda" else None)
+    scaler = torch.amp.GradScaler(dev_type, enabled=(dtype == "float16"))
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        model.eval()
+        val = TokenBatches(cfg.data_dir, "val", cfg.batch_size, block, cfg.seed + 1)  # same batches every time
+        losses = []
+        for _ in range(cfg.eval_iters):
+            x, y = val.next()
+            with autocast:
+                _, loss = model(x.to(device), y.to(device))
+            losses.append(loss.item())
+        model.train()
+        return sum(losses) / len(losses)
+
+    def checkpoint() -> None:
+        if master:
+            save_checkpoint(ckpt_path, raw_model, optimizer=optimizer.state_dict(), step=step,
+                            data_rng=train_data.state(), torch_rng=torch.get_rng_state(),
+                            train_config=dataclasses.asdict(cfg), tokenizer_sha256=manifest["tokenizer"]["sha256"],
+                            tokenizer_path=manifest["tokenizer"].get("path"), data_manifest=manifest)
+
+    log_path = out / "metrics.jsonl"
+    log = open(log_path, "a") if master else None
+    tb = None
+    if cfg.tensorboard and master:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tensorboard"))
+    losses, vals = [], []
+    flops_per_token = raw_model.flops_per_token()
+    peak = {"bfloat16": 989e12, "float16": 989e12}.get(dtype, 67e12) if dev_type == "cuda" else None  # H100 dense
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not (master and progress), dynamic_ncols=True)
+    model.train()
+    steps_this_call = 0
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for micro in range(accum):
+            x, y = train_data.next()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if ddp:
+                model.require_backward_grad_sync = micro == accum - 1
+            with autocast:
+                _, loss = model(x, y)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step}; stopped. The last good checkpoint is kept at {ckpt_path}. "
+                    "Try a lower learning rate (lr=...), more warm-up, or grad_clip."
+                )
+            scaler.scale(loss / accum).backward()
+            total += loss.item() / accum
+        if cfg.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        steps_this_call += 1
+        dt = time.perf_counter() - t0
+        tok_s = accum * micro_tokens / dt
+        rec = {"step": step, "loss": total, "lr": lr, "tokens_per_s": round(tok_s, 1)}
+        if peak:
+            rec["mfu"] = round(flops_per_token * tok_s / (peak * world), 4)
+        losses.append(total)
+        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+            rec["val_loss"] = evaluate()
+            vals.append((step, rec["val_loss"]))
+        if master:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if tb:
+                for k, v in rec.items():
+                    if k != "step":
+                        tb.add_scalar(k, v, step)
+            bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tok_s:,.0f}", **({"mfu": rec["mfu"]} if peak else {}))
+            bar.update(1)
+        if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
+            checkpoint()
+        if stop_after is not None and steps_this_call >= stop_after:
+            checkpoint()
+            break
+    bar.close()
+    if master:
+        log.close()
+        plot_losses(log_path, out / "loss.png")
+    if ddp:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return {"losses": losses, "val": vals, "checkpoint": str(ckpt_path), "step": step}
+
+
+def plot_losses(metrics: Path, out_png: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+    if not recs:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label="train", lw=1)
+    v = [r for r in recs if "val_loss" in r]
+    if v:
+        ax.plot([r["step"] for r in v], [r["val_loss"] for r in v], "o-", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
