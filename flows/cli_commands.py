@@ -311,7 +311,8 @@ def add_shard(sub):
         from pipeline.shards import write_shards
 
         cfg = _cfg(args)
-        write_shards(read_documents(args.src), args.out, cfg.shards, {"config": cfg.to_dict()}).print()
+        write_shards(read_documents(args.src, pattern="documents*.parquet" if (Path(args.src) / "duplicates.parquet").exists() else "*.parquet"),
+                     args.out, cfg.shards, {"config": cfg.to_dict()}).print()
 
     p.set_defaults(func=run)
 
@@ -385,5 +386,88 @@ def add_eval(sub):
         atomic_write_json(out, res)
         print(format_table(res, model))
         print(f"wrote {out}")
+
+    p.set_defaults(func=run)
+
+
+# --- whole builds and the demo ------------------------------------------------------------
+
+
+@register
+def add_build(sub):
+    p = sub.add_parser(
+        "build", formatter_class=FORMATTER, help="a whole corpus build: links -> fetch -> extract -> filter -> dedup -> shards",
+        description="Runs every corpus stage over the given dump files into OUT/{links,fetch,extract,filter,dedup,shards} "
+        "and writes OUT/funnel.json. Re-running resumes: finished work is skipped.",
+    )
+    p.add_argument("--dump", action="append", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="DIR")
+    _add_config(p)
+
+    def run(args):
+        from pipeline.build import funnel_table, run_build
+
+        stages = run_build(args.dump, args.out, _cfg(args))
+        print(funnel_table(stages))
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_demo(sub):
+    p = sub.add_parser(
+        "demo", formatter_class=FORMATTER, help="the offline demo: build a corpus from a bundled sample and train on it",
+        description="Generates a sample Reddit month (data/sample/RS_demo.zst) and serves its small web on 127.0.0.1, "
+        "runs a whole build on it, tokenizes the shards, trains the tiny GPT-2 for a couple of minutes on CPU, "
+        "evaluates it on the held-out split, and samples from it. Needs no network.",
+    )
+    p.add_argument("--out", default="data/out/demo", metavar="DIR")
+    p.add_argument("--steps", type=int, default=200, help="training steps of the tiny model")
+
+    def run(args):
+        import shutil
+
+        from model.checkpoint import load_model
+        from model.data import tokenize_shards
+        from model.evaluate import heldout
+        from model.generate import generate
+        from model.tokenizer import Tokenizer
+        from model.train import load_train_config, train
+        from pipeline.build import funnel_table, run_build
+        from pipeline.config import Config
+        from pipeline.demo import DemoWeb, DemoWorld
+
+        out = Path(args.out)
+        if out.exists():
+            shutil.rmtree(out)  # the demo starts clean every time
+        world = DemoWorld()
+        dump = Path("data/sample/RS_demo.zst")
+        world.write_dump(dump)
+        cfg = Config()
+        with DemoWeb(world) as web:
+            cfg.fetch.resolve = {h: web.address for host in world.hosts for h in (host, 'www.' + host)}
+            cfg.fetch.allow_private_addresses = True  # the demo's web is on 127.0.0.1, by design
+            cfg.fetch.per_host_delay_s = 0.05
+            cfg.fetch.connect_timeout_s = 2.0
+            cfg.fetch.total_timeout_s = 5.0
+            # Hosts the demo does not serve (imgur, youtube) are dropped by the link stage before any fetch.
+            stages = run_build([dump], out / "build", cfg)
+        print(funnel_table(stages), file=sys.stderr)
+        tok = Tokenizer.load("gpt2")
+        m = tokenize_shards(out / "build" / "shards", out / "tokens", tok, val_fraction=0.1, progress=False)
+        print(f"tokens: train {m['train']['tokens']:,}, val {m['val']['tokens']:,}", file=sys.stderr)
+        tc = load_train_config(None, "tiny", [f"data_dir={out / 'tokens'}", f"out_dir={out / 'train'}", f"max_steps={args.steps}",
+                                              "block_size=64", "batch_size=16", "eval_interval=50", "eval_iters=5",
+                                              f"warmup_steps={max(1, args.steps // 10)}"])
+        r = train(tc)
+        model, _ = load_model(out / "train")
+        h = heldout(model, out / "tokens", tok)
+        print(f"\nheld-out: {h['documents']} documents, {h['tokens']:,} tokens, perplexity {h['ppl']:.2f}, "
+              f"{h['bits_per_byte']:.3f} bits/byte (first val loss {r['val'][0][1]:.3f} -> last {r['val'][-1][1]:.3f})")
+        sample = generate(model, [tok.encode("The city council")], 40, temperature=0.8, top_k=40, seed=1)[0]
+        print("sample: The city council" + tok.decode(sample))
+        print(f"\nshards:     {out / 'build' / 'shards'} (manifest.json)\nWARCs:      {out / 'build' / 'fetch' / 'warc'}\n"
+              f"funnel:     {out / 'build' / 'funnel.json'}\ncheckpoint: {out / 'train' / 'ckpt.pt'}\n"
+              f"loss plot:  {out / 'train' / 'loss.png'}")
 
     p.set_defaults(func=run)

@@ -89,6 +89,9 @@ class FetchConfig:
     allow_private_addresses: bool = False  # refuse loopback/private/link-local targets
     respect_robots: bool = True
     warc_max_bytes: int = 1 * 10**9  # roll to a new WARC file after ~1 GB (Common Crawl: 1 GB)
+    # Like curl --resolve: connect to HOST:PORT instead of a host's own address
+    # (local mirrors, and the offline demo's web). The URL and Host header are kept.
+    resolve: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("workers", "per_host_concurrency", "max_bytes", "max_redirects"):

@@ -282,9 +282,9 @@ def extract_documents(
     return summary
 
 
-def read_documents(src: str | Path, columns: list[str] | None = None) -> pa.Table:
+def read_documents(src: str | Path, columns: list[str] | None = None, pattern: str = "*.parquet") -> pa.Table:
     src = Path(src)
-    files = [src] if src.is_file() else sorted(p for p in src.glob("*.parquet") if not p.name.startswith("."))
+    files = [src] if src.is_file() else sorted(p for p in src.glob(pattern) if not p.name.startswith("."))
     if not files:
         return DOC_SCHEMA.empty_table() if columns is None else DOC_SCHEMA.empty_table().select(columns)
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")

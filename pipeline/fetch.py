@@ -313,7 +313,12 @@ class Fetcher:
         before the whole-response deadline."""
         cfg = self.cfg
         deadline = time.monotonic() + cfg.total_timeout_s
-        r = self.session().get(url, stream=True, allow_redirects=False,
+        target, extra = url, {}
+        parts = urlsplit(url)
+        if parts.hostname in cfg.resolve:
+            target = parts._replace(scheme="http", netloc=cfg.resolve[parts.hostname]).geturl()
+            extra = {"Host": parts.netloc}
+        r = self.session().get(target, headers=extra, stream=True, allow_redirects=False,
                                timeout=(cfg.connect_timeout_s, min(cfg.connect_timeout_s, cfg.total_timeout_s)))
         try:
             headers = list(r.raw.headers.items()) if r.raw is not None else list(r.headers.items())
@@ -357,7 +362,8 @@ class Fetcher:
         current = url
         for hop in range(cfg.max_redirects + 1):
             if not cfg.allow_private_addresses:
-                check_public(current)
+                host_name = urlsplit(current).hostname
+                check_public(f"http://{cfg.resolve[host_name]}/" if host_name in cfg.resolve else current)
             host = urlsplit(current).netloc.lower()
             if cfg.respect_robots and not self.robots_allows(current):
                 return "robots_disallowed", None, info
@@ -479,7 +485,6 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
             summary.drop("fetched_in_earlier_build")
         else:
             todo.append(r)
-    summary.drop("already_fetched", 0)
     sink = WarcSink(out / "warc", cfg.warc_max_bytes)
     fetcher = Fetcher(cfg)
 
