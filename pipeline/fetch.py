@@ -250,19 +250,16 @@ def sniff_binary(head: bytes) -> bool:
 
 def decoded_size_ok(body: bytes, encoding: str, limit: int) -> bool:
     """Whether a gzip/deflate body decodes to at most ``limit`` bytes, without
-    decoding more than that (gzip bombs)."""
-    encoding = encoding.lower().strip()
-    if encoding in ("gzip", "x-gzip"):
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif encoding == "deflate":
-        d = zlib.decompressobj()
-    else:
-        return True
+    decoding more than that (gzip bombs). Undecodable bodies are left to extraction."""
+    from .html import decode_content_encoding
+
     try:
-        out = d.decompress(body, limit + 1)
+        decode_content_encoding(body, encoding, limit)
+    except ValueError:
+        return False
     except zlib.error:
-        return True  # undecodable: extraction will report it
-    return len(out) <= limit
+        return True
+    return True
 
 
 class Fetcher:

@@ -20,7 +20,7 @@ from typing import Iterable
 import orjson
 
 from .config import LinksConfig
-from .dumps import Submission, _coerce
+from .dumps import _coerce
 from .links import select_links, write_links
 from .summary import RunSummary, atomic_write_bytes, progress
 
@@ -117,8 +117,3 @@ def harvest_subreddits(
     summary.check()
     summary.finish().write(out_dir)
     return summary
-
-
-def records_to_submissions(records: Iterable[dict]) -> Iterable[Submission]:
-    for r in records:
-        yield _coerce(r)
