@@ -83,10 +83,32 @@ def _alarm(signum, frame):
 _OPTS: dict = {}
 
 
+class ExtractorUnavailable(RuntimeError):
+    """trafilatura (or one of its dependencies) cannot be imported."""
+
+
+def check_extractor() -> None:
+    """Import trafilatura in this process, or raise a clear error.
+
+    Called before the worker pool starts: a multiprocessing worker whose
+    initializer raises is replaced forever, which would hang the run.
+    """
+    try:
+        import trafilatura  # noqa: F401
+    except Exception as exc:  # ImportError, or lxml's "lxml.html.clean is now separate"
+        raise ExtractorUnavailable(
+            f"cannot import trafilatura: {type(exc).__name__}: {exc} "
+            "(reinstall the project: pip install -e . pulls lxml_html_clean)"
+        ) from exc
+
+
 def _init_worker(opts: dict) -> None:
     _OPTS.update(opts)
     signal.signal(signal.SIGALRM, _alarm)
-    import trafilatura  # noqa: F401  (import once per worker)
+    try:  # never raise here (see check_extractor); extract_one re-raises in the parent
+        import trafilatura  # noqa: F401  (import once per worker)
+    except Exception as exc:
+        _OPTS["init_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def extract_text(html: str, url: str | None, cfg: ExtractConfig) -> str | None:
@@ -117,6 +139,8 @@ def _read_record(path: str, offset: int):
 def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | None, str | None]:
     """Worker: (warc path, offset, key) -> (key, document fields | None, drop reason | None)."""
     path, offset, key = task
+    if "init_error" in _OPTS:
+        raise ExtractorUnavailable(f"extract worker could not start: {_OPTS['init_error']}")
     cfg = ExtractConfig(**_OPTS.get("cfg", {}))
     try:
         rec_type, uri, date, status, headers, body, truncated = _read_record(path, offset)
@@ -219,6 +243,7 @@ def extract_documents(
 ) -> RunSummary:
     """``webtext extract``: run the tasks not yet done; write parts and the summary."""
     cfg.validate()
+    check_extractor()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Parts left without a done file by a killed run are not counted; they will be rewritten.

@@ -154,3 +154,20 @@ def test_replay_from_warc_needs_no_network(tmp_path, pages):
     t1 = sorted(read_documents(tmp_path / "d1").column("text").to_pylist())
     t2 = sorted(read_documents(tmp_path / "d2").column("text").to_pylist())
     assert t1 == t2 and len(t1) == e1.n_out == e2.n_out > 0
+
+
+def test_extractor_that_cannot_import_fails_fast_not_hangs(tmp_path, pages, monkeypatch):
+    """A worker whose import fails must stop the run with the cause (a Pool would respawn it forever)."""
+    import pipeline.extract as ex
+
+    with WebServer(pages) as srv:
+        fetch_links(rows_for(srv.url, ["/page/0", "/page/1"]), tmp_path, test_fetch_config())
+    monkeypatch.setitem(sys.modules, "trafilatura", None)  # "import trafilatura" now raises ImportError
+    with pytest.raises(ex.ExtractorUnavailable, match="cannot import trafilatura"):
+        ex.extract_documents(tasks_from_fetch(tmp_path), tmp_path / "d0", ExtractConfig(workers=2))
+    # Even if the parent check is skipped, the forked workers report instead of dying.
+    monkeypatch.setattr(ex, "check_extractor", lambda: None)
+    t0 = time.monotonic()
+    with pytest.raises(ex.ExtractorUnavailable, match="could not start"):
+        ex.extract_documents(tasks_from_fetch(tmp_path), tmp_path / "d1", ExtractConfig(workers=2))
+    assert time.monotonic() - t0 < 60
