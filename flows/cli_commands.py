@@ -393,22 +393,85 @@ def add_eval(sub):
 # --- whole builds and the demo ------------------------------------------------------------
 
 
+def _add_runner(p) -> None:
+    p.add_argument("--task-runner", choices=["threads", "dask"], default="threads",
+                   help="where per-file tasks run: threads in this process, or a Dask cluster")
+    p.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="an existing Dask scheduler (default: start a local cluster)")
+    p.add_argument("--workers", type=int, default=None, help="threads, or local Dask worker processes (default: all cores)")
+
+
 @register
 def add_build(sub):
     p = sub.add_parser(
-        "build", formatter_class=FORMATTER, help="a whole corpus build: links -> fetch -> extract -> filter -> dedup -> shards",
-        description="Runs every corpus stage over the given dump files into OUT/{links,fetch,extract,filter,dedup,shards} "
-        "and writes OUT/funnel.json. Re-running resumes: finished work is skipped.",
+        "build", formatter_class=FORMATTER, help="a whole corpus build (Prefect flow build-corpus)",
+        description="Runs the build-corpus flow: links -> fetch -> extract -> filter -> dedup -> shards over the dump "
+        "files (paths or glob patterns) into OUT/{links,fetch,extract,filter,dedup,shards}, writes OUT/funnel.json and "
+        "a Prefect artifact with the funnel. Incremental: re-running with new months does only the new work, and a "
+        "killed run resumes. Without PREFECT_API_URL, Prefect starts a temporary local server for the run.",
     )
-    p.add_argument("--dump", action="append", required=True, metavar="FILE")
+    p.add_argument("--dump", action="append", required=True, metavar="FILE_OR_GLOB")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--publish", metavar="URI", help="copy shards + manifest to a pyarrow filesystem URI (s3://, gs://, file://)")
+    p.add_argument("--no-prefect", action="store_true", help="run the stages directly, without Prefect")
+    _add_config(p)
+    _add_runner(p)
+
+    def run(args):
+        cfg = _cfg(args)
+        if args.no_prefect:
+            from pipeline.build import funnel_table, run_build
+
+            print(funnel_table(run_build(args.dump, args.out, cfg)))
+            return
+        from flows.corpus import build_corpus, preflight, task_runner
+
+        preflight(args.dump, args.out, cfg, args.dask_address if args.task_runner == "dask" else None)
+        runner = task_runner(args.task_runner, args.dask_address, args.workers)
+        build_corpus.with_options(task_runner=runner)(args.dump, args.out, cfg.to_dict(), args.publish)
+
+    p.set_defaults(func=run)
+
+
+@register
+def add_serve(sub):
+    p = sub.add_parser(
+        "serve", formatter_class=FORMATTER, help="serve the build (scheduled) and train (triggered) deployments",
+        description="Serves two Prefect deployments from this process until stopped: build-corpus/webtext-build on a "
+        "cron schedule, and train-model/webtext-train, triggered by a DeploymentEventTrigger whenever a run of the build "
+        "deployment completes (one mechanism: the build does not start training itself). Give --dump as glob patterns "
+        "so each scheduled build sees the months added since. Needs a running Prefect server (PREFECT_API_URL), e.g. "
+        "`prefect server start`, or Prefect Cloud.",
+    )
+    p.add_argument("--dump", action="append", required=True, metavar="FILE_OR_GLOB")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--cron", default="0 6 2 * *", help="build schedule (default: 06:00 UTC on the 2nd of each month)")
+    p.add_argument("--no-schedule", action="store_true", help="serve the build deployment without a schedule")
+    p.add_argument("--preset", default="tiny", help="model preset the triggered training uses")
+    p.add_argument("--train-out", metavar="DIR", help="default: OUT/model")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--publish", metavar="URI")
+    p.add_argument("train_overrides", nargs="*", metavar="KEY=VALUE", help="training options, e.g. max_steps=1000")
     _add_config(p)
 
     def run(args):
-        from pipeline.build import funnel_table, run_build
+        from prefect import serve
+        from prefect.events import DeploymentEventTrigger
 
-        stages = run_build(args.dump, args.out, _cfg(args))
-        print(funnel_table(stages))
+        from flows.corpus import build_corpus, train_model
+
+        cfg = _cfg(args)
+        build = build_corpus.to_deployment(
+            name="webtext-build", cron=None if args.no_schedule else args.cron,
+            parameters={"dumps": args.dump, "out": str(Path(args.out).resolve()), "config": cfg.to_dict(), "publish": args.publish})
+        train = train_model.to_deployment(
+            name="webtext-train",
+            parameters={"build_dir": str(Path(args.out).resolve()), "out": args.train_out, "preset": args.preset,
+                        "overrides": args.train_overrides, "val_fraction": args.val_fraction},
+            triggers=[DeploymentEventTrigger(expect={"prefect.flow-run.Completed"},
+                                             match_related={"prefect.resource.name": "webtext-build"})])
+        print("serving build-corpus/webtext-build" + ("" if args.no_schedule else f" (cron {args.cron!r})")
+              + " and train-model/webtext-train (on build completion); Ctrl-C stops", flush=True)
+        serve(build, train)
 
     p.set_defaults(func=run)
 
@@ -417,9 +480,10 @@ def add_build(sub):
 def add_demo(sub):
     p = sub.add_parser(
         "demo", formatter_class=FORMATTER, help="the offline demo: build a corpus from a bundled sample and train on it",
-        description="Generates a sample Reddit month (data/sample/RS_demo.zst) and serves its small web on 127.0.0.1, "
-        "runs a whole build on it, tokenizes the shards, trains the tiny GPT-2 for a couple of minutes on CPU, "
-        "evaluates it on the held-out split, and samples from it. Needs no network.",
+        description="Generates two sample Reddit months (data/sample/RS_2017-0{7,8}.zst) and serves their small web on "
+        "127.0.0.1, runs the build-corpus flow on month 1 and then on month 2 (incremental), then the train-model flow "
+        "(tokenize, train the tiny GPT-2 for a couple of minutes on CPU, evaluate on the held-out split, sample). "
+        "Needs no network.",
     )
     p.add_argument("--out", default="data/out/demo", metavar="DIR")
     p.add_argument("--steps", type=int, default=200, help="training steps of the tiny model")
@@ -427,47 +491,33 @@ def add_demo(sub):
     def run(args):
         import shutil
 
-        from model.checkpoint import load_model
-        from model.data import tokenize_shards
-        from model.evaluate import heldout
-        from model.generate import generate
-        from model.tokenizer import Tokenizer
-        from model.train import load_train_config, train
-        from pipeline.build import funnel_table, run_build
-        from pipeline.config import Config
-        from pipeline.demo import DemoWeb, DemoWorld
+        from flows.corpus import build_corpus, funnel_markdown, train_model
+        from pipeline.demo import DemoWeb, DemoWorld, demo_config
 
         out = Path(args.out)
         if out.exists():
             shutil.rmtree(out)  # the demo starts clean every time
         world = DemoWorld()
-        dump = Path("data/sample/RS_demo.zst")
-        world.write_dump(dump)
-        cfg = Config()
+        dumps = world.write_dumps(Path("data/sample"))
         with DemoWeb(world) as web:
-            cfg.fetch.resolve = {h: web.address for host in world.hosts for h in (host, 'www.' + host)}
-            cfg.fetch.allow_private_addresses = True  # the demo's web is on 127.0.0.1, by design
-            cfg.fetch.per_host_delay_s = 0.05
-            cfg.fetch.connect_timeout_s = 2.0
-            cfg.fetch.total_timeout_s = 5.0
-            # Hosts the demo does not serve (imgur, youtube) are dropped by the link stage before any fetch.
-            stages = run_build([dump], out / "build", cfg)
-        print(funnel_table(stages), file=sys.stderr)
-        tok = Tokenizer.load("gpt2")
-        m = tokenize_shards(out / "build" / "shards", out / "tokens", tok, val_fraction=0.1, progress=False)
-        print(f"tokens: train {m['train']['tokens']:,}, val {m['val']['tokens']:,}", file=sys.stderr)
-        tc = load_train_config(None, "tiny", [f"data_dir={out / 'tokens'}", f"out_dir={out / 'train'}", f"max_steps={args.steps}",
-                                              "block_size=64", "batch_size=16", "eval_interval=50", "eval_iters=5",
-                                              f"warmup_steps={max(1, args.steps // 10)}"])
-        r = train(tc)
-        model, _ = load_model(out / "train")
-        h = heldout(model, out / "tokens", tok)
+            cfg = demo_config(world, web.address)
+            results = []
+            for i, d in enumerate(dumps):
+                print(f"\n== build {i + 1}: {d.name} ==", file=sys.stderr)
+                results.append(build_corpus([str(d)], str(out / "build"), cfg.to_dict()))
+        for i, r in enumerate(results):
+            print(f"\nbuild {i + 1} ({dumps[i].name}):\n" + funnel_markdown(r["stages"]))
+        r = train_model(str(out / "build"), str(out / "model"), "tiny",
+                        [f"max_steps={args.steps}", "block_size=64", "batch_size=16", "eval_interval=50", "eval_iters=5",
+                         f"warmup_steps={max(1, args.steps // 10)}"], val_fraction=0.1, prompt="The city council")
+        h = r["eval"]["heldout"]
         print(f"\nheld-out: {h['documents']} documents, {h['tokens']:,} tokens, perplexity {h['ppl']:.2f}, "
-              f"{h['bits_per_byte']:.3f} bits/byte (first val loss {r['val'][0][1]:.3f} -> last {r['val'][-1][1]:.3f})")
-        sample = generate(model, [tok.encode("The city council")], 40, temperature=0.8, top_k=40, seed=1)[0]
-        print("sample: The city council" + tok.decode(sample))
-        print(f"\nshards:     {out / 'build' / 'shards'} (manifest.json)\nWARCs:      {out / 'build' / 'fetch' / 'warc'}\n"
-              f"funnel:     {out / 'build' / 'funnel.json'}\ncheckpoint: {out / 'train' / 'ckpt.pt'}\n"
-              f"loss plot:  {out / 'train' / 'loss.png'}")
+              f"{h['bits_per_byte']:.3f} bits/byte (val loss {r['train']['val'][0][1]:.3f} -> {r['train']['val'][-1][1]:.3f})")
+        print("sample:", r["eval"]["sample"])
+        b = out / "build"
+        print(f"\nshards:     {b / 'shards'} (manifest.json)\nWARCs:      {b / 'fetch' / 'warc'}\n"
+              f"funnel:     {b / 'funnel.json'}\ncheckpoint: {Path(r['train_dir']) / 'ckpt.pt'}\n"
+              f"loss plot:  {Path(r['train_dir']) / 'loss.png'}\neval:       {Path(r['train_dir']) / 'eval.json'}")
 
     p.set_defaults(func=run)
+

@@ -149,8 +149,15 @@ class DedupConfig:
     containment_threshold: float = 0.85
     seed: int = 1
     redis_url: str | None = None  # datasketch Redis storage for indexes beyond memory
+    # Which copy of a cluster is kept. "earliest": the one first submitted to Reddit
+    # (the original is usually posted before its syndicated copies, and a build
+    # month by month then keeps what one build over all months keeps);
+    # "score": the highest Reddit score. Ties: score, length, id.
+    keep: str = "earliest"
 
     def validate(self) -> None:
+        if self.keep not in ("earliest", "score"):
+            raise ConfigError(f"dedup.keep must be 'earliest' or 'score', not {self.keep!r}")
         if self.bands * self.rows > self.num_perm:
             raise ConfigError(f"dedup: bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if self.shingle_words < 1:

@@ -16,8 +16,9 @@ Jaccard or estimated containment (from the Jaccard and the two shingle-set
 sizes) passes its threshold, so precision stays high.
 
 Keep rule, per cluster: a document already kept by an earlier run stays kept;
-otherwise the highest Reddit score wins, then the longest text, then the
-smallest id (deterministic).
+otherwise (``keep="earliest"``, the default) the one first submitted to Reddit,
+or (``keep="score"``) the highest Reddit score; then the higher score, the
+longest text, the smallest id (deterministic).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class DocInfo:
     score: int
     length: int
     old: bool  # kept by an earlier run
+    created: int = 0
 
 
 class MinHashDeduper:
@@ -174,6 +176,7 @@ class MinHashDeduper:
         cfg = self.cfg
         uf = UnionFind()
         info: dict[str, DocInfo] = {i: DocInfo(i, 0, 0, True) for i in self.old_ids}
+        big = 2**62
         new_ids: list[str] = []
         bar = progress(desc="dedup", unit="docs")
         for d in docs:
@@ -193,7 +196,7 @@ class MinHashDeduper:
                     uf.union(cand, doc_id)
             self.lsh.insert(doc_id, m, check_duplication=False)
             self.sigs[doc_id] = (sig, size)
-            info[doc_id] = DocInfo(doc_id, int(d.get("score") or 0), len(text), False)
+            info[doc_id] = DocInfo(doc_id, int(d.get("score") or 0), len(text), False, int(d.get("created_utc") or big))
             new_ids.append(doc_id)
             bar.update(1)
         bar.close()
@@ -207,7 +210,10 @@ class MinHashDeduper:
         for members in clusters.values():
             if len(members) == 1:
                 continue
-            keep = min(members, key=lambda i: (not info[i].old, -info[i].score, -info[i].length, i))
+            if cfg.keep == "earliest":
+                keep = min(members, key=lambda i: (not info[i].old, info[i].created, -info[i].score, -info[i].length, i))
+            else:
+                keep = min(members, key=lambda i: (not info[i].old, -info[i].score, -info[i].length, i))
             for i in members:
                 if i != keep and not info[i].old:
                     removed[i] = keep
@@ -245,7 +251,9 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
     table = pa.concat_tables(tables, promote_options="default")
     summary.n_in = table.num_rows
     written = _ids_written(out)  # kept by an earlier run into this directory
-    cols = ["id", "text"] + (["score"] if "score" in table.column_names else [])
+    dup_path = out / "duplicates.parquet"
+    removed_before = set(pq.read_table(dup_path, columns=["id"]).column("id").to_pylist()) if dup_path.is_file() else set()
+    cols = ["id", "text"] + [c for c in ("score", "created_utc") if c in table.column_names]
     candidates, take = [], []
     seen: set[str] = set()
     for d in table.select(cols).to_pylist():
@@ -255,6 +263,9 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
             take.append(False)
         elif i in written:
             summary.drop("already_kept")
+            take.append(False)
+        elif i in removed_before:
+            summary.drop("already_removed")  # a near-duplicate found by an earlier run
             take.append(False)
         else:
             candidates.append(d)
@@ -270,7 +281,6 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
     n_parts = len(list(out.glob("documents*.parquet")))
     if kept.num_rows or n_parts == 0:
         _write(kept, out / (f"documents-{n_parts:04d}.parquet"))
-    dup_path = out / "duplicates.parquet"
     dups = pa.table({"id": pa.array(list(removed), pa.string()), "duplicate_of": pa.array(list(removed.values()), pa.string())})
     if dup_path.is_file():
         dups = pa.concat_tables([pq.read_table(dup_path), dups])

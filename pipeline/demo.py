@@ -55,7 +55,14 @@ def page(site: str, title: str, paras: list[str], extra_top: str = "") -> str:
 
 
 class DemoWorld:
-    """The pages (by host and path) and the month of submissions that links to them."""
+    """The pages (by host and path) and two months of submissions that link to them.
+
+    Month 2 (2017-08) brings new articles, a re-post of a month-1 page (fetched
+    once, in month 1) and a syndicated copy of a month-1 article (a near-duplicate
+    across months: the month-1 original is kept)."""
+
+    MONTHS = ("2017-07", "2017-08")
+    MONTH_T0 = (1_499_000_000, 1_501_700_000)  # 2017-07-02, 2017-08-02: inside the faithful window
 
     NEWS = ["dailyherald.example", "morningpost.example", "citytimes.example", "valleynews.example"]
 
@@ -63,21 +70,25 @@ class DemoWorld:
         rng = random.Random(seed)
         self.pages: dict[tuple[str, str], tuple[int, str, dict]] = {}
         subs = []
-        t0 = 1_500_000_000  # 2017-07-14, inside the faithful window
         sid = [0]
+        month = [0]
 
         def submit(url, score, **kw):
             sid[0] += 1
-            subs.append({"id": f"demo{sid[0]}", "created_utc": t0 + sid[0] * 600, "subreddit": kw.pop("subreddit", "news"),
+            subs.append({"_month": month[0], "id": f"demo{sid[0]}", "created_utc": self.MONTH_T0[month[0]] + sid[0] * 600,
+                         "subreddit": kw.pop("subreddit", "news"),
                          "author": "demo_user", "title": kw.pop("title", "A story"), "url": url, "score": score,
                          "is_self": kw.pop("is_self", False), "over_18": kw.pop("over_18", False), **kw})
 
+        first_paras = {}
         for i in range(n_articles):
+            month[0] = 0 if i < n_articles // 2 else 1
             site = self.NEWS[i % len(self.NEWS)]
             title = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}".capitalize()
             paras = article_text(rng, rng.randint(12, 30))
             path = f"/{2017}/story-{i}"
             self.pages[(site, path)] = (200, page(site, title, paras), {})
+            first_paras[i] = (site, title, paras)
             score = rng.choice([1, 2, 3, 5, 8, 20, 100])
             submit(f"https://www.{site}{path}", score, title=title)
             if i % 6 == 0:  # the same page posted again as a URL variant
@@ -87,6 +98,13 @@ class DemoWorld:
                 copy = paras[:-1] + [f"This article first appeared in {site}."]
                 self.pages[(other, f"/wire/{i}")] = (200, page(other, title, copy, "<div>Wire service</div>"), {})
                 submit(f"https://{other}/wire/{i}", 12, title=title)
+        # Month 2 links back to month 1: a re-post, and a late syndicated copy.
+        month[0] = 1
+        submit("https://www.dailyherald.example/2017/story-0?ref=frontpage", 25, subreddit="news")
+        site, title, paras = first_paras[1]
+        self.pages[("latewire.example", "/copy-1")] = (200, page("latewire.example", title, paras[1:] + ["Reprinted."]), {})
+        submit("https://latewire.example/copy-1", 40, title=title)
+        month[0] = 0
         for lang in ("en", "de", "fr", "ja"):
             host = f"{lang}.wikipedia.org" if lang != "ja" else "ja.m.wikipedia.org"
             self.pages[(host, "/wiki/Harbour")] = (200, page(host, "Harbour", article_text(rng, 12)), {})
@@ -113,11 +131,24 @@ class DemoWorld:
         self.submissions = subs
         self.hosts = sorted({h for h, _ in self.pages} | {"dead.example"})
 
-    def write_dump(self, path) -> None:
-        """Writes the month as a zstd NDJSON dump, like Pushshift's (one malformed line included)."""
-        lines = [orjson.dumps(s) for s in self.submissions] + [b'{"id": "broken", "url": ']
+    def write_dump(self, path, months: tuple[int, ...] = (0, 1)) -> None:
+        """Writes the months as one zstd NDJSON dump, like Pushshift's (month 1 has one malformed line)."""
+        lines = [orjson.dumps({k: v for k, v in s.items() if k != "_month"}) for s in self.submissions if s["_month"] in months]
+        if 0 in months:
+            lines.append(b'{"id": "broken", "url": ')
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(zstandard.ZstdCompressor(level=3).compress(b"\n".join(lines) + b"\n"))
+
+    def write_dumps(self, directory) -> list:
+        """One dump per month, named as Pushshift names them: RS_2017-07.zst, RS_2017-08.zst."""
+        from pathlib import Path
+
+        paths = []
+        for m, name in enumerate(self.MONTHS):
+            p = Path(directory) / f"RS_{name}.zst"
+            self.write_dump(p, (m,))
+            paths.append(p)
+        return paths
 
 
 class DemoWeb:
@@ -162,3 +193,18 @@ class DemoWeb:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+def demo_config(world: DemoWorld, address: str):
+    """The configuration the demo (and the flow tests) build with: the made-up
+    hosts resolve to the DemoWeb at ADDRESS on 127.0.0.1."""
+    from .config import Config
+
+    cfg = Config()
+    cfg.fetch.resolve = {h: address for host in world.hosts for h in (host, "www." + host)}
+    cfg.fetch.allow_private_addresses = True  # the demo's web is on 127.0.0.1, by design
+    cfg.fetch.per_host_delay_s = 0.05
+    cfg.fetch.connect_timeout_s = 2.0
+    cfg.fetch.total_timeout_s = 5.0
+    # Hosts the demo does not serve (imgur, youtube) are dropped by the link stage before any fetch.
+    return cfg

@@ -8,17 +8,19 @@ dropped with a named reason. The counts add up to the lines read
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import LinksConfig
 from .dumps import DumpReadStats, Submission, created_ts, iter_submissions
-from .summary import RunSummary, progress
+from .summary import RunSummary, atomic_write_bytes, progress
 from .urls import REDDIT_DOMAINS, InvalidURL, host_matches, url_forms, url_id
 
 BLOCKLIST_PATH = Path(__file__).parent / "data" / "url_blocklist.txt"
@@ -146,16 +148,19 @@ class LinkSelector:
         self._url, self._key, self._host = url, key, host
         return None
 
-    def rows(self) -> list[dict]:
-        """The unique URLs, after the per-URL rules; adds the merge/total drops to the summary."""
+    def rows(self, per_url_rules: bool = True) -> list[dict]:
+        """The unique URLs, after the per-URL rules; adds the merge/total drops to the summary.
+
+        ``per_url_rules=False``: every URL, no per-URL drops, ``n_out`` left alone
+        (a per-dump part, merged with the other months later)."""
         out = []
         summary = self.summary
         for key, (url, host, smax, stotal, ids, subs, created, titles) in self.by_url.items():
             n = len(ids)
-            if self.cfg.score_mode == "sum" and stotal < self.cfg.min_score:
+            if per_url_rules and self.cfg.score_mode == "sum" and stotal < self.cfg.min_score:
                 summary.drop("low_score_total", n)
                 continue
-            if n > 1:
+            if per_url_rules and n > 1:
                 summary.drop("duplicate_url", n - 1)
             out.append(
                 {
@@ -173,7 +178,8 @@ class LinkSelector:
                     "titles": titles,
                 }
             )
-        summary.n_out = len(out)
+        if per_url_rules:
+            summary.n_out = len(out)
         return out
 
 
@@ -208,38 +214,153 @@ def select_links(
     return rows, selector.summary
 
 
+PARTS = "parts"
+
+
+def dump_fingerprint(path: str | Path) -> str:
+    """A content fingerprint of a dump file: its size and its first and last MiB.
+
+    Cheap on a 40 GB month, survives copying (unlike mtime), changes when the
+    file is re-downloaded whole or grown."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def config_fingerprint(cfg: LinksConfig) -> str:
+    d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    if d.get("blocklist_path") is None:
+        d["blocklist_sha"] = hashlib.sha256(BLOCKLIST_PATH.read_bytes()).hexdigest()
+    else:
+        d["blocklist_sha"] = hashlib.sha256(Path(d["blocklist_path"]).read_bytes()).hexdigest()
+    return hashlib.sha256(orjson.dumps(d, default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
+
+
+def part_path(out_dir: str | Path, dump: str | Path, cfg: LinksConfig) -> Path:
+    name = Path(dump).name.split(".")[0]
+    return Path(out_dir) / PARTS / f"{name}.{dump_fingerprint(dump)}.{config_fingerprint(cfg)}.parquet"
+
+
+def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, bar=None) -> dict:
+    """Harvest one dump file into ``out_dir/parts/NAME.DUMPFP.CFGFP.parquet``.
+
+    The part holds the dump's accepted submissions grouped by URL, before the
+    rules that need every dump (the OpenWebText2 score sum, duplicates across
+    months); its ``.json`` beside it holds the submission-level funnel. A part
+    that exists is not read again: this is what makes builds incremental."""
+    dump = Path(dump)
+    if not dump.is_file():
+        raise FileNotFoundError(f"dump file not found: {dump}")
+    part = part_path(out_dir, dump, cfg)
+    meta_path = part.with_suffix(".json")
+    if part.is_file() and meta_path.is_file():
+        meta = orjson.loads(meta_path.read_bytes())
+        meta["reused"] = True
+        return meta
+    selector = LinkSelector(cfg)
+    summary = selector.summary
+    stats = DumpReadStats(str(dump))
+    own_bar = bar is None
+    if own_bar:
+        bar = progress(total=dump.stat().st_size, unit="B", unit_scale=True, desc=f"links {dump.name}")
+    for sub in iter_submissions(dump, stats, progress_bar=bar):
+        selector.add(sub)
+    if own_bar:
+        bar.close()
+    # Lines that never became a submission are counted as dropped, by reason.
+    for reason, n in stats.bad.items():
+        summary.n_in += n
+        summary.drop(reason, n)
+    notes = []
+    if stats.error:
+        notes.append(
+            f"{dump.name}: archive truncated or corrupt ({stats.error}); read {stats.records:,} records "
+            f"from {stats.compressed_bytes_read:,} of {stats.compressed_bytes_total:,} compressed bytes"
+        )
+    rows = selector.rows(per_url_rules=False)
+    accepted = sum(r["n_submissions"] for r in rows)
+    write_links(rows, part)
+    meta = {"dump": str(dump), "part": part.name, "in": summary.n_in, "accepted": accepted,
+            "dropped": dict(summary.dropped), "file": stats.to_dict(), "notes": notes}
+    assert summary.n_in == accepted + summary.n_dropped, meta
+    atomic_write_bytes(meta_path, orjson.dumps(meta))
+    meta["reused"] = False
+    return meta
+
+
+def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, metas: list[dict] | None = None) -> RunSummary:
+    """Merge every part in ``out_dir/parts`` made under this configuration into
+    ``out_dir/links.parquet``: one row per URL over all dumps harvested so far."""
+    out_dir = Path(out_dir)
+    cfp = config_fingerprint(cfg)
+    summary = RunSummary("links", unit="submissions")
+    parts = sorted((out_dir / PARTS).glob(f"*.{cfp}.parquet"))
+    others = [p for p in (out_dir / PARTS).glob("*.parquet") if not p.name.endswith(f".{cfp}.parquet")]
+    if others:
+        summary.note(f"{len(others)} part(s) harvested under another links configuration are not used")
+    by_url: dict[str, dict] = {}
+    files, harvested, reused = [], [], []
+    for p in parts:
+        meta = orjson.loads(p.with_suffix(".json").read_bytes())
+        summary.n_in += meta["in"]
+        for reason, n in meta["dropped"].items():
+            summary.drop(reason, n)
+        for n in meta["notes"]:
+            summary.note(n)
+        if any("truncated" in n for n in meta["notes"]):
+            summary.drop("truncated_archive", 0)
+        files.append(meta["file"])
+        fresh = metas is not None and any(m["part"] == p.name and not m["reused"] for m in metas)
+        (harvested if fresh else reused).append(meta["dump"])
+        for r in pq.read_table(p).to_pylist():
+            e = by_url.get(r["url_norm"])
+            if e is None:
+                by_url[r["url_norm"]] = r
+                continue
+            e["score"] = max(e["score"], r["score"])
+            e["score_total"] += r["score_total"]
+            e["n_submissions"] += r["n_submissions"]
+            for k in ("reddit_ids", "subreddits", "created_utcs", "titles"):
+                e[k] = e[k] + r[k]
+            if r["created_utc"] < e["created_utc"]:
+                e["created_utc"], e["url"] = r["created_utc"], r["url"]
+    rows = []
+    for r in by_url.values():
+        n = r["n_submissions"]
+        if cfg.score_mode == "sum" and r["score_total"] < cfg.min_score:
+            summary.drop("low_score_total", n)
+            continue
+        if n > 1:
+            summary.drop("duplicate_url", n - 1)
+        rows.append(r)
+    summary.n_out = len(rows)
+    write_links(rows, out_dir / "links.parquet")
+    summary.extra.update(files=files, harvested_now=harvested, reused_parts=reused,
+                         config={k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    summary.check()
+    summary.finish().write(out_dir)
+    return summary
+
+
 def harvest_dump_links(dumps: Iterable[str | Path], out_dir: str | Path, cfg: LinksConfig) -> RunSummary:
-    """``webtext links --dump``: read every dump, select links, write ``links.parquet``
-    and ``summary.links.json`` in ``out_dir``."""
+    """``webtext links --dump``: harvest each dump not harvested yet into
+    ``out_dir/parts/``, then merge all parts into ``links.parquet`` and write
+    ``summary.links.json``. Links accumulate: a later call with next month's
+    dump reads only that dump, and ``links.parquet`` covers every month."""
     dumps = [Path(d) for d in dumps]
     missing = [str(d) for d in dumps if not d.is_file()]
     if missing:
         raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
-    out_dir = Path(out_dir)
-    selector = LinkSelector(cfg)
-    summary = selector.summary
-    files = []
+    cfg.validate()
     total = sum(d.stat().st_size for d in dumps)
+    metas = []
     with progress(total=total, unit="B", unit_scale=True, desc="links") as bar:
         for d in dumps:
-            stats = DumpReadStats(str(d))
-            for s in iter_submissions(d, stats, progress_bar=bar):
-                selector.add(s)
-            # Lines that never became a submission are counted as dropped, by reason.
-            for reason, n in stats.bad.items():
-                summary.n_in += n
-                summary.drop(reason, n)
-            if stats.error:
-                summary.note(
-                    f"{d.name}: archive truncated or corrupt ({stats.error}); read {stats.records:,} records "
-                    f"from {stats.compressed_bytes_read:,} of {stats.compressed_bytes_total:,} compressed bytes"
-                )
-                summary.drop("truncated_archive", 0)
-            files.append(stats.to_dict())
-    rows = selector.rows()
-    write_links(rows, out_dir / "links.parquet")
-    summary.extra["files"] = files
-    summary.extra["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
-    summary.check()
-    summary.finish().write(out_dir)
-    return summary
+            metas.append(harvest_dump_part(d, out_dir, cfg, bar=bar))
+    return merge_link_parts(out_dir, cfg, metas)

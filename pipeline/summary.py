@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,8 @@ from typing import Any
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # pid and thread: concurrent writers (threaded task runners) never share a temporary file
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

@@ -76,9 +76,23 @@ def test_keep_rule_highest_score_then_longest(tmp_path):
     docs = [{"id": "a", "text": text, "score": 5}, {"id": "b", "text": text + " extra words here", "score": 50},
             {"id": "c", "text": text + " and more words than b has here", "score": 5}]
     write_docs(tmp_path / "d.parquet", docs)
-    s = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig())
+    s = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig(keep="score"))
     kept = pq.read_table(tmp_path / "out" / "documents-0000.parquet").column("id").to_pylist()
     assert kept == ["b"] and s.dropped["near_duplicate"] == 2
+
+
+def test_keep_rule_earliest_submission_and_removed_ones_not_redone(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog near the river bank today " * 10
+    docs = [{"id": "a", "text": text, "score": 5, "created_utc": 300}, {"id": "b", "text": text + " extra words", "score": 50, "created_utc": 200},
+            {"id": "c", "text": text + " and more words here", "score": 9, "created_utc": 100}]
+    pq.write_table(pa.Table.from_pylist(docs), tmp_path / "d.parquet")
+    s = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig())
+    kept = pq.read_table(tmp_path / "out" / "documents-0000.parquet").column("id").to_pylist()
+    assert kept == ["c"] and s.dropped["near_duplicate"] == 2
+    # A re-run over the same input does no work: the kept one and the removed ones are known.
+    s2 = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig())
+    assert s2.n_out == 0 and +s2.dropped == {"already_kept": 1, "already_removed": 2}
+    assert pq.read_table(tmp_path / "out" / "duplicates.parquet").num_rows == 2
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run installs it)")

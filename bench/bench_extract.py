@@ -1,0 +1,125 @@
+"""Main-text extraction quality and speed against plain ``trafilatura.extract(html)``.
+
+Both run in the same process on the same pages, one core, sequentially:
+  - anchor: ``trafilatura.extract(html)`` with trafilatura's defaults;
+  - webtext: ``pipeline.extract.extract_text`` with the configured ExtractConfig
+    (plus the title read that the extract worker does per page);
+  - with --grid, also favor_precision / favor_recall / include_comments variants.
+
+Scores (as ../shared/README.md defines them):
+  - aeb.jsonl.xz: 4-word-shingle (lowercased ``\\w+`` tokens) multiset precision
+    and recall per page, averaged over pages, F1 of the two means;
+  - wcxb_dev.jsonl.xz: bag-of-words P/R/F1 per page, F1 averaged over pages.
+  An empty extraction scores 0 on both.
+
+    .venv/bin/python bench/bench_extract.py [--limit N] [--grid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.config import ExtractConfig  # noqa: E402
+from pipeline.extract import extract_text, page_title  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "html"
+_TOK = re.compile(r"\w+")
+
+
+def tokens(text: str | None) -> list[str]:
+    return _TOK.findall((text or "").lower())
+
+
+def shingles(toks: list[str], n: int = 4) -> Counter:
+    if len(toks) < n:
+        return Counter([tuple(toks)]) if toks else Counter()
+    return Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
+
+
+def prf(truth: Counter, pred: Counter) -> tuple[float, float]:
+    if not pred or not truth:
+        return 0.0, 0.0
+    tp = sum((truth & pred).values())
+    return tp / sum(pred.values()), tp / sum(truth.values())
+
+
+def f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def score(bench: str, truths: list[str], preds: list[str | None]) -> dict:
+    ps, rs, fs = [], [], []
+    for t, y in zip(truths, preds):
+        tt, yy = tokens(t), tokens(y)
+        if bench == "aeb":
+            p, r = prf(shingles(tt), shingles(yy))
+        else:
+            p, r = prf(Counter(tt), Counter(yy))
+        ps.append(p)
+        rs.append(r)
+        fs.append(f1(p, r))
+    P, R = sum(ps) / len(ps), sum(rs) / len(rs)
+    return {"P": P, "R": R, "F1": f1(P, R) if bench == "aeb" else sum(fs) / len(fs)}
+
+
+def load(name: str, limit: int | None) -> list[dict]:
+    rows = [orjson.loads(l) for l in lzma.decompress((DATA / name).read_bytes()).splitlines() if l.strip()]
+    return rows[:limit] if limit else rows
+
+
+def run(fn, pages: list[dict]) -> tuple[list[str | None], float]:
+    out = []
+    t0 = time.process_time()
+    for p in pages:
+        out.append(fn(p))
+    return out, time.process_time() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=None, help="pages per benchmark (default: all)")
+    ap.add_argument("--grid", action="store_true", help="also score precision/recall/comments variants")
+    args = ap.parse_args()
+    import trafilatura
+
+    cfg = ExtractConfig()
+
+    def ours(c):
+        def fn(p):
+            page_title(p["html"])
+            return extract_text(p["html"], p.get("url"), c)
+        return fn
+
+    variants = {"trafilatura.extract(html)": lambda p: trafilatura.extract(p["html"]),
+                f"webtext (include_comments={cfg.include_comments})": ours(cfg)}
+    if args.grid:
+        variants["webtext favor_precision"] = ours(ExtractConfig(favor_precision=True))
+        variants["webtext favor_recall"] = ours(ExtractConfig(favor_recall=True))
+        variants["webtext include_comments=True"] = ours(ExtractConfig(include_comments=True))
+    for bench, name in (("aeb", "aeb.jsonl.xz"), ("wcxb", "wcxb_dev.jsonl.xz")):
+        pages = load(name, args.limit)
+        for p in pages[:3]:  # warm the imports and caches for everyone alike
+            trafilatura.extract(p["html"])
+        truths = [p["truth"] for p in pages]
+        base_rate = None
+        print(f"\n{bench}: {len(pages)} pages, one core, CPU seconds")
+        print(f"{'extractor':42} {'P':>6} {'R':>6} {'F1':>6} {'pages/s':>8} {'vs anchor':>9}")
+        for label, fn in variants.items():
+            preds, secs = run(fn, pages)
+            s = score(bench, truths, preds)
+            rate = len(pages) / secs
+            base_rate = base_rate or rate
+            print(f"{label:42} {s['P']:6.3f} {s['R']:6.3f} {s['F1']:6.3f} {rate:8.1f} {rate / base_rate:8.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
