@@ -71,6 +71,8 @@ def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str 
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
+    if dask_address:
+        check_dask_address(dask_address)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +81,6 @@ def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str 
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output directory {out} is not writable: {exc}") from exc
-    if dask_address:
-        check_dask_address(dask_address)
     return files
 
 
@@ -182,6 +182,7 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     documents are deduplicated against every document kept so far; new shards go
     under a new manifest version."""
     logger = get_run_logger()
+    started = time.time()
     cfg = Config.from_dict(config or {})
     files = preflight(dumps, out, cfg)
     o = Path(out).resolve()
@@ -191,7 +192,8 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     results = o / ".prefect" / "results"
     harvest = harvest_dump_task.with_options(result_storage=results)
     futures = [harvest.submit(str(Path(f).resolve()), dump_fingerprint(f), str(o / "links"), d["links"]) for f in files]
-    metas = [f.result() for f in futures]
+    # A cached task returns the meta of the run that harvested it: "reused" is decided by when.
+    metas = [{**m, "reused": m["harvested_at"] < started} for m in (f.result() for f in futures)]
     logger.info("links: %d dump(s), %d harvested now, %d reused", len(metas), sum(not m["reused"] for m in metas),
                 sum(m["reused"] for m in metas))
     stages = [merge_links_task(str(o / "links"), d["links"], metas)]

@@ -88,8 +88,8 @@ class DemoWorld:
             paras = article_text(rng, rng.randint(12, 30))
             path = f"/{2017}/story-{i}"
             self.pages[(site, path)] = (200, page(site, title, paras), {})
-            first_paras[i] = (site, title, paras)
             score = rng.choice([1, 2, 3, 5, 8, 20, 100])
+            first_paras[i] = (site, title, paras, score, path)
             submit(f"https://www.{site}{path}", score, title=title)
             if i % 6 == 0:  # the same page posted again as a URL variant
                 submit(f"http://{site}{path}/?utm_source=reddit#comments", 7, subreddit="worldnews", title=title)
@@ -100,8 +100,10 @@ class DemoWorld:
                 submit(f"https://{other}/wire/{i}", 12, title=title)
         # Month 2 links back to month 1: a re-post, and a late syndicated copy.
         month[0] = 1
-        submit("https://www.dailyherald.example/2017/story-0?ref=frontpage", 25, subreddit="news")
-        site, title, paras = first_paras[1]
+        submit("http://dailyherald.example/2017/story-0/?utm_source=twitter", 25, subreddit="news")
+        i = min(i for i, v in first_paras.items() if v[3] >= 3 and i < n_articles // 2)
+        site, title, paras, _, path = first_paras[i]
+        self.late_copy_of = f"{site}{path}"
         self.pages[("latewire.example", "/copy-1")] = (200, page("latewire.example", title, paras[1:] + ["Reprinted."]), {})
         submit("https://latewire.example/copy-1", 40, title=title)
         month[0] = 0
@@ -156,6 +158,8 @@ class DemoWeb:
 
     def __init__(self, world: DemoWorld):
         pages = world.pages
+        self.hits: dict[tuple[str, str], int] = {}
+        hits = self.hits
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -167,6 +171,7 @@ class DemoWeb:
                 host = (self.headers.get("Host") or "").split(":")[0]
                 host = host[4:] if host.startswith("www.") else host
                 path = self.path.split("?")[0].rstrip("/") or "/"
+                hits[(host, path)] = hits.get((host, path), 0) + 1
                 if path == "/robots.txt":
                     status, body, headers = 200, "User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"}
                 else:

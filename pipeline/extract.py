@@ -240,8 +240,13 @@ def extract_documents(
     out_dir: str | Path,
     cfg: ExtractConfig,
     reddit_meta: dict[str, dict] | None = None,
+    start_method: str = "forkserver",
 ) -> RunSummary:
-    """``webtext extract``: run the tasks not yet done; write parts and the summary."""
+    """``webtext extract``: run the tasks not yet done; write parts and the summary.
+
+    Workers start from a fork server (a fresh single-threaded process), not by
+    forking this process: a fork of a process with threads (Prefect's client,
+    a task runner) can copy a held lock and hang the child."""
     cfg.validate()
     check_extractor()
     out = Path(out_dir)
@@ -267,7 +272,9 @@ def extract_documents(
                 in_run.add(key)
             todo.append(t)
     workers = cfg.workers or os.cpu_count() or 1
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(["pipeline.extract"])
     kept_total = 0
     with ctx.Pool(workers, initializer=_init_worker, initargs=({"cfg": asdict(cfg)},), maxtasksperchild=2000) as pool, \
             progress(total=len(todo), desc="extract", unit="pages") as bar:

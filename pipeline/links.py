@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -287,7 +288,7 @@ def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, b
     accepted = sum(r["n_submissions"] for r in rows)
     write_links(rows, part)
     meta = {"dump": str(dump), "part": part.name, "in": summary.n_in, "accepted": accepted,
-            "dropped": dict(summary.dropped), "file": stats.to_dict(), "notes": notes}
+            "dropped": dict(summary.dropped), "file": stats.to_dict(), "notes": notes, "harvested_at": time.time()}
     assert summary.n_in == accepted + summary.n_dropped, meta
     atomic_write_bytes(meta_path, orjson.dumps(meta))
     meta["reused"] = False

@@ -165,9 +165,9 @@ def test_extractor_that_cannot_import_fails_fast_not_hangs(tmp_path, pages, monk
     monkeypatch.setitem(sys.modules, "trafilatura", None)  # "import trafilatura" now raises ImportError
     with pytest.raises(ex.ExtractorUnavailable, match="cannot import trafilatura"):
         ex.extract_documents(tasks_from_fetch(tmp_path), tmp_path / "d0", ExtractConfig(workers=2))
-    # Even if the parent check is skipped, the forked workers report instead of dying.
+    # Even if the parent check is skipped, the (forked, so they inherit the broken import) workers report instead of dying.
     monkeypatch.setattr(ex, "check_extractor", lambda: None)
     t0 = time.monotonic()
     with pytest.raises(ex.ExtractorUnavailable, match="could not start"):
-        ex.extract_documents(tasks_from_fetch(tmp_path), tmp_path / "d1", ExtractConfig(workers=2))
+        ex.extract_documents(tasks_from_fetch(tmp_path), tmp_path / "d1", ExtractConfig(workers=2), start_method="fork")
     assert time.monotonic() - t0 < 60
