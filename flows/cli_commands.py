@@ -390,6 +390,44 @@ def add_eval(sub):
     p.set_defaults(func=run)
 
 
+@register
+def add_decontaminate(sub):
+    p = sub.add_parser(
+        "decontaminate", formatter_class=FORMATTER, help="report (and optionally remove) documents overlapping eval sets",
+        description="Compares word n-grams (13 by default, as Megatron's OpenWebText tools; the GPT-2 paper used 8) of "
+        "every shard document with the evaluation sets given, writes OUT/contamination.json and prints per set how "
+        "many examples overlap the corpus. With --remove, writes OUT/shards without the documents holding at least "
+        "--min-matches evaluation n-grams.",
+    )
+    p.add_argument("--shards", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--lambada", metavar="FILE")
+    p.add_argument("--wikitext2", metavar="FILE")
+    p.add_argument("--ptb", metavar="FILE")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=FILE", help="any other text/jsonl set")
+    p.add_argument("--n", type=int, default=13)
+    p.add_argument("--min-matches", type=int, default=1)
+    p.add_argument("--remove", action="store_true")
+
+    def run(args):
+        from pipeline.config import ConfigError
+        from pipeline.decontaminate import decontaminate, format_report
+
+        sets = {k: v for k, v in (("lambada", args.lambada), ("wikitext2", args.wikitext2), ("ptb", args.ptb)) if v}
+        for e in args.eval:
+            if "=" not in e:
+                raise ConfigError(f"--eval expects NAME=FILE, got {e!r}")
+            k, v = e.split("=", 1)
+            sets[k] = v
+        if not sets:
+            raise ConfigError("give at least one evaluation set (--lambada, --wikitext2, --ptb, --eval NAME=FILE)")
+        s = decontaminate(args.shards, sets, args.out, n=args.n, remove=args.remove, min_matches=args.min_matches)
+        s.print()
+        print(format_report(s))
+
+    p.set_defaults(func=run)
+
+
 # --- whole builds and the demo ------------------------------------------------------------
 
 
