@@ -94,26 +94,35 @@ def tokenize_shards(
     from pipeline.summary import progress as bar_of
 
     bar = bar_of(desc="tokenize", unit="docs", disable=None if progress else True)
+    eot_arr = np.array([eot], dtype=np.uint32)
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
     try:
-        for ids, texts in iter_documents(files):
-            encoded = tokenizer.encode_batch([t or "" for t in texts], num_threads=num_threads)
-            parts = {"train": [], "val": []}
+        for ids, texts in iter_documents(files, batch_size=8192):
+            encoded = tokenizer.encode_arrays([t or "" for t in texts], pool, num_threads)
+            parts: dict[str, list] = {"train": [], "val": []}
+            pending = {"train": 0, "val": 0}
             for doc_id, toks in zip(ids, encoded):
                 split = "val" if is_heldout(doc_id, val_fraction) else "train"
                 if split == "val":
-                    val_starts.append(counts["val"][0] + sum(len(p) for p in parts["val"]))
-                toks.append(eot)
+                    val_starts.append(counts["val"][0] + pending["val"])
                 parts[split].append(toks)
+                parts[split].append(eot_arr)
+                pending[split] += toks.size + 1
                 counts[split][1] += 1
-            for split, lists in parts.items():
-                if lists:
-                    # itertools.chain in C, with the count known: ~3x faster than a generator expression
-                    arr = np.fromiter(itertools.chain.from_iterable(lists), dtype=dtype, count=sum(map(len, lists)))
+            for split, arrays in parts.items():
+                if arrays:
+                    arr = np.concatenate(arrays)
+                    if arr.dtype != dtype:
+                        arr = arr.astype(dtype)
                     arr.tofile(fh[split])
                     counts[split][0] += arr.size
             bar.update(len(ids))
     finally:
         bar.close()
+        if pool is not None:
+            pool.shutdown()
         for f in fh.values():
             f.close()
     for s in tmp:

@@ -86,6 +86,30 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(list(texts), num_threads=num_threads)
 
+    def encode_arrays(self, texts: Sequence[str], pool=None, num_threads: int = 1) -> list:
+        """Each text as a uint32 numpy array, like ``encode_ordinary`` (special-token
+        text is encoded as plain text), without building Python lists: tiktoken's
+        buffer encoder, in ``num_threads`` contiguous chunks on ``pool`` (it
+        releases the GIL)."""
+        import numpy as np
+
+        core = getattr(self.encoding, "_core_bpe", None)
+        if core is None or not hasattr(core, "encode_to_tiktoken_buffer"):
+            return [np.asarray(t, dtype=np.uint32) for t in self.encode_batch(texts, num_threads)]
+        none: set = set()
+
+        def chunk(ts):
+            return [np.frombuffer(core.encode_to_tiktoken_buffer(t, none), dtype=np.uint32) for t in ts]
+
+        texts = list(texts)
+        if pool is None or num_threads <= 1 or len(texts) < 2 * num_threads:
+            return chunk(texts)
+        step = -(-len(texts) // num_threads)
+        out = []
+        for part in pool.map(chunk, [texts[i : i + step] for i in range(0, len(texts), step)]):
+            out.extend(part)
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.encoding.decode(list(ids))
 
