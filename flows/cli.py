@@ -73,6 +73,8 @@ def add_links(sub) -> None:
             "the codec is detected from the file) or live subreddit listings through praw, keeps link posts "
             "with at least 3 karma, and writes OUT/links.parquet (one row per unique normalised URL with every "
             "submission's ids, subreddits, scores, times and titles) and OUT/summary.links.json (the funnel). "
+            "Each dump is read once into OUT/parts/ (keyed by its content fingerprint and the configuration); "
+            "links.parquet merges every part, so a later call with next month's dump reads only that file. "
             "Credentials for --reddit come from praw.ini or the praw_client_id/praw_client_secret/"
             "praw_user_agent environment variables, never from the command line."
         ),
