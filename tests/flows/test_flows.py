@@ -121,17 +121,31 @@ def test_build_killed_at_random_points_resumes_to_the_same_shards(prefect_api, w
     out = tmp_path / "build"
     cmd = WEBTEXT + ["build", "--dump", str(world[1][0]), "--dump", str(world[1][1]), "--out", str(out), "--config", str(toml)]
     rng = random.Random(1234)
+
+    def lines(p):
+        return len(p.read_bytes().splitlines()) if p.is_file() else 0
+
+    # Kill points chosen by progress, not by the clock (machines differ in speed):
+    # mid-fetch after a random number of outcomes, at the end of extraction, after
+    # filtering, after dedup; each with a random extra delay of up to 0.2 s.
+    fetch_n = rng.randint(3, 30)
+    points = [lambda: lines(out / "fetch" / "outcomes.jsonl") >= fetch_n,
+              lambda: any((out / "extract").glob("part-*.done.json")),
+              lambda: (out / "filter" / "summary.filter.json").is_file(),
+              lambda: any((out / "dedup").glob("documents-*.parquet"))]
     kills = 0
-    for delay in [rng.uniform(3, 12) for _ in range(3)]:
+    for reached in points:
         proc = subprocess.Popen(cmd, env=_env(prefect_api), cwd=REPO, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
+        t0 = time.monotonic()
+        while proc.poll() is None and not reached() and time.monotonic() - t0 < 180:
+            time.sleep(0.02)
+        if proc.poll() is None:
+            time.sleep(rng.uniform(0, 0.2))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
-    assert kills >= 1, "the build always finished before the kill: the test killed nothing"
+    assert kills >= 3, f"only {kills} of 4 kills landed before the build finished"
     done = subprocess.run(cmd, env=_env(prefect_api), cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert shard_docs(out) == single_build[2]
