@@ -28,7 +28,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from pipeline.config import Config, ConfigError
-from pipeline.summary import RunSummary, atomic_write_json
+from pipeline.summary import RunSummary, atomic_write_json, plot_funnel
 
 CACHE = INPUTS + TASK_SOURCE
 
@@ -209,9 +209,12 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     info = {"config": d, "funnel": list(stages), "dumps": files}
     stages.append(shards_task(str(o / "dedup"), str(o / "shards"), d["shards"], info))
     atomic_write_json(o / "funnel.json", stages)
+    png = plot_funnel(stages, o / "funnel.png")
     md = f"# webtext build\n\n{len(files)} dump(s) into `{o}`\n\n" + funnel_markdown(stages)
     create_markdown_artifact(key="build-funnel", markdown=md, description="what this build did, per stage and drop reason")
     create_link_artifact(key="build-manifest", link=(o / "shards" / "manifest.json").as_uri(), link_text="shard manifest")
+    if png:
+        create_link_artifact(key="build-funnel-plot", link=png.as_uri(), link_text="funnel plot")
     if publish:
         publish_task(str(o / "shards"), publish)
     for s in stages:

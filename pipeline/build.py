@@ -18,7 +18,7 @@ from .fetch import fetch_links
 from .filters import filter_documents
 from .links import harvest_dump_links, read_links
 from .shards import write_shards
-from .summary import RunSummary, atomic_write_json
+from .summary import RunSummary, atomic_write_json, plot_funnel
 
 
 def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config) -> list[RunSummary]:
@@ -40,6 +40,7 @@ def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config) -> list
     stages.append(write_shards(read_documents(out / "dedup", pattern="documents*.parquet"), out / "shards", cfg.shards,
                                {"config": cfg.to_dict(), "funnel": funnel, "dumps": [str(d) for d in dumps]}))
     atomic_write_json(out / "funnel.json", [s.to_dict() for s in stages])
+    plot_funnel([s.to_dict() for s in stages], out / "funnel.png")
     return stages
 
 

@@ -121,3 +121,40 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("file", sys.stderr)
     return tqdm(iterable, **kwargs)
+
+
+def plot_funnel(stages: list[dict], out_png: str | Path) -> Path | None:
+    """The build's funnel as a picture: per stage, what went on (dark) and what
+    was dropped, stacked by reason (labelled where wide enough)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is a convenience; the JSON is the record
+        return None
+    out_png = Path(out_png)
+    names = [s["stage"] for s in stages][::-1]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(stages) + 1.2))
+    cmap = plt.get_cmap("tab20")
+    colors: dict[str, Any] = {}
+    for y, s in enumerate(stages[::-1]):
+        ax.barh(y, s["out"], color="#1f3b57")
+        left = s["out"]
+        for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
+            if not n:
+                continue
+            c = colors.setdefault(reason, cmap(len(colors) % 20))
+            ax.barh(y, n, left=left, color=c)
+            if n >= 0.12 * max(1, s["in"]):
+                ax.text(left + n / 2, y, reason, ha="center", va="center", fontsize=7)
+            left += n
+        ax.text(left, y, f"  {s['out']:,} of {s['in']:,}", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("items (kept dark; dropped by reason)")
+    ax.set_title("webtext build funnel")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

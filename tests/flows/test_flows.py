@@ -85,6 +85,7 @@ def test_incremental_month_by_month_equals_one_build(prefect_api, world, web, cf
     assert d2["dropped"]["already_kept"] == stage(r1, "dedup")["out"]
     m = load_manifest(tmp_path / "shards")
     assert [v["version"] for v in m["versions"]] == [1, 2]
+    assert (tmp_path / "funnel.png").stat().st_size > 10_000 and (tmp_path / "funnel.json").is_file()
     # The union equals one build over both months: same documents, same texts.
     assert shard_docs(tmp_path) == single_build[2]
     # The late syndicated copy in month 2 lost to its month-1 original.
