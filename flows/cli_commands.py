@@ -554,7 +554,7 @@ def add_demo(sub):
         print("sample:", r["eval"]["sample"])
         b = out / "build"
         print(f"\nshards:     {b / 'shards'} (manifest.json)\nWARCs:      {b / 'fetch' / 'warc'}\n"
-              f"funnel:     {b / 'funnel.json'}\ncheckpoint: {Path(r['train_dir']) / 'ckpt.pt'}\n"
+              f"funnel:     {b / 'funnel.json'} and funnel.png\ncheckpoint: {Path(r['train_dir']) / 'ckpt.pt'}\n"
               f"loss plot:  {Path(r['train_dir']) / 'loss.png'}\neval:       {Path(r['train_dir']) / 'eval.json'}")
 
     p.set_defaults(func=run)

@@ -91,9 +91,11 @@ def test_incremental_month_by_month_equals_one_build(prefect_api, world, web, cf
     # The late syndicated copy in month 2 lost to its month-1 original.
     kept = set(read_documents(tmp_path / "dedup", ["url_norm"], pattern="documents*.parquet").column("url_norm").to_pylist())
     assert "latewire.example/copy-1" not in kept and w.late_copy_of in kept
-    # A third run with nothing new adds no version.
-    build_corpus([str(m1), str(m2)], str(tmp_path), cfg.to_dict())
+    # A third run with nothing new adds no version; --publish copies shards + manifest to a filesystem URI.
+    pub = tmp_path / "published" / "shards"
+    build_corpus([str(m1), str(m2)], str(tmp_path), cfg.to_dict(), publish=pub.as_uri())
     assert len(load_manifest(tmp_path / "shards")["versions"]) == 2
+    assert shard_docs(tmp_path / "published") == single_build[2]  # read back: manifest hashes and rows verified
 
 
 def test_build_on_a_local_dask_cluster_equals_the_local_run(prefect_api, world, cfg, single_build, tmp_path):
