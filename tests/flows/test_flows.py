@@ -98,9 +98,17 @@ def test_incremental_month_by_month_equals_one_build(prefect_api, world, web, cf
     assert shard_docs(tmp_path / "published") == single_build[2]  # read back: manifest hashes and rows verified
 
 
-def test_build_on_a_local_dask_cluster_equals_the_local_run(prefect_api, world, cfg, single_build, tmp_path):
-    runner = task_runner("dask", workers=2)
-    r = build_corpus.with_options(task_runner=runner)([str(p) for p in world[1]], str(tmp_path), cfg.to_dict())
+def test_build_on_a_dask_cluster_of_two_worker_processes_equals_the_local_run(prefect_api, world, cfg, single_build, tmp_path):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as cluster, \
+            Client(cluster) as client:
+        runner = task_runner("dask", dask_address=cluster.scheduler_address)  # an existing cluster, by address
+        with get_task_stream(client) as stream:
+            r = build_corpus.with_options(task_runner=runner)([str(p) for p in world[1]], str(tmp_path), cfg.to_dict())
+        # The per-dump and per-part tasks (2 dumps, at least one extracted part) ran on the cluster's workers.
+        ran = [t for t in stream.data if t.get("worker")]
+        assert len(ran) >= 3 and len(client.scheduler_info()["workers"]) == 2
     assert shard_docs(tmp_path) == single_build[2]
     assert [s["out"] for s in r["stages"]] == [s["out"] for s in single_build[1]["stages"]]
 
