@@ -19,6 +19,12 @@ when it was too long. Each record is serialised in memory and written with one
 WARC file and first trims any file of a killed run back to its last complete
 record, so warcio always reads every file whole.
 
+Safety: unless ``allow_private_addresses``, each host is resolved once per hop
+and every address it has must be public; connections then go to that checked
+address (pinned in the connection layer, TLS still verified against the host
+name), so a second DNS answer cannot point the request at 127.0.0.1 or a cloud
+metadata address (DNS rebinding).
+
 Resuming: URLs that already have an outcome are not fetched again.
 """
 
@@ -70,14 +76,9 @@ def is_public_address(ip: str) -> bool:
     return addr.is_global and not addr.is_multicast and not addr.is_reserved
 
 
-def check_public(url: str) -> None:
-    """Refuse URLs whose host resolves to loopback, private, link-local or other
-    non-public addresses (checked on every redirect hop too)."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host:
-        raise FetchRefused("invalid_url", url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+def resolve_public(host: str, port: int) -> str:
+    """The first address of ``host``, after checking that every address it
+    resolves to is public (loopback, private, link-local, reserved refused)."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
@@ -86,6 +87,67 @@ def check_public(url: str) -> None:
         ip = info[4][0]
         if not is_public_address(ip):
             raise FetchRefused("refused_private_address", f"{host} resolves to {ip}")
+    return infos[0][4][0]
+
+
+def check_public(url: str) -> str:
+    """Refuse URLs whose host resolves to loopback, private, link-local or other
+    non-public addresses (checked on every redirect hop too); returns the address."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise FetchRefused("invalid_url", url)
+    return resolve_public(host, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+class RefusedAddress(OSError):
+    """Raised at connect time for a host that does not resolve to public addresses only."""
+
+
+class _PinnedConnection:
+    """Connects to the address that was checked, never to a second DNS answer.
+
+    Without this a host could answer the check with a public address and the
+    connection with 127.0.0.1 or 169.254.169.254 (DNS rebinding). TLS still
+    verifies the certificate against the host name (``self.host`` is unchanged;
+    only the socket's target is pinned)."""
+
+    pin = None  # set on the per-Fetcher subclasses: host -> address
+
+    def _new_conn(self):
+        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+        from urllib3.util import connection as u3conn
+
+        try:
+            ip = type(self).pin(self.host, self.port)
+        except FetchRefused as exc:
+            raise NewConnectionError(self, f"refused: {exc}") from RefusedAddress(str(exc))
+        try:
+            sock = u3conn.create_connection((ip, self.port), self.timeout, source_address=self.source_address,
+                                            socket_options=self.socket_options)
+        except socket.timeout as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} ({ip}) timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection to {ip}: {exc}") from exc
+        return sock
+
+
+def pinned_adapter(pin, **kw) -> requests.adapters.HTTPAdapter:
+    """A requests adapter whose connections go to ``pin(host, port)``."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    conn = type("PinnedHTTPConnection", (_PinnedConnection, HTTPConnection), {"pin": staticmethod(pin)})
+    sconn = type("PinnedHTTPSConnection", (_PinnedConnection, HTTPSConnection), {"pin": staticmethod(pin)})
+    pool = type("PinnedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": conn})
+    spool = type("PinnedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": sconn})
+
+    class PinnedAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *a, **k):
+            super().init_poolmanager(*a, **k)
+            self.poolmanager.pool_classes_by_scheme = {"http": pool, "https": spool}
+
+    return PinnedAdapter(**kw)
 
 
 class HostThrottle:
@@ -270,12 +332,36 @@ class Fetcher:
         self.local = threading.local()
         self.robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
         self.robots_lock = threading.Lock()
+        self.pins: dict[tuple[str, int], str] = {}  # (host, port) -> the checked address connections use
+
+    def _pin(self, host: str, port: int) -> str:
+        """The address to connect to: the one checked by this fetch (``check``),
+        or, for a connection nothing checked yet (robots.txt), checked now."""
+        if self.cfg.allow_private_addresses:
+            return host
+        ip = self.pins.get((host, port))
+        if ip is None:
+            ip = resolve_public(host, port)
+            self.pins[(host, port)] = ip
+        return ip
+
+    def check(self, url: str) -> None:
+        """Resolve and check the URL's host once; connections then go to that address."""
+        parts = urlsplit(url)
+        host = parts.hostname
+        if not host:
+            raise FetchRefused("invalid_url", url)
+        if host in self.cfg.resolve:
+            check_public(f"http://{self.cfg.resolve[host]}/")
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.pins[(host, port)] = resolve_public(host, port)
 
     def session(self) -> requests.Session:
         s = getattr(self.local, "session", None)
         if s is None:
             s = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=4, max_retries=0)
+            adapter = pinned_adapter(self._pin, pool_connections=16, pool_maxsize=4, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
             s.headers.update({"User-Agent": self.cfg.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
@@ -359,8 +445,7 @@ class Fetcher:
         current = url
         for hop in range(cfg.max_redirects + 1):
             if not cfg.allow_private_addresses:
-                host_name = urlsplit(current).hostname
-                check_public(f"http://{cfg.resolve[host_name]}/" if host_name in cfg.resolve else current)
+                self.check(current)
             host = urlsplit(current).netloc.lower()
             if cfg.respect_robots and not self.robots_allows(current):
                 return "robots_disallowed", None, info

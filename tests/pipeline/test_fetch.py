@@ -171,3 +171,64 @@ def test_extractor_that_cannot_import_fails_fast_not_hangs(tmp_path, pages, monk
     with pytest.raises(ex.ExtractorUnavailable, match="could not start"):
         ex.extract_documents(tasks_from_fetch(tmp_path), tmp_path / "d1", ExtractConfig(workers=2), start_method="fork")
     assert time.monotonic() - t0 < 60
+
+
+def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_path, monkeypatch):
+    """The host answers the check with an allowed address, then 127.0.0.1: the
+    connection must go to the checked address. All on loopback: 127.0.0.2 stands
+    for a public address here."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import pipeline.fetch as fetch
+
+    hits = {"public": 0, "private": 0}
+
+    def server(addr, port, name, body):
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                hits[name] += 1
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        srv = ThreadingHTTPServer((addr, port), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    public = server("127.0.0.2", 0, "public", "<html><body><p>the public page</p></body></html>")
+    port = public.server_address[1]
+    private = server("127.0.0.1", port, "private", "<html><body><p>SECRET internal page</p></body></html>")
+    real = socket.getaddrinfo
+    answers = {"n": 0}
+
+    def rebinding(host, *a, **k):
+        if host == "rebind.test":
+            answers["n"] += 1
+            ip = "127.0.0.2" if answers["n"] == 1 else "127.0.0.1"  # first answer passes the check, later ones do not
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+        return real(host, *a, **k)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(fetch, "is_public_address", lambda ip: ip == "127.0.0.2")
+    try:
+        url = f"http://rebind.test:{port}/article"
+        rows = [{"id": url_id(normalize_url(url)), "url": url, "url_norm": normalize_url(url)}]
+        cfg = test_fetch_config(allow_private_addresses=False, retries=0)
+        fetch_links(rows, tmp_path, cfg)
+        rec = read_outcomes(tmp_path)[rows[0]["url_norm"]]
+        assert rec["outcome"] == "ok" and hits == {"public": 1, "private": 0}
+        with open(tmp_path / "warc" / rec["warc_file"], "rb") as fh:
+            fh.seek(rec["warc_offset"])
+            body = next(iter(ArchiveIterator(fh))).content_stream().read()
+        assert b"the public page" in body and b"SECRET" not in body
+    finally:
+        public.shutdown()
+        private.shutdown()
