@@ -269,3 +269,12 @@ def test_serve_runs_the_build_and_a_completed_build_triggers_training(world, cfg
                 p.wait(timeout=20)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_plain_build_without_prefect_equals_the_flow(world, cfg, single_build, tmp_path):
+    from pipeline.build import run_build
+
+    stages = run_build([str(p) for p in world[1]], tmp_path, cfg)
+    assert shard_docs(tmp_path) == single_build[2]
+    assert [s.n_out for s in stages] == [s["out"] for s in single_build[1]["stages"]]
+    assert (tmp_path / "funnel.png").is_file()
