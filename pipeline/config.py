@@ -92,8 +92,16 @@ class FetchConfig:
     # Like curl --resolve: connect to HOST:PORT instead of a host's own address
     # (local mirrors, and the offline demo's web). The URL and Host header are kept.
     resolve: dict = field(default_factory=dict)
+    # An explicit HTTP(S) proxy, e.g. "http://proxy:3128". The environment's
+    # HTTP_PROXY/HTTPS_PROXY/NO_PROXY and .netrc are ignored: a proxy resolves names
+    # itself, which would bypass the pinned public-address check, and netrc would
+    # send credentials to crawled sites. With a proxy the check still runs on the
+    # target's name here; the proxy's own resolution is the proxy's business.
+    proxy: str | None = None
 
     def validate(self) -> None:
+        if self.proxy is not None and not str(self.proxy).startswith(("http://", "https://", "socks5://", "socks5h://")):
+            raise ConfigError(f"fetch.proxy must be a URL like http://host:port, not {self.proxy!r}")
         for name in ("workers", "per_host_concurrency", "max_bytes", "max_redirects"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fetch.{name} must be >= 1")

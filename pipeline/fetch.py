@@ -364,6 +364,9 @@ class Fetcher:
             adapter = pinned_adapter(self._pin, pool_connections=16, pool_maxsize=4, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
+            s.trust_env = False  # no environment proxies or .netrc (see FetchConfig.proxy)
+            if self.cfg.proxy:
+                s.proxies = {"http": self.cfg.proxy, "https": self.cfg.proxy}
             s.headers.update({"User-Agent": self.cfg.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
                               "Accept-Encoding": "gzip, deflate"})
             self.local.session = s

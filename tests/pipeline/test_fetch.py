@@ -232,3 +232,22 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
     finally:
         public.shutdown()
         private.shutdown()
+
+
+def test_environment_proxies_are_ignored_and_an_explicit_proxy_is_used(tmp_path, pages, monkeypatch):
+    from pipeline.config import ConfigError
+
+    with WebServer(pages) as srv, WebServer(pages) as proxy:
+        # An environment proxy would get every request: it must not.
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "")
+        rows = rows_for(srv.url, ["/page/0"])
+        fetch_links(rows, tmp_path / "a", test_fetch_config())
+        assert read_outcomes(tmp_path / "a")[rows[0]["url_norm"]]["outcome"] == "ok"
+        assert srv.hits.get("/page/0") == 1 and not proxy.hits
+        # An explicit one does (a plain HTTP proxy receives the absolute URL; the test server answers by path).
+        rows = rows_for("http://far.example", ["/page/1"])
+        fetch_links(rows, tmp_path / "b", test_fetch_config(proxy=proxy.url))
+        assert sum(proxy.hits.values()) >= 1 and "/page/1" not in srv.hits
+    with pytest.raises(ConfigError, match="proxy"):
+        test_fetch_config(proxy="proxy:3128").validate()
