@@ -154,6 +154,14 @@ def test_replay_from_warc_needs_no_network(tmp_path, pages):
     t1 = sorted(read_documents(tmp_path / "d1").column("text").to_pylist())
     t2 = sorted(read_documents(tmp_path / "d2").column("text").to_pylist())
     assert t1 == t2 and len(t1) == e1.n_out == e2.n_out > 0
+    # title and publication date come with the text (these real article pages all carry a date)
+    import re
+
+    docs = read_documents(tmp_path / "d1").to_pylist()
+    assert all(d["title"] for d in docs)
+    assert all(d["date"] and re.fullmatch(r"\d{4}-\d{2}-\d{2}", d["date"]) for d in docs)
+    e3 = extract_documents(tasks_from_warcs(warcs), tmp_path / "d3", ExtractConfig(workers=1, with_date=False))
+    assert e3.n_out == e1.n_out and not any(read_documents(tmp_path / "d3").column("date").to_pylist())
 
 
 def test_extractor_that_cannot_import_fails_fast_not_hangs(tmp_path, pages, monkeypatch):
