@@ -2,7 +2,7 @@
 
 Both run in the same process on the same pages, one core, sequentially:
   - anchor: ``trafilatura.extract(html)`` with trafilatura's defaults;
-  - webtext: ``pipeline.extract.extract_text`` with the configured ExtractConfig
+  - webtext: ``pipeline.extract.extract_page`` with the configured ExtractConfig
     (plus the title and publication-date reads the extract worker does per page);
   - with --grid, also favor_precision / favor_recall / include_comments variants.
 
@@ -29,7 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import ExtractConfig  # noqa: E402
-from pipeline.extract import extract_text, page_date, page_title  # noqa: E402
+from pipeline.extract import extract_page, page_title  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "html"
 _TOK = re.compile(r"\w+")
@@ -96,9 +96,7 @@ def main() -> None:
     def ours(c):
         def fn(p):
             page_title(p["html"])
-            if c.with_date:
-                page_date(p["html"])
-            return extract_text(p["html"], p.get("url"), c)
+            return extract_page(p["html"], p.get("url"), c)[0]
         return fn
 
     variants = {"trafilatura.extract(html)": lambda p: trafilatura.extract(p["html"]),

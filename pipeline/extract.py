@@ -72,14 +72,30 @@ def page_title(html: str) -> str | None:
     return re.sub(r"\s+", " ", t)[:1000] or None
 
 
-def page_date(html: str) -> str | None:
+def page_date(html_or_tree) -> str | None:
     """The publication date (YYYY-MM-DD) by htmldate's fast mode, or None."""
     from htmldate import find_date
 
     try:
-        return find_date(html, extensive_search=False, original_date=True)
+        return find_date(html_or_tree, extensive_search=False, original_date=True)
     except Exception:  # a date is a nicety: never a reason to lose the page
         return None
+
+
+def extract_page(html: str, url: str | None, cfg: ExtractConfig) -> tuple[str | None, str | None]:
+    """(main text, publication date) from one parse of the page: htmldate reads
+    the tree first (it does not change it), then trafilatura extracts from it
+    (identical output to passing the HTML string, measured on aeb; the date then
+    costs ~4% of the extraction time instead of ~10%)."""
+    if not cfg.with_date:
+        return extract_text(html, url, cfg), None
+    from trafilatura.utils import load_html
+
+    tree = load_html(html)
+    if tree is None:
+        return extract_text(html, url, cfg), None
+    date = page_date(tree)
+    return extract_text(tree, url, cfg), date
 
 
 class _PageTimeout(Exception):
@@ -121,7 +137,7 @@ def _init_worker(opts: dict) -> None:
         _OPTS["init_error"] = f"{type(exc).__name__}: {exc}"
 
 
-def extract_text(html: str, url: str | None, cfg: ExtractConfig) -> str | None:
+def extract_text(html, url: str | None, cfg: ExtractConfig) -> str | None:
     import trafilatura
 
     return trafilatura.extract(
@@ -178,7 +194,7 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     html, charset = decode_html(body, ctype)
     signal.setitimer(signal.ITIMER_REAL, cfg.page_timeout_s)
     try:
-        text = extract_text(html, uri, cfg)
+        text, date = extract_page(html, uri, cfg)
     except _PageTimeout:
         return key, None, "extract_timeout"
     except Exception:
@@ -188,7 +204,7 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     if not text or not text.strip():
         return key, None, "no_main_text"
     return key, {
-        "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": page_date(html) if cfg.with_date else None,
+        "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": date,
         "status": status, "fetched_at": date, "warc_file": path, "warc_offset": offset, "charset": charset,
     }, None
 
