@@ -116,6 +116,12 @@ def register(adder):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Prefect's server would send usage telemetry to the internet; webtext never talks
+    # to anything but the pages it fetches (and the demo: only 127.0.0.1).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side analytics
     # Subcommands defined in other modules register themselves on import.
     from flows import cli_commands  # noqa: F401
 

@@ -492,6 +492,16 @@ def add_serve(sub):
     _add_config(p)
 
     def run(args):
+        import os
+
+        from pipeline.config import ConfigError
+
+        if not os.environ.get("PREFECT_API_URL"):
+            # Measured: Prefect's temporary per-process server starts, but runs no
+            # scheduled builds (no scheduler service), and nothing outside can reach it.
+            raise ConfigError("webtext serve needs a Prefect server that outlives this process: run "
+                              "`prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
+                              "(or log in to Prefect Cloud), then serve again")
         from prefect import serve
         from prefect.events import DeploymentEventTrigger
 

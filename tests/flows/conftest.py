@@ -1,4 +1,10 @@
+import os
+
 import pytest
+
+# No telemetry from the test servers: traffic stays on 127.0.0.1.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side analytics
 
 
 @pytest.fixture(scope="session")
