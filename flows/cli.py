@@ -16,8 +16,7 @@ FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _config(args) -> Config:
-    cfg = Config.load(getattr(args, "config", None))
-    return cfg
+    return Config.load(getattr(args, "config", None))
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:

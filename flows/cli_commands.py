@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from .cli import FORMATTER, _add_config, register
-
-
-def _cfg(args):
-    from pipeline.config import Config
-
-    return Config.load(getattr(args, "config", None))
+from .cli import FORMATTER, _add_config, _config, register
 
 
 # --- model: tokenize, generate, export-hf, import-hf, train-tokenizer --------------------
@@ -172,7 +165,7 @@ def add_fetch(sub):
     def run(args):
         from pipeline.fetch import fetch_links, replay_links
 
-        cfg = _cfg(args)
+        cfg = _config(args)
         fc = cfg.fetch
         if args.workers:
             fc.workers = args.workers
@@ -212,7 +205,7 @@ def add_extract(sub):
     def run(args):
         from pipeline.extract import extract_documents, load_reddit_meta, tasks_from_fetch, tasks_from_warcs
 
-        cfg = _cfg(args)
+        cfg = _config(args)
         if args.workers:
             cfg.extract.workers = args.workers
         if bool(args.warc) == bool(args.fetch):
@@ -253,7 +246,7 @@ def add_filter(sub):
     def run(args):
         from pipeline.filters import filter_documents
 
-        fc = _cfg(args).filter
+        fc = _config(args).filter
         if args.min_length is not None:
             fc.min_length = args.min_length
         if args.length_unit:
@@ -286,7 +279,7 @@ def add_dedup(sub):
     def run(args):
         from pipeline.dedup import dedup_documents
 
-        dc = _cfg(args).dedup
+        dc = _config(args).dedup
         if args.redis:
             dc.redis_url = args.redis
         dedup_documents(args.src, args.out, dc, args.state).print()
@@ -310,7 +303,7 @@ def add_shard(sub):
         from pipeline.extract import read_documents
         from pipeline.shards import write_shards
 
-        cfg = _cfg(args)
+        cfg = _config(args)
         write_shards(read_documents(args.src, pattern="documents*.parquet" if (Path(args.src) / "duplicates.parquet").exists() else "*.parquet"),
                      args.out, cfg.shards, {"config": cfg.to_dict()}).print()
 
@@ -349,7 +342,6 @@ def add_train(sub):
 
 @register
 def add_eval(sub):
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
     p = sub.add_parser(
         "eval", formatter_class=FORMATTER, help="held-out perplexity and zero-shot LAMBADA / WikiText-2 / PTB",
         description="Evaluates a checkpoint: held-out perplexity and bits per byte on DATA's val split (every "
@@ -455,7 +447,7 @@ def add_build(sub):
     _add_runner(p)
 
     def run(args):
-        cfg = _cfg(args)
+        cfg = _config(args)
         if args.no_prefect:
             from pipeline.build import funnel_table, run_build
 
@@ -507,7 +499,7 @@ def add_serve(sub):
 
         from flows.corpus import build_corpus, train_model
 
-        cfg = _cfg(args)
+        cfg = _config(args)
         build = build_corpus.to_deployment(
             name="webtext-build", cron=None if args.no_schedule else args.cron,
             parameters={"dumps": args.dump, "out": str(Path(args.out).resolve()), "config": cfg.to_dict(), "publish": args.publish})

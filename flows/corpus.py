@@ -89,19 +89,16 @@ def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str 
 
 @task(name="links-dump", cache_policy=CACHE, persist_result=True, retries=1, retry_delay_seconds=5)
 def harvest_dump_task(dump: str, fingerprint: str, links_dir: str, links_cfg: dict) -> dict:
-    from pipeline.config import LinksConfig
     from pipeline.links import harvest_dump_part
 
-    cfg = Config.from_dict({"links": links_cfg}).links
-    assert isinstance(cfg, LinksConfig)
-    return harvest_dump_part(dump, links_dir, cfg)
+    return harvest_dump_part(dump, links_dir, Config.from_dict({"links": links_cfg}).links)
 
 
 @task(name="links-merge")
-def merge_links_task(links_dir: str, links_cfg: dict, metas: list[dict]) -> dict:
+def merge_links_task(links_dir: str, links_cfg: dict, since: float) -> dict:
     from pipeline.links import merge_link_parts
 
-    return merge_link_parts(links_dir, Config.from_dict({"links": links_cfg}).links, metas).to_dict()
+    return merge_link_parts(links_dir, Config.from_dict({"links": links_cfg}).links, since).to_dict()
 
 
 @task(name="fetch", retries=2, retry_delay_seconds=10)
@@ -192,11 +189,10 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     results = o / ".prefect" / "results"
     harvest = harvest_dump_task.with_options(result_storage=results)
     futures = [harvest.submit(str(Path(f).resolve()), dump_fingerprint(f), str(o / "links"), d["links"]) for f in files]
-    # A cached task returns the meta of the run that harvested it: "reused" is decided by when.
-    metas = [{**m, "reused": m["harvested_at"] < started} for m in (f.result() for f in futures)]
-    logger.info("links: %d dump(s), %d harvested now, %d reused", len(metas), sum(not m["reused"] for m in metas),
-                sum(m["reused"] for m in metas))
-    stages = [merge_links_task(str(o / "links"), d["links"], metas)]
+    # A cached task returns the meta of the run that harvested it: "now" is decided by when.
+    fresh = sum(f.result()["harvested_at"] >= started for f in futures)
+    logger.info("links: %d dump(s), %d harvested now, %d reused", len(futures), fresh, len(futures) - fresh)
+    stages = [merge_links_task(str(o / "links"), d["links"], started)]
     stages.append(fetch_task(str(o / "links"), str(o / "fetch"), d["fetch"]))
     stages.append(extract_task(str(o / "fetch"), str(o / "links"), str(o / "extract"), d["extract"]))
     parts = sorted(p for p in (o / "extract").glob("part-*.parquet"))
@@ -318,12 +314,3 @@ def task_runner(kind: str, dask_address: str | None = None, workers: int | None 
         return ThreadPoolTaskRunner(max_workers=workers)
     raise ConfigError(f"--task-runner must be threads or dask, not {kind!r}")
 
-
-def wait_for(predicate, timeout_s: float, every_s: float = 0.5):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(every_s)
-    return None

@@ -19,7 +19,6 @@ and writes:
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from pathlib import Path

@@ -33,11 +33,12 @@ def ngrams(text: str, n: int) -> set[int]:
 
 
 def read_examples(name: str, path: str | Path) -> list[str]:
-    """Examples of an evaluation set, by the file's kind (from its name)."""
+    """Examples of an evaluation set, by its kind: the set's name when it is
+    lambada / wikitext2 / ptb, else guessed from the file name."""
     from model.evaluate import ptb_detokenize, read_text, wikitext_detokenize
 
     text = read_text(path)
-    p = str(path).lower()
+    p = f"{name} {Path(path).name}".lower()
     if "lambada" in p or p.endswith((".jsonl", ".jsonl.xz")):
         return [orjson.loads(line)["text"] for line in text.splitlines() if line.strip()]
     if "wikitext" in p:
@@ -70,13 +71,14 @@ def decontaminate(
     ``remove``, OUT/shards/ holds the corpus without them under a new manifest."""
     if n < 1 or min_matches < 1:
         raise ValueError("n and min_matches must be >= 1")
+    missing = [f"{name}: {path}" for name, path in eval_sets.items() if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"evaluation set file(s) not found: {', '.join(missing)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     grams_of_set: dict[str, list[set[int]]] = {}
     owner: dict[int, set[str]] = {}
     for name, path in eval_sets.items():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"evaluation set {name}: {path} not found")
         per_example = [ngrams(t, n) for t in read_examples(name, path)]
         grams_of_set[name] = per_example
         for g in per_example:

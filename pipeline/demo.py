@@ -153,7 +153,29 @@ class DemoWorld:
         return paths
 
 
-class DemoWeb:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port unless one is given), as a
+    context manager. The demo's web and the tests' servers are built on it."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1", port: int = 0):
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.port = self.server.server_address[1]
+        self.address = f"{host}:{self.port}"
+        self.url = f"http://{self.address}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class DemoWeb(LoopbackServer):
     """Serves a DemoWorld on 127.0.0.1, routing by the Host header."""
 
     def __init__(self, world: DemoWorld):
@@ -186,18 +208,7 @@ class DemoWeb:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def demo_config(world: DemoWorld, address: str):

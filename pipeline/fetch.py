@@ -30,7 +30,6 @@ Resuming: URLs that already have an outcome are not fetched again.
 
 from __future__ import annotations
 
-import gzip
 import io
 import ipaddress
 import os

@@ -261,9 +261,7 @@ def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, b
     part = part_path(out_dir, dump, cfg)
     meta_path = part.with_suffix(".json")
     if part.is_file() and meta_path.is_file():
-        meta = orjson.loads(meta_path.read_bytes())
-        meta["reused"] = True
-        return meta
+        return orjson.loads(meta_path.read_bytes())
     selector = LinkSelector(cfg)
     summary = selector.summary
     stats = DumpReadStats(str(dump))
@@ -291,13 +289,14 @@ def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, b
             "dropped": dict(summary.dropped), "file": stats.to_dict(), "notes": notes, "harvested_at": time.time()}
     assert summary.n_in == accepted + summary.n_dropped, meta
     atomic_write_bytes(meta_path, orjson.dumps(meta))
-    meta["reused"] = False
     return meta
 
 
-def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, metas: list[dict] | None = None) -> RunSummary:
+def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None = None) -> RunSummary:
     """Merge every part in ``out_dir/parts`` made under this configuration into
-    ``out_dir/links.parquet``: one row per URL over all dumps harvested so far."""
+    ``out_dir/links.parquet``: one row per URL over all dumps harvested so far.
+    Parts harvested at or after ``since`` (a time.time()) are reported as
+    harvested now, the others as reused."""
     out_dir = Path(out_dir)
     cfp = config_fingerprint(cfg)
     summary = RunSummary("links", unit="submissions")
@@ -317,7 +316,7 @@ def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, metas: list[dict] | 
         if any("truncated" in n for n in meta["notes"]):
             summary.drop("truncated_archive", 0)
         files.append(meta["file"])
-        fresh = metas is not None and any(m["part"] == p.name and not m["reused"] for m in metas)
+        fresh = since is not None and meta["harvested_at"] >= since
         (harvested if fresh else reused).append(meta["dump"])
         for r in pq.read_table(p).to_pylist():
             e = by_url.get(r["url_norm"])
@@ -359,9 +358,9 @@ def harvest_dump_links(dumps: Iterable[str | Path], out_dir: str | Path, cfg: Li
     if missing:
         raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
     cfg.validate()
+    started = time.time()
     total = sum(d.stat().st_size for d in dumps)
-    metas = []
     with progress(total=total, unit="B", unit_scale=True, desc="links") as bar:
         for d in dumps:
-            metas.append(harvest_dump_part(d, out_dir, cfg, bar=bar))
-    return merge_link_parts(out_dir, cfg, metas)
+            harvest_dump_part(d, out_dir, cfg, bar=bar)
+    return merge_link_parts(out_dir, cfg, since=started)

@@ -26,12 +26,13 @@ def shared_data():
 # --- a fake Reddit API on 127.0.0.1 for praw ---------------------------------------------
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from pipeline.demo import LoopbackServer
 from urllib.parse import parse_qs, urlsplit
 
 
-class FakeReddit:
+class FakeReddit(LoopbackServer):
     """Answers praw's token request and subreddit listings from a list of t3 records.
 
     Pages by ``after``/``limit`` like Reddit, caps a listing at ``cap`` items (Reddit
@@ -98,17 +99,7 @@ class FakeReddit:
                 else:
                     self._send({"error": 404}, 404)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     def praw_overrides(self) -> dict:
         return {"oauth_url": self.url, "reddit_url": self.url, "short_url": self.url}
@@ -133,7 +124,7 @@ def aeb_pages(n: int) -> list[dict]:
     return out
 
 
-class WebServer:
+class WebServer(LoopbackServer):
     """Serves real pages at /page/<i> and the hostile cases a crawler meets."""
 
     def __init__(self, pages: list[str]):
@@ -226,19 +217,7 @@ class WebServer:
                 return self._send(404, b"not found", "text/plain")
 
         self.bomb = _gzip.compress(b"\0" * (200 * 2**20), 9)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_fetch_config(**kw):

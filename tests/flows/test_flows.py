@@ -114,7 +114,7 @@ def test_build_on_a_dask_cluster_of_two_worker_processes_equals_the_local_run(pr
 
 
 def _write_toml(path: Path, cfg: Config) -> Path:
-    lines = ["[fetch]", f"allow_private_addresses = true", f"per_host_delay_s = {cfg.fetch.per_host_delay_s}",
+    lines = ["[fetch]", "allow_private_addresses = true", f"per_host_delay_s = {cfg.fetch.per_host_delay_s}",
              f"connect_timeout_s = {cfg.fetch.connect_timeout_s}", f"total_timeout_s = {cfg.fetch.total_timeout_s}",
              "[fetch.resolve]"] + [f'"{h}" = "{a}"' for h, a in cfg.fetch.resolve.items()] + ["[extract]", "workers = 2"]
     path.write_text("\n".join(lines) + "\n")
@@ -122,9 +122,7 @@ def _write_toml(path: Path, cfg: Config) -> Path:
 
 
 def _env(api_url: str) -> dict:
-    env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY="", PYTHONPATH=str(REPO))
-    env.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY")
-    return env
+    return dict(os.environ, PREFECT_API_URL=api_url, PYTHONPATH=str(REPO))
 
 
 def test_build_killed_at_random_points_resumes_to_the_same_shards(prefect_api, world, cfg, single_build, tmp_path):
@@ -187,6 +185,11 @@ def test_bad_configuration_fails_at_start_with_a_clear_message(world, tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "exceeds num_perm" in r.stderr
     assert not (tmp_path / "o3").exists() and not (tmp_path / "o2").exists()
+    # serve without a lasting Prefect server: refused at start, with the commands to start one
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    r = subprocess.run(WEBTEXT + ["serve", "--dump", str(world[1][0]), "--out", str(tmp_path / "o4")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(env, PYTHONPATH=str(REPO)))
+    assert r.returncode == 2 and "prefect server start" in r.stderr and not (tmp_path / "o4").exists()
 
 
 def _wait_http(url: str, timeout_s: float) -> bool:

@@ -45,3 +45,8 @@ def test_cli_reports_wikitext_and_ptb(tmp_path, capsys):
     assert report["flagged_documents"] == 1 and report["sets"]["wikitext2raw"]["examples_overlapping"] >= 1
     assert report["sets"]["ptb"]["examples_overlapping"] == 0
     assert "wikitext2raw" in capsys.readouterr().out
+    # bad input: a missing set file, a malformed --eval, no set at all -> exit 2 with the reason, nothing written
+    for extra, msg in ((["--lambada", str(tmp_path / "nope.jsonl")], "nope.jsonl"), (["--eval", "noequals"], "NAME=FILE"),
+                       ([], "at least one evaluation set")):
+        rc = main(["decontaminate", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "bad")] + extra)
+        assert rc == 2 and msg in capsys.readouterr().err and not (tmp_path / "bad").exists()

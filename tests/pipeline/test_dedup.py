@@ -155,3 +155,10 @@ def test_shards_manifest_counts_hashes_and_versions(tmp_path):
     victim = tmp_path / m3["shards"][0]["file"]
     victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
     assert verify_shards(tmp_path)
+
+
+def test_unknown_keep_rule_is_a_configuration_error():
+    from pipeline.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="dedup.keep"):
+        Config.from_dict({"dedup": {"keep": "newest"}})

@@ -1,9 +1,7 @@
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -81,7 +79,7 @@ def test_hostile_servers_each_get_their_outcome(tmp_path, pages):
 def test_private_addresses_refused_by_default_and_robots(tmp_path, pages):
     with WebServer(pages) as srv:
         rows = rows_for(srv.url, ["/page/0"])
-        s = fetch_links(rows, tmp_path / "a", FetchConfig(respect_robots=False))
+        fetch_links(rows, tmp_path / "a", FetchConfig(respect_robots=False))
         assert read_outcomes(tmp_path / "a")[rows[0]["url_norm"]]["outcome"] == "refused_private_address"
         assert srv.hits.get("/page/0") is None  # nothing reached the server
         rows = rows_for(srv.url, ["/private", "/page/1"])
@@ -186,10 +184,10 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
     connection must go to the checked address. All on loopback: 127.0.0.2 stands
     for a public address here."""
     import socket
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     import pipeline.fetch as fetch
+    from pipeline.demo import LoopbackServer
 
     hits = {"public": 0, "private": 0}
 
@@ -207,12 +205,10 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
                 self.end_headers()
                 self.wfile.write(data)
 
-        srv = ThreadingHTTPServer((addr, port), H)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        return srv
+        return LoopbackServer(H, addr, port).__enter__()
 
     public = server("127.0.0.2", 0, "public", "<html><body><p>the public page</p></body></html>")
-    port = public.server_address[1]
+    port = public.port
     private = server("127.0.0.1", port, "private", "<html><body><p>SECRET internal page</p></body></html>")
     real = socket.getaddrinfo
     answers = {"n": 0}
@@ -238,8 +234,8 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
             body = next(iter(ArchiveIterator(fh))).content_stream().read()
         assert b"the public page" in body and b"SECRET" not in body
     finally:
-        public.shutdown()
-        private.shutdown()
+        public.__exit__()
+        private.__exit__()
 
 
 def test_environment_proxies_are_ignored_and_an_explicit_proxy_is_used(tmp_path, pages, monkeypatch):
