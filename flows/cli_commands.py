@@ -147,10 +147,12 @@ def _links_rows(links_dir):
 def add_fetch(sub):
     p = sub.add_parser(
         "fetch", formatter_class=FORMATTER, help="fetch the links' pages into WARC files (or replay WARCs)",
-        description="Fetches every URL of LINKS/links.parquet that has no outcome yet in OUT/outcomes.jsonl, politely "
+        description="Fetches every URL of LINKS/links.parquet that has no final outcome yet in OUT/outcomes.jsonl, politely "
         "(per-host limit and delay, a user agent naming the project, robots.txt) and safely (time-outs, size and "
         "redirect caps, no private addresses), writing raw responses to OUT/warc/*.warc.gz and one outcome per URL. "
-        "Stopped and started again, it fetches only what is left. With --from-warc, pages come from existing WARC "
+        "Stopped and started again, it fetches only what is left. Transient failures (time-outs, connection and DNS "
+        "errors, 429, 5xx) are fetched again by a later run after a back-off ([fetch] retry_after_s, doubling per "
+        "attempt) up to [fetch] max_attempts attempts, then counted as given up. With --from-warc, pages come from existing WARC "
         "files (ours, Common Crawl's) instead of the network.",
     )
     p.add_argument("--links", required=True, metavar="DIR", help="a directory holding links.parquet")
@@ -160,6 +162,8 @@ def add_fetch(sub):
     p.add_argument("--no-robots", action="store_true", help="do not read robots.txt")
     p.add_argument("--allow-private", action="store_true", help="allow loopback/private targets (tests, local mirrors)")
     p.add_argument("--user-agent", help="default names the project")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="fetch every URL whose last outcome was transient now, ignoring back-off and given-up status")
     _add_config(p)
 
     def run(args):
@@ -180,7 +184,7 @@ def add_fetch(sub):
         if args.from_warc:
             s = replay_links(rows, args.out, args.from_warc)
         else:
-            s = fetch_links(rows, args.out, fc)
+            s = fetch_links(rows, args.out, fc, retry_failed=args.retry_failed)
         s.print()
 
     p.set_defaults(func=run)

@@ -86,6 +86,14 @@ class FetchConfig:
     max_redirects: int = 5
     retries: int = 2  # only for connection errors, 429 and 5xx
     backoff_s: float = 1.0
+    # Across builds: a URL whose last outcome was transient (timeout, connection or
+    # DNS error, 429, 5xx) is fetched again by a later build once retry_after_s *
+    # 2**(attempts-1) has passed since its last attempt (1, 2, 4 days by default: a
+    # monthly build retries it every month), until max_attempts attempts in all; it
+    # is then counted as given up (`webtext fetch --retry-failed` still retries it).
+    # A site down for a few hours at build time is not lost for good.
+    max_attempts: int = 4
+    retry_after_s: float = 86_400.0
     allow_private_addresses: bool = False  # refuse loopback/private/link-local targets
     respect_robots: bool = True
     warc_max_bytes: int = 1 * 10**9  # roll to a new WARC file after ~1 GB (Common Crawl: 1 GB)
@@ -102,7 +110,9 @@ class FetchConfig:
     def validate(self) -> None:
         if self.proxy is not None and not str(self.proxy).startswith(("http://", "https://", "socks5://", "socks5h://")):
             raise ConfigError(f"fetch.proxy must be a URL like http://host:port, not {self.proxy!r}")
-        for name in ("workers", "per_host_concurrency", "max_bytes", "max_redirects"):
+        if self.retry_after_s < 0:
+            raise ConfigError("fetch.retry_after_s must be >= 0")
+        for name in ("workers", "per_host_concurrency", "max_bytes", "max_redirects", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fetch.{name} must be >= 1")
         if self.total_timeout_s <= 0 or self.connect_timeout_s <= 0:

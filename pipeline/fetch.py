@@ -25,7 +25,14 @@ address (pinned in the connection layer, TLS still verified against the host
 name), so a second DNS answer cannot point the request at 127.0.0.1 or a cloud
 metadata address (DNS rebinding).
 
-Resuming: URLs that already have an outcome are not fetched again.
+Final and transient outcomes: ``timeout``, ``connection_error``, ``dns_error``,
+``fetch_error``, ``http_429`` and ``http_5xx`` say nothing about the page, only
+about the site or the network at that moment: they are *transient*. Every other
+outcome is *final*. Resuming: a URL with a final outcome is never fetched again;
+one with a transient outcome is fetched again by a later run once its back-off
+has passed (``retry_after_s`` doubling per attempt), up to ``max_attempts``
+attempts, after which it counts as ``given_up``. Each attempt appends a line;
+the last line of a URL is its outcome.
 """
 
 from __future__ import annotations
@@ -59,6 +66,35 @@ from .urls import InvalidURL, normalize_url
 OUTCOMES = "outcomes.jsonl"
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"MZ", b"\x7fELF", b"RIFF", b"ID3", b"OggS")
+
+
+TRANSIENT = frozenset({"timeout", "connection_error", "dns_error", "fetch_error", "http_429"})
+
+
+def is_transient(outcome: str) -> bool:
+    """Could a later attempt succeed where this one failed (see the module's docstring)?"""
+    return outcome in TRANSIENT or (outcome.startswith("http_5") and len(outcome) == 8)
+
+
+def _epoch(stamp: str | None) -> float:
+    try:
+        return datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def retry_state(rec: dict, cfg: FetchConfig, now: float, retry_failed: bool = False) -> str:
+    """What a run does with a URL whose last outcome is ``rec``: ``already_fetched``
+    (final), ``retry`` (transient, back-off passed), ``waiting_retry`` or ``given_up``."""
+    if not is_transient(rec.get("outcome", "")):
+        return "already_fetched"
+    if retry_failed:
+        return "retry"
+    attempts = int(rec.get("attempt") or 1)
+    if attempts >= cfg.max_attempts:
+        return "given_up"
+    due = _epoch(rec.get("fetched_at")) + cfg.retry_after_s * 2 ** (attempts - 1)
+    return "retry" if now >= due else "waiting_retry"
 
 
 class FetchRefused(Exception):
@@ -250,6 +286,9 @@ class OutcomeLog:
         self.path = path
         self.lock = threading.Lock()
         self.done: dict[str, dict] = {}
+        # The end of the last record of each WARC file that any line (not only a URL's
+        # last) points at: a superseded attempt's record is still part of its file.
+        self.warc_ends: dict[str, int] = defaultdict(int)
         if path.is_file():
             data = path.read_bytes()
             good_end = 0
@@ -261,6 +300,7 @@ class OutcomeLog:
                 except orjson.JSONDecodeError:
                     break
                 self.done[rec["url_norm"]] = rec
+                self._note_end(rec)
                 good_end += len(line)
             if good_end != len(data):
                 with open(path, "r+b") as fh:
@@ -274,18 +314,20 @@ class OutcomeLog:
             self.fh.flush()
             os.fsync(self.fh.fileno())
             self.done[rec["url_norm"]] = rec
+            self._note_end(rec)
+
+    def _note_end(self, rec: dict) -> None:
+        if rec.get("warc_file") and rec.get("warc_record_end"):
+            self.warc_ends[rec["warc_file"]] = max(self.warc_ends[rec["warc_file"]], rec["warc_record_end"])
 
     def close(self) -> None:
         self.fh.close()
 
 
-def repair_warcs(warc_dir: Path, outcomes: dict[str, dict]) -> list[str]:
+def repair_warcs(warc_dir: Path, ends: dict[str, int]) -> list[str]:
     """Trim each WARC file back to the end of its last record that has an outcome
-    (a killed run can leave a torn or outcome-less tail). Returns what was trimmed."""
-    ends: dict[str, int] = defaultdict(int)
-    for rec in outcomes.values():
-        if rec.get("warc_file") and rec.get("warc_record_end"):
-            ends[rec["warc_file"]] = max(ends[rec["warc_file"]], rec["warc_record_end"])
+    line (``ends``: file name -> end offset; a killed run can leave a torn or
+    outcome-less tail). Returns what was trimmed."""
     trimmed = []
     if not warc_dir.is_dir():
         return trimmed
@@ -540,16 +582,20 @@ def _interleave_by_host(rows: list[dict]) -> list[dict]:
     return out
 
 
-def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, reuse_outcomes: Iterable[str | Path] = ()) -> RunSummary:
-    """``webtext fetch``: fetch every link that has no outcome yet into ``out_dir``.
+def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, reuse_outcomes: Iterable[str | Path] = (),
+                retry_failed: bool = False) -> RunSummary:
+    """``webtext fetch``: fetch every link that has no final outcome yet into ``out_dir``.
 
+    A link whose last outcome was transient is fetched again once its back-off
+    has passed (``retry_failed``: now, given up or not); see the module's docstring.
     ``reuse_outcomes``: other fetch directories whose outcomes count as done (an
     incremental build reuses earlier WARCs instead of fetching again)."""
+    cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = OutcomeLog(out / OUTCOMES)
     summary = RunSummary("fetch", unit="urls")
-    for note in repair_warcs(out / "warc", log.done):
+    for note in repair_warcs(out / "warc", log.warc_ends):
         summary.note(note)
     earlier: dict[str, dict] = {}
     for d in reuse_outcomes:
@@ -561,10 +607,18 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
                     earlier[rec["url_norm"]] = rec
     rows = list(links)
     todo = []
+    now = time.time()
+    retrying = 0
     for r in rows:
         summary.n_in += 1
-        if r["url_norm"] in log.done:
-            summary.drop("already_fetched")
+        prev = log.done.get(r["url_norm"])
+        if prev is not None:
+            state = retry_state(prev, cfg, now, retry_failed)
+            if state != "retry":
+                summary.drop(state)
+                continue
+            retrying += 1
+            todo.append(r)
         elif r["url_norm"] in earlier:
             summary.drop("fetched_in_earlier_build")
         else:
@@ -575,7 +629,9 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     def work(row: dict) -> dict:
         url = row["url"]
         fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        rec = {"id": row.get("id"), "url": url, "url_norm": row["url_norm"], "fetched_at": fetched_at}
+        prev = log.done.get(row["url_norm"])
+        rec = {"id": row.get("id"), "url": url, "url_norm": row["url_norm"], "fetched_at": fetched_at,
+               "attempt": int(prev.get("attempt") or 1) + 1 if prev else 1}
         try:
             outcome, resp, info = fetcher.fetch(url)
         except FetchRefused as exc:
@@ -614,6 +670,16 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
             summary.drop(k, v)
     summary.extra["outcomes_all_runs"] = _count_outcomes(log.done.values())
     summary.extra["ok_all_runs"] = ok
+    summary.extra["retried"] = retrying
+    # Where every URL of the link set stands after this run (the funnel's "waiting" and "given up").
+    states: dict[str, int] = defaultdict(int)
+    later = time.time()
+    for r in rows:
+        prev = log.done.get(r["url_norm"])
+        if prev is not None and is_transient(prev["outcome"]):
+            states["given_up" if retry_state(prev, cfg, later) == "given_up" else "waiting_retry"] += 1
+    summary.extra["waiting_retry"] = states.get("waiting_retry", 0)
+    summary.extra["given_up"] = states.get("given_up", 0)
     summary.check()
     summary.finish().write(out)
     return summary

@@ -207,6 +207,10 @@ class WebServer(LoopbackServer):
                     if srv.hits[path] == 1:
                         return self._send(429, b"slow down", "text/plain", [("Retry-After", "0")])
                     return self._send(200, srv.pages[0].encode("utf-8"))
+                if path == "/outage":  # 503 while the test says the site is down
+                    if srv.outage:
+                        return self._send(503, b"down for maintenance", "text/plain")
+                    return self._send(200, srv.pages[1].encode("utf-8"))
                 if path == "/reset":  # connection reset by peer
                     self.connection.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _struct.pack("ii", 1, 0))
                     self.close_connection = True
@@ -216,6 +220,7 @@ class WebServer(LoopbackServer):
                     return self._send(200, srv.pages[0].encode("utf-8"))
                 return self._send(404, b"not found", "text/plain")
 
+        self.outage = True
         self.bomb = _gzip.compress(b"\0" * (200 * 2**20), 9)
         super().__init__(Handler)
 

@@ -255,3 +255,44 @@ def test_environment_proxies_are_ignored_and_an_explicit_proxy_is_used(tmp_path,
         assert sum(proxy.hits.values()) >= 1 and "/page/1" not in srv.hits
     with pytest.raises(ConfigError, match="proxy"):
         test_fetch_config(proxy="proxy:3128").validate()
+
+
+def test_transient_failures_are_retried_by_later_runs_with_backoff_then_given_up(tmp_path, pages):
+    """503 / connection errors are not final: a later run fetches them again once the
+    back-off has passed, up to max_attempts; final outcomes and pages are never fetched twice."""
+    with WebServer(pages) as srv:
+        paths = ["/page/0", "/page/1", "/missing", "/outage", "/reset"]
+        rows = rows_for(srv.url, paths)
+        key = {p: normalize_url(srv.url + p) for p in paths}
+        s1 = fetch_links(rows, tmp_path, test_fetch_config(retries=0, retry_after_s=3600))
+        assert s1.n_out == 2 and s1.dropped["http_503"] == 1 and s1.dropped["connection_error"] == 1
+        assert s1.extra["waiting_retry"] == 2 and s1.extra["given_up"] == 0
+        hits = dict(srv.hits)
+        # Back-off not passed: nothing is requested.
+        s2 = fetch_links(rows, tmp_path, test_fetch_config(retries=0, retry_after_s=3600))
+        assert srv.hits == hits
+        assert s2.dropped == {"already_fetched": 3, "waiting_retry": 2} and s2.n_out == 0
+        # The site is back and the back-off has passed: only the two transient URLs are requested again.
+        srv.outage = False
+        s3 = fetch_links(rows, tmp_path, test_fetch_config(retries=0, retry_after_s=0))
+        assert {p: srv.hits[p] - hits.get(p, 0) for p in paths} == {"/page/0": 0, "/page/1": 0, "/missing": 0,
+                                                                     "/outage": 1, "/reset": 1}
+        assert s3.extra["retried"] == 2 and s3.n_out == 1 and s3.dropped["connection_error"] == 1
+        out = read_outcomes(tmp_path)
+        assert out[key["/outage"]]["outcome"] == "ok" and out[key["/outage"]]["attempt"] == 2
+        assert out[key["/reset"]]["attempt"] == 2
+        # The recovered page is extracted like any other (its last outcome line points at its WARC record).
+        assert key["/outage"] in {k for _, _, k in tasks_from_fetch(tmp_path)}
+        # Two attempts is the limit: the connection error is given up, and not requested.
+        before = srv.hits["/reset"]
+        s4 = fetch_links(rows, tmp_path, test_fetch_config(retries=0, retry_after_s=0, max_attempts=2))
+        assert s4.dropped == {"already_fetched": 4, "given_up": 1} and s4.extra["given_up"] == 1
+        assert srv.hits["/reset"] == before
+        # --retry-failed: retried now anyway.
+        s5 = fetch_links(rows, tmp_path, test_fetch_config(retries=0, retry_after_s=3600, max_attempts=2), retry_failed=True)
+        assert srv.hits["/reset"] == before + 1 and s5.extra["retried"] == 1
+        assert read_outcomes(tmp_path)[key["/reset"]]["attempt"] == 3
+        # Every WARC file still reads whole (superseded attempts' records are kept, not trimmed).
+        for w in (tmp_path / "warc").glob("*.warc.gz"):
+            assert read_warc_whole(w) > 0
+        assert sum(read_warc_whole(w) for w in (tmp_path / "warc").glob("*.warc.gz")) == 2 * 5  # req+resp: 2 ok, 404, 503, ok
