@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    from pipeline.build import BuildLocked
+
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, BuildLocked) as exc:
         print(f"webtext {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

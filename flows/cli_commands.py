@@ -471,17 +471,20 @@ def add_serve(sub):
     p = sub.add_parser(
         "serve", formatter_class=FORMATTER, help="serve the build (scheduled) and train (triggered) deployments",
         description="Serves two Prefect deployments from this process until stopped: build-corpus/webtext-build on a "
-        "cron schedule, and train-model/webtext-train, triggered by a DeploymentEventTrigger whenever a run of the build "
-        "deployment completes (one mechanism: the build does not start training itself). Give --dump as glob patterns "
-        "so each scheduled build sees the months added since. Needs a running Prefect server (PREFECT_API_URL), e.g. "
-        "`prefect server start`, or Prefect Cloud.",
+        "schedule (--cron or --interval), and train-model/webtext-train, triggered by the webtext.corpus.published event "
+        "a build emits when it adds a shard version (whoever started the build: schedule, UI, CLI, API). The training "
+        "run gets that build's directory and version, trains into BUILD_DIR/model/train-vNNNN, and a build that adds "
+        "nothing triggers nothing. One run of each deployment at a time. Give --dump as glob patterns so each scheduled "
+        "build sees the months added since. Needs a running Prefect server (PREFECT_API_URL), e.g. "
+        "`prefect server start`, or Prefect Cloud. Ctrl-C / SIGTERM marks runs still going as cancelled.",
     )
     p.add_argument("--dump", action="append", required=True, metavar="FILE_OR_GLOB")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--cron", default="0 6 2 * *", help="build schedule (default: 06:00 UTC on the 2nd of each month)")
-    p.add_argument("--no-schedule", action="store_true", help="serve the build deployment without a schedule")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cron", default="0 6 2 * *", help="build schedule (default: 06:00 UTC on the 2nd of each month)")
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="build every SECONDS instead of a cron schedule")
+    when.add_argument("--no-schedule", action="store_true", help="serve the build deployment without a schedule")
     p.add_argument("--preset", default="tiny", help="model preset the triggered training uses")
-    p.add_argument("--train-out", metavar="DIR", help="default: OUT/model")
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--publish", metavar="URI")
     p.add_argument("train_overrides", nargs="*", metavar="KEY=VALUE", help="training options, e.g. max_steps=1000")
@@ -498,24 +501,17 @@ def add_serve(sub):
             raise ConfigError("webtext serve needs a Prefect server that outlives this process: run "
                               "`prefect server start --host 127.0.0.1` and `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
                               "(or log in to Prefect Cloud), then serve again")
-        from prefect import serve
-        from prefect.events import DeploymentEventTrigger
-
-        from flows.corpus import build_corpus, train_model
+        if args.interval is not None and args.interval < 1:
+            raise ConfigError("--interval must be at least 1 second")
+        from flows.corpus import serve_deployments
 
         cfg = _config(args)
-        build = build_corpus.to_deployment(
-            name="webtext-build", cron=None if args.no_schedule else args.cron,
-            parameters={"dumps": args.dump, "out": str(Path(args.out).resolve()), "config": cfg.to_dict(), "publish": args.publish})
-        train = train_model.to_deployment(
-            name="webtext-train",
-            parameters={"build_dir": str(Path(args.out).resolve()), "out": args.train_out, "preset": args.preset,
-                        "overrides": args.train_overrides, "val_fraction": args.val_fraction},
-            triggers=[DeploymentEventTrigger(expect={"prefect.flow-run.Completed"},
-                                             match_related={"prefect.resource.name": "webtext-build"})])
-        print("serving build-corpus/webtext-build" + ("" if args.no_schedule else f" (cron {args.cron!r})")
-              + " and train-model/webtext-train (on build completion); Ctrl-C stops", flush=True)
-        serve(build, train)
+        schedule = None if args.no_schedule else {"interval": args.interval} if args.interval else {"cron": args.cron}
+        print("serving build-corpus/webtext-build" + (f" ({schedule})" if schedule else " (no schedule)")
+              + " and train-model/webtext-train (on each new corpus version); Ctrl-C stops", flush=True)
+        serve_deployments(args.dump, args.out, cfg.to_dict(), schedule,
+                          {"preset": args.preset, "overrides": args.train_overrides, "val_fraction": args.val_fraction},
+                          args.publish)
 
     p.set_defaults(func=run)
 

@@ -17,6 +17,8 @@ the plots), visible in the Prefect UI.
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 import socket
 import time
@@ -24,13 +26,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task, unmapped
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.events import emit_event
 
+from pipeline.build import build_lock
 from pipeline.config import Config, ConfigError
 from pipeline.summary import RunSummary, atomic_write_json, plot_funnel
 
 CACHE = INPUTS + TASK_SOURCE
+
+# The event a build emits when it adds a shard version; the training deployment's
+# trigger listens for it and takes the build directory and version from its resource.
+CORPUS_PUBLISHED = "webtext.corpus.published"
 
 
 # --- checks before any work ----------------------------------------------------------------
@@ -87,21 +95,31 @@ def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str 
 # --- corpus tasks -------------------------------------------------------------------------
 
 
-@task(name="links-dump", cache_policy=CACHE, persist_result=True, retries=1, retry_delay_seconds=5)
-def harvest_dump_task(dump: str, fingerprint: str, links_dir: str, links_cfg: dict) -> dict:
+def dump_label(path: str) -> str:
+    """RS_2017-07.zst -> RS_2017-07 (the month, as the UI names the task run)."""
+    name = Path(path).name
+    for ext in (".zst", ".xz", ".bz2", ".gz", ".ndjson", ".jsonl", ".json", ".plain", ".long31"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return name
+
+
+@task(name="links-dump", task_run_name="links-{label}", cache_policy=CACHE, persist_result=True, retries=1,
+      retry_delay_seconds=5)
+def harvest_dump_task(dump: str, fingerprint: str, links_dir: str, links_cfg: dict, label: str) -> dict:
     from pipeline.links import harvest_dump_part
 
     return harvest_dump_part(dump, links_dir, Config.from_dict({"links": links_cfg}).links)
 
 
-@task(name="links-merge")
+@task(name="links-merge", task_run_name="links-merge")
 def merge_links_task(links_dir: str, links_cfg: dict, since: float) -> dict:
     from pipeline.links import merge_link_parts
 
     return merge_link_parts(links_dir, Config.from_dict({"links": links_cfg}).links, since).to_dict()
 
 
-@task(name="fetch", retries=2, retry_delay_seconds=10)
+@task(name="fetch", task_run_name="fetch", retries=2, retry_delay_seconds=10)
 def fetch_task(links_dir: str, fetch_dir: str, fetch_cfg: dict) -> dict:
     from pipeline.fetch import fetch_links
     from pipeline.links import read_links
@@ -110,7 +128,7 @@ def fetch_task(links_dir: str, fetch_dir: str, fetch_cfg: dict) -> dict:
     return fetch_links(rows, fetch_dir, Config.from_dict({"fetch": fetch_cfg}).fetch).to_dict()
 
 
-@task(name="extract", retries=1)
+@task(name="extract", task_run_name="extract", retries=1)
 def extract_task(fetch_dir: str, links_dir: str, extract_dir: str, extract_cfg: dict) -> dict:
     from pipeline.extract import extract_documents, load_reddit_meta, tasks_from_fetch
 
@@ -118,21 +136,21 @@ def extract_task(fetch_dir: str, links_dir: str, extract_dir: str, extract_cfg: 
     return extract_documents(tasks_from_fetch(fetch_dir), extract_dir, cfg, load_reddit_meta([links_dir])).to_dict()
 
 
-@task(name="filter-part", retries=1)
-def filter_part_task(part: str, filter_dir: str, filter_cfg: dict) -> dict:
+@task(name="filter-part", task_run_name="filter-{label}", retries=1)
+def filter_part_task(part: str, filter_dir: str, filter_cfg: dict, label: str) -> dict:
     from pipeline.filters import filter_documents
 
     return filter_documents(part, filter_dir, Config.from_dict({"filter": filter_cfg}).filter, write_dropped=True).to_dict()
 
 
-@task(name="dedup")
+@task(name="dedup", task_run_name="dedup")
 def dedup_task(filter_dir: str, dedup_dir: str, dedup_cfg: dict) -> dict:
     from pipeline.dedup import dedup_documents
 
     return dedup_documents(filter_dir, dedup_dir, Config.from_dict({"dedup": dedup_cfg}).dedup).to_dict()
 
 
-@task(name="shards")
+@task(name="shards", task_run_name="shards")
 def shards_task(dedup_dir: str, shards_dir: str, shard_cfg: dict, build_info: dict) -> dict:
     from pipeline.extract import read_documents
     from pipeline.shards import write_shards
@@ -141,7 +159,7 @@ def shards_task(dedup_dir: str, shards_dir: str, shard_cfg: dict, build_info: di
     return write_shards(table, shards_dir, Config.from_dict({"shards": shard_cfg}).shards, build_info).to_dict()
 
 
-@task(name="publish", retries=2, retry_delay_seconds=10)
+@task(name="publish", task_run_name="publish", retries=2, retry_delay_seconds=10)
 def publish_task(shards_dir: str, dest: str) -> str:
     """Copy the shards and manifest to any pyarrow filesystem URI (s3://, gs://, file://, a path)."""
     import pyarrow.fs as pafs
@@ -162,12 +180,46 @@ def combine(stage: str, parts: list[dict], unit: str) -> RunSummary:
     return s
 
 
+def share_bar(part: int, whole: int, width: int = 20) -> str:
+    """A bar drawn in text (renders in any markdown view, the Prefect UI's included)."""
+    n = round(width * part / whole) if whole else 0
+    return "█" * n + "░" * (width - n)
+
+
 def funnel_markdown(stages: list[dict]) -> str:
-    lines = ["| stage | in | out | dropped (by reason) |", "|---|---:|---:|---|"]
+    lines = ["| stage | in | out | kept | dropped (by reason) |", "|---|---:|---:|---|---|"]
     for s in stages:
         reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(s["dropped"].items(), key=lambda x: -x[1]) if n) or "-"
-        lines.append(f"| {s['stage']} | {s['in']:,} | {s['out']:,} | {reasons} |")
+        kept = f"`{share_bar(s['out'], s['in'])}` {100 * s['out'] / s['in']:.0f}%" if s["in"] else "-"
+        lines.append(f"| {s['stage']} | {s['in']:,} | {s['out']:,} | {kept} | {reasons} |")
     return "\n".join(lines)
+
+
+def funnel_rows(stages: list[dict]) -> list[dict]:
+    """The funnel as rows for a Prefect table artifact: one per stage and drop reason."""
+    rows = []
+    for s in stages:
+        rows.append({"stage": s["stage"], "what": "kept", "items": s["out"], "of": s["in"]})
+        rows += [{"stage": s["stage"], "what": r, "items": n, "of": s["in"]}
+                 for r, n in sorted(s["dropped"].items(), key=lambda x: -x[1]) if n]
+    return rows
+
+
+def announce_version(out: Path, version: int, rows: int) -> bool:
+    """Emit CORPUS_PUBLISHED for a shard version once (OUT/.prefect/announced.json
+    remembers, so a build killed between writing shards and emitting announces it on
+    its next run). Returns whether an event was emitted now."""
+    path = out / ".prefect" / "announced.json"
+    done = json.loads(path.read_text()) if path.is_file() else []
+    if version in done:
+        return False
+    emit_event(event=CORPUS_PUBLISHED,
+               resource={"prefect.resource.id": f"webtext.corpus.{hashlib.sha1(str(out).encode()).hexdigest()[:16]}",
+                         "prefect.resource.name": str(out), "webtext.build-dir": str(out), "webtext.version": str(version)},
+               payload={"build_dir": str(out), "version": version, "rows": rows})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, sorted(done + [version]))
+    return True
 
 
 @flow(name="build-corpus", log_prints=True)
@@ -178,17 +230,23 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     are not fetched again, pages extracted before are not extracted again, and new
     documents are deduplicated against every document kept so far; new shards go
     under a new manifest version."""
-    logger = get_run_logger()
-    started = time.time()
     cfg = Config.from_dict(config or {})
     files = preflight(dumps, out, cfg)
     o = Path(out).resolve()
+    with build_lock(o):
+        return _build(files, o, cfg, publish)
+
+
+def _build(files: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
+    logger = get_run_logger()
+    started = time.time()
     d = cfg.to_dict()
     from pipeline.links import dump_fingerprint
 
     results = o / ".prefect" / "results"
     harvest = harvest_dump_task.with_options(result_storage=results)
-    futures = [harvest.submit(str(Path(f).resolve()), dump_fingerprint(f), str(o / "links"), d["links"]) for f in files]
+    futures = [harvest.submit(str(Path(f).resolve()), dump_fingerprint(f), str(o / "links"), d["links"], dump_label(f))
+               for f in files]
     # A cached task returns the meta of the run that harvested it: "now" is decided by when.
     fresh = sum(f.result()["harvested_at"] >= started for f in futures)
     logger.info("links: %d dump(s), %d harvested now, %d reused", len(futures), fresh, len(futures) - fresh)
@@ -196,7 +254,8 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     stages.append(fetch_task(str(o / "links"), str(o / "fetch"), d["fetch"]))
     stages.append(extract_task(str(o / "fetch"), str(o / "links"), str(o / "extract"), d["extract"]))
     parts = sorted(p for p in (o / "extract").glob("part-*.parquet"))
-    filter_futures = filter_part_task.map([str(p) for p in parts], unmapped(str(o / "filter")), unmapped(d["filter"]))
+    filter_futures = filter_part_task.map([str(p) for p in parts], unmapped(str(o / "filter")), unmapped(d["filter"]),
+                                          [p.name.split(".")[0] for p in parts])
     fs = combine("filter", [f.result() for f in filter_futures], "documents")
     fs.check()
     fs.finish().write(o / "filter")
@@ -204,32 +263,52 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     stages.append(dedup_task(str(o / "filter"), str(o / "dedup"), d["dedup"]))
     info = {"config": d, "funnel": list(stages), "dumps": files}
     stages.append(shards_task(str(o / "dedup"), str(o / "shards"), d["shards"], info))
-    atomic_write_json(o / "funnel.json", stages)
-    png = plot_funnel(stages, o / "funnel.png")
-    md = f"# webtext build\n\n{len(files)} dump(s) into `{o}`\n\n" + funnel_markdown(stages)
-    create_markdown_artifact(key="build-funnel", markdown=md, description="what this build did, per stage and drop reason")
-    create_link_artifact(key="build-manifest", link=(o / "shards" / "manifest.json").as_uri(), link_text="shard manifest")
-    if png:
-        create_link_artifact(key="build-funnel-plot", link=png.as_uri(), link_text="funnel plot")
+    from pipeline.shards import load_manifest
+
+    manifest = load_manifest(o / "shards")
+    version = manifest["versions"][-1]["version"] if manifest["versions"] else None
+    added = stages[-1]["out"]
+    # The record of this build: the latest at OUT/funnel.{json,png}, and one per build
+    # under OUT/reports/ that later builds never overwrite.
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    report = o / "reports" / (f"build-{stamp}" + (f"-v{version:04d}" if added else ""))
+    report.mkdir(parents=True, exist_ok=True)
+    for target in (report, o):
+        atomic_write_json(target / "funnel.json", stages)
+        plot_funnel(stages, target / "funnel.png")
+    fetch = next(s for s in stages if s["stage"] == "fetch")
+    head = (f"# webtext build {stamp}\n\n{len(files)} dump(s) into `{o}`; "
+            + (f"new shard version **v{version}** ({added:,} documents)" if added else "no new documents: no new version")
+            + f"; corpus: {manifest['total_rows']:,} documents in {len(manifest['shards'])} shards."
+            + f"\n\nURLs waiting for a retry: {fetch['extra'].get('waiting_retry', 0):,}; given up: "
+            + f"{fetch['extra'].get('given_up', 0):,}. Report files: `{report}`\n\n")
+    create_markdown_artifact(key="build-funnel", markdown=head + funnel_markdown(stages),
+                             description="what this build did, per stage and drop reason")
+    create_table_artifact(key="build-funnel-table", table=funnel_rows(stages),
+                          description=f"build {stamp}: items kept and dropped per stage and reason")
     if publish:
         publish_task(str(o / "shards"), publish)
+    if version is not None and announce_version(o, version, manifest["versions"][-1]["added_rows"]):
+        logger.info("announced shard version %d of %s (%s)", version, o, CORPUS_PUBLISHED)
     for s in stages:
         print(RunSummary.from_dict(s).table())
-    return {"out": str(o), "stages": stages, "shards": str(o / "shards")}
+    return {"out": str(o), "stages": stages, "shards": str(o / "shards"), "version": version if added else None,
+            "report": str(report)}
 
 
 # --- training ----------------------------------------------------------------------------
 
 
-@task(name="tokenize")
-def tokenize_task(shards_dir: str, tokens_dir: str, val_fraction: float) -> dict:
+@task(name="tokenize", task_run_name="tokenize")
+def tokenize_task(shards_dir: str, tokens_dir: str, val_fraction: float, version: int) -> dict:
     from model.data import tokenize_shards
     from model.tokenizer import Tokenizer
 
-    return tokenize_shards(shards_dir, tokens_dir, Tokenizer.load("gpt2"), val_fraction=val_fraction, progress=False)
+    return tokenize_shards(shards_dir, tokens_dir, Tokenizer.load("gpt2"), val_fraction=val_fraction, progress=False,
+                           max_version=version)
 
 
-@task(name="train", retries=1)
+@task(name="train", task_run_name="train", retries=1)
 def train_task(tokens_dir: str, train_dir: str, preset: str, overrides: list[str]) -> dict:
     from model.train import load_train_config, train
 
@@ -239,7 +318,7 @@ def train_task(tokens_dir: str, train_dir: str, preset: str, overrides: list[str
     return {"step": r["step"], "losses": r["losses"][-5:], "val": r["val"], "checkpoint": str(r["checkpoint"])}
 
 
-@task(name="evaluate")
+@task(name="evaluate", task_run_name="evaluate")
 def evaluate_task(train_dir: str, tokens_dir: str, eval_files: dict, limit: int | None, prompt: str) -> dict:
     from model.checkpoint import load_model
     from model.evaluate import heldout, lambada, ptb_detokenize, wikitext_detokenize, word_ppl
@@ -261,14 +340,41 @@ def evaluate_task(train_dir: str, tokens_dir: str, eval_files: dict, limit: int 
     return res
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """Values drawn as one line of block characters (bucket means), for markdown views."""
+    if not values:
+        return ""
+    k = max(1, -(-len(values) // width))
+    pts = [sum(values[i:i + k]) / len(values[i:i + k]) for i in range(0, len(values), k)]
+    lo, hi = min(pts), max(pts)
+    return "".join(SPARKS[round((v - lo) / (hi - lo) * 7) if hi > lo else 0] for v in pts)
+
+
+def loss_markdown(metrics: Path) -> str:
+    recs = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.is_file() else []
+    if not recs:
+        return "no metrics"
+    train = [r["loss"] for r in recs]
+    lines = [f"train loss, steps {recs[0]['step']}-{recs[-1]['step']} ({train[0]:.3f} -> {train[-1]:.3f}):", "",
+             f"`{sparkline(train)}`", "", "| step | train loss | val loss |", "|---:|---:|---:|"]
+    lines += [f"| {r['step']} | {r['loss']:.4f} | {r['val_loss']:.4f} |" for r in recs if "val_loss" in r]
+    return "\n".join(lines)
+
+
 @flow(name="train-model", log_prints=True)
 def train_model(build_dir: str, out: str | None = None, preset: str = "tiny", overrides: list[str] | None = None,
                 val_fraction: float = 0.05, eval_files: dict | None = None, eval_limit: int | None = None,
-                prompt: str = "The") -> dict:
-    """Tokenize the newest shards of BUILD_DIR, train PRESET on them, evaluate, sample.
+                prompt: str = "The", version: int | str | None = None) -> dict:
+    """Tokenize shard version VERSION of BUILD_DIR (default: the newest) with every
+    version before it, train PRESET on them, evaluate, sample.
 
-    Tokens go to OUT/tokens-vNNNN (the shard manifest's version), the model to
-    OUT/train-vNNNN, so a new build trains a new model and a re-run resumes."""
+    Tokens go to OUT/tokens-vNNNN, the model to OUT/train-vNNNN (OUT defaults to
+    BUILD_DIR/model), so each corpus version gets its own model; a re-run of a
+    version whose evaluation exists does nothing, a killed one resumes. VERSION may
+    be a string: an event trigger's templates render to strings."""
     from model.evaluate import format_table
     from pipeline.shards import load_manifest
 
@@ -276,11 +382,18 @@ def train_model(build_dir: str, out: str | None = None, preset: str = "tiny", ov
     m = load_manifest(shards)
     if not m["versions"]:
         raise ConfigError(f"{shards}: no shards yet (run build-corpus first)")
-    v = m["versions"][-1]["version"]
+    known = [x["version"] for x in m["versions"]]
+    v = int(version) if version is not None else known[-1]
+    if v not in known:
+        raise ConfigError(f"{shards}: no shard version {v} (versions: {known})")
     o = Path(out or Path(build_dir) / "model")
     tokens, train_dir = o / f"tokens-v{v:04d}", o / f"train-v{v:04d}"
+    if (train_dir / "eval.json").is_file() and (train_dir / "ckpt.pt").is_file():
+        print(f"shard version {v} of {build_dir} is trained and evaluated already ({train_dir}); nothing to do")
+        return {"skipped": True, "train_dir": str(train_dir), "tokens": str(tokens), "version": v,
+                "eval": json.loads((train_dir / "eval.json").read_text())}
     if not (tokens / "manifest.json").is_file():
-        tokenize_task(str(shards), str(tokens), val_fraction)
+        tokenize_task(str(shards), str(tokens), val_fraction, v)
     t = train_task(str(tokens), str(train_dir), preset, list(overrides or []))
     res = evaluate_task(str(train_dir), str(tokens), eval_files or {}, eval_limit, prompt)
     from model.checkpoint import load_model
@@ -289,11 +402,93 @@ def train_model(build_dir: str, out: str | None = None, preset: str = "tiny", ov
     table = format_table({k: v for k, v in res.items() if k != "sample"}, model)
     print(table)
     print("sample:", res["sample"])
-    create_markdown_artifact(key="train-eval", markdown=f"# webtext train ({preset}, shards v{v})\n\n```\n{table}\n```\n\n"
-                             f"step {t['step']}; sample:\n\n> {res['sample']}", description="evaluation of the trained model")
-    if (train_dir / "loss.png").is_file():
-        create_link_artifact(key="train-loss-plot", link=(train_dir / "loss.png").resolve().as_uri(), link_text="loss curve")
-    return {"train": t, "eval": res, "train_dir": str(train_dir), "tokens": str(tokens)}
+    create_markdown_artifact(key="train-eval", markdown=f"# webtext train ({preset}, shards v{v} of `{build_dir}`)\n\n"
+                             f"```\n{table}\n```\n\nstep {t['step']}; sample:\n\n> {res['sample']}\n\n"
+                             + loss_markdown(train_dir / "metrics.jsonl") + f"\n\nfiles: `{train_dir}` (loss.png, eval.json)",
+                             description=f"evaluation and loss curve of the model trained on shard version {v}")
+    return {"train": t, "eval": res, "train_dir": str(train_dir), "tokens": str(tokens), "version": v}
+
+
+# --- serving: the monthly build and the training it triggers ------------------------------
+
+
+def serve_deployments(dumps: list[str], out: str, config: dict, schedule: dict | None, train_params: dict,
+                      publish: str | None = None) -> None:
+    """Serve build-corpus/webtext-build (on SCHEDULE: {"cron": ...} or {"interval": s}, or
+    none) and train-model/webtext-train until stopped.
+
+    Training is triggered by the CORPUS_PUBLISHED event a build emits when it adds a
+    shard version, whoever started the build (schedule, UI, CLI, API): the event's
+    resource carries the build directory and version, which become the training
+    run's parameters. A build that adds nothing emits nothing. Each deployment runs
+    one flow run at a time (later ones wait). On SIGINT/SIGTERM, runs still going
+    are stopped and marked cancelled on the server, never left "Running"."""
+    from prefect import serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.events import DeploymentEventTrigger
+
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    build = build_corpus.to_deployment(
+        name="webtext-build", **(schedule or {}), concurrency_limit=one_at_a_time,
+        parameters={"dumps": dumps, "out": str(Path(out).resolve()), "config": config, "publish": publish})
+    train = train_model.to_deployment(
+        name="webtext-train", concurrency_limit=one_at_a_time, parameters=train_params,
+        triggers=[DeploymentEventTrigger(
+            name="webtext-train-on-new-corpus-version", expect={CORPUS_PUBLISHED},
+            match={"prefect.resource.id": "webtext.corpus.*"},
+            parameters={"build_dir": "{{ event.resource['webtext.build-dir'] }}",
+                        "version": "{{ event.resource['webtext.version'] }}"})])
+    try:
+        serve(build, train, print_starting_message=False)
+    finally:
+        stopped = stop_unfinished_runs(["build-corpus/webtext-build", "train-model/webtext-train"])
+        if stopped:
+            print(f"marked {len(stopped)} unfinished run(s) cancelled: {', '.join(stopped)}", flush=True)
+
+
+def stop_unfinished_runs(deployments: list[str], grace_s: float = 20.0) -> list[str]:
+    """After the runner stopped: end this process's child flow-run processes (SIGTERM,
+    then SIGKILL after GRACE_S), then mark runs of DEPLOYMENTS that are still
+    pending/running/cancelling as Cancelled, so the server shows what happened and
+    the next build resumes from disk as after any stop."""
+    import psutil
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    children = psutil.Process().children(recursive=True)
+    for c in children:
+        try:
+            c.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for c in alive:
+        try:
+            c.kill()
+        except psutil.NoSuchProcess:
+            pass
+    names = []
+    with get_client(sync_client=True) as client:
+        ids = []
+        for name in deployments:
+            try:
+                ids.append(client.read_deployment_by_name(name).id)
+            except Exception:  # not created (serve failed early): nothing of it can be running
+                continue
+        if not ids:
+            return names
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids)),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]))))
+        for r in runs:
+            client.set_flow_run_state(r.id, Cancelled(message="webtext serve was stopped during this run; "
+                                                                "the next build resumes from what it wrote"), force=True)
+            names.append(r.name)
+    return names
 
 
 # --- task runners -------------------------------------------------------------------------

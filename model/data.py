@@ -43,14 +43,16 @@ def is_heldout(doc_id: str, fraction: float) -> bool:
     return h < fraction * 2**64
 
 
-def parquet_files(src: str | Path) -> list[Path]:
+def parquet_files(src: str | Path, max_version: int | None = None) -> list[Path]:
+    """The document files of SRC: a file, a shard directory's manifest (the shards of
+    versions up to ``max_version``, default all), or every Parquet file below it."""
     src = Path(src)
     if src.is_file():
         return [src]
     manifest = src / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
-        files = [src / s["file"] for s in m.get("shards", [])]
+        files = [src / s["file"] for s in m.get("shards", []) if max_version is None or s["version"] <= max_version]
         if files:
             return files
     files = sorted(p for p in src.rglob("*.parquet") if not p.name.startswith("."))
@@ -76,12 +78,13 @@ def tokenize_shards(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     num_threads: int | None = None,
     progress: bool = True,
+    max_version: int | None = None,
 ) -> dict:
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError("val_fraction must be in [0, 1)")
     tokenizer = tokenizer or Tokenizer.load("gpt2")
     num_threads = num_threads or os.cpu_count() or 1
-    files = parquet_files(src)
+    files = parquet_files(src, max_version)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = dtype_for(tokenizer.n_vocab)

@@ -9,7 +9,11 @@ The funnel (every stage's in/out/dropped-by-reason) is written to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
+from typing import Iterator
 
 from .config import Config
 from .dedup import dedup_documents
@@ -20,14 +24,45 @@ from .links import harvest_dump_links, read_links
 from .shards import write_shards
 from .summary import RunSummary, atomic_write_json, plot_funnel
 
+LOCK = ".build.lock"
+
+
+class BuildLocked(RuntimeError):
+    """Another build holds the output directory."""
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: str | Path) -> Iterator[None]:
+    """One build at a time per output directory (a scheduled build that starts while
+    the last one still runs, a manual run beside a scheduled one). An advisory
+    ``flock`` on OUT/.build.lock: released by the kernel when the holder dies, so a
+    killed build never leaves a stale lock."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise BuildLocked(f"another build is running on {out} (pid {holder}); wait for it or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
 
 def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config) -> list[RunSummary]:
     cfg.validate()
     missing = [str(d) for d in dumps if not Path(d).is_file()]
     if missing:
         raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with build_lock(out_dir):
+        return _run_build(dumps, Path(out_dir), cfg)
+
+
+def _run_build(dumps: list[str | Path], out: Path, cfg: Config) -> list[RunSummary]:
     stages = []
     stages.append(harvest_dump_links(dumps, out / "links", cfg.links))
     rows = read_links(out / "links").select(["id", "url", "url_norm"]).to_pylist()

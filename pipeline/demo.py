@@ -178,7 +178,7 @@ class LoopbackServer:
 class DemoWeb(LoopbackServer):
     """Serves a DemoWorld on 127.0.0.1, routing by the Host header."""
 
-    def __init__(self, world: DemoWorld):
+    def __init__(self, world: DemoWorld, port: int = 0):
         pages = world.pages
         self.hits: dict[tuple[str, str], int] = {}
         hits = self.hits
@@ -208,7 +208,7 @@ class DemoWeb(LoopbackServer):
                 self.end_headers()
                 self.wfile.write(data)
 
-        super().__init__(Handler)
+        super().__init__(Handler, port=port)
 
 
 def demo_config(world: DemoWorld, address: str):
