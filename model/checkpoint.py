@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.config import UnsafeInput
+
 from .gpt import GPT, GPTConfig
 
 
@@ -35,8 +37,23 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+class UnsafeCheckpoint(UnsafeInput):
+    """A checkpoint holding something other than tensors and plain data."""
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=False)
+    """Loads with ``weights_only=True``: tensors, numbers, strings, lists and dicts
+    only. Checkpoints are downloaded and shared; a pickle with anything else could
+    run code on load, so it is refused, never executed."""
+    import pickle
+
+    p = resolve_checkpoint(path)
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpoint(f"{p}: refused to load: it holds objects other than tensors and plain data, which "
+                               f"could run code ({str(exc).splitlines()[0][:200]}). Only load checkpoints you trust "
+                               "to be webtext's or plain state dicts.") from exc
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict]:

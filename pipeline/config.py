@@ -29,6 +29,10 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; raised before any work starts."""
 
 
+class UnsafeInput(ValueError):
+    """A file refused because reading it could run code (a pickle with objects)."""
+
+
 def _parse_date(value: str | None, name: str) -> int | None:
     """'YYYY-MM-DD' (UTC midnight) -> unix seconds; None/'none'/'' -> None."""
     if value is None or str(value).lower() in ("", "none"):

@@ -23,8 +23,8 @@ longest text, the smallest id (deterministic).
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from .config import DedupConfig
-from .summary import RunSummary, atomic_write_bytes, progress
+from .config import DedupConfig, UnsafeInput
+from .summary import RunSummary, progress
 
 _WORD = re.compile(r"\w+")
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -129,9 +129,16 @@ class DocInfo:
 class MinHashDeduper:
     """An LSH index over every kept document, persisted in ``state_dir`` (or Redis)."""
 
-    STATE = "dedup_index.pkl"
+    # Signatures of every kept document as Parquet (id, size, sig), the parameters in
+    # the schema's metadata. Plain data: reading it runs nothing (the pickle it
+    # replaces could run code from a shared or downloaded index). The in-memory LSH
+    # is rebuilt from the signatures on load.
+    STATE = "dedup_index.parquet"
+    LEGACY_STATE = "dedup_index.pkl"
 
-    def __init__(self, cfg: DedupConfig, state_dir: str | Path | None = None):
+    def __init__(self, cfg: DedupConfig, state_dir: str | Path | None = None, kept_files: Iterable[Path] = ()):
+        """KEPT_FILES: the documents kept so far, to rebuild the index from when the
+        state directory holds only an index of an older webtext (a pickle, never loaded)."""
         from datasketch import MinHashLSH
 
         cfg.validate()
@@ -148,17 +155,45 @@ class MinHashDeduper:
 
             u = urlsplit(cfg.redis_url)
             storage = {"type": "redis", "basename": b"webtext_dedup", "redis": {"host": u.hostname, "port": u.port or 6379}}
+        kw = {"storage_config": storage} if storage else {}
+        self.lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows), **kw)
+        self.rebuilt_from_legacy = False
         if state is not None and state.is_file():
-            saved = pickle.loads(state.read_bytes())
-            if saved["params"] != self._params():
-                raise ValueError(f"{state}: index built with {saved['params']}, configuration now {self._params()}; "
-                                 "use a new state directory or the same dedup settings")
-            self.sigs = saved["sigs"]
+            self._load(state, rebuild_lsh=storage is None)
+        elif self.state_dir is not None and (self.state_dir / self.LEGACY_STATE).is_file():
+            kept_files = list(kept_files)
+            if not kept_files:
+                raise UnsafeInput(f"{self.state_dir / self.LEGACY_STATE}: an index from an older webtext, a pickle, "
+                                  "which is not loaded (unpickling can run code), and no kept documents beside it to "
+                                  "rebuild the index from. Move it away, or run dedup with --out set to the directory "
+                                  "holding the kept documents-*.parquet.")
+            # Signatures are a pure function of the text: re-indexing the kept documents
+            # gives the index the pickle held, without reading it.
+            for f in kept_files:
+                for d in pq.read_table(f, columns=["id", "text"]).to_pylist():
+                    sig, size = self.hasher.signature(d["text"] or "")
+                    self.sigs[d["id"]] = (sig, size)
+                    self.lsh.insert(d["id"], self._lean(sig), check_duplication=False)
             self.old_ids = set(self.sigs)
-            self.lsh = saved["lsh"] if storage is None else MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows), storage_config=storage)
-        else:
-            kw = {"storage_config": storage} if storage else {}
-            self.lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows), **kw)
+            self.rebuilt_from_legacy = True
+
+    def _load(self, state: Path, rebuild_lsh: bool) -> None:
+        try:
+            table = pq.read_table(state)
+            saved = json.loads((table.schema.metadata or {}).get(b"webtext_params", b"null"))
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise ValueError(f"{state}: unreadable dedup index ({exc}); restore it or start a new state directory") from exc
+        if saved != self._params():
+            raise ValueError(f"{state}: index built with {saved}, configuration now {self._params()}; "
+                             "use a new state directory or the same dedup settings")
+        ids = table.column("id").to_pylist()
+        sizes = table.column("size").to_numpy()
+        sigs = table.column("sig").combine_chunks().flatten().to_numpy().reshape(len(ids), self.cfg.num_perm)
+        for i, doc_id in enumerate(ids):
+            self.sigs[doc_id] = (sigs[i], int(sizes[i]))
+            if rebuild_lsh:
+                self.lsh.insert(doc_id, self._lean(sigs[i]), check_duplication=False)
+        self.old_ids = set(self.sigs)
 
     def _params(self) -> dict:
         c = self.cfg
@@ -227,9 +262,20 @@ class MinHashDeduper:
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        lsh = None if self.cfg.redis_url else self.lsh
-        atomic_write_bytes(self.state_dir / self.STATE,
-                           pickle.dumps({"params": self._params(), "sigs": self.sigs, "lsh": lsh}, protocol=5))
+        ids = list(self.sigs)
+        n = self.cfg.num_perm
+        flat = np.concatenate([self.sigs[i][0] for i in ids]).astype(np.uint64) if ids else np.zeros(0, np.uint64)
+        table = pa.table({"id": pa.array(ids, pa.string()),
+                          "size": pa.array([self.sigs[i][1] for i in ids], pa.int64()),
+                          "sig": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.uint64()), n)})
+        table = table.replace_schema_metadata({"webtext_params": json.dumps(self._params())})
+        tmp = self.state_dir / f".{self.STATE}.tmp-{os.getpid()}"
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_dir / self.STATE)
+        if self.rebuilt_from_legacy:
+            (self.state_dir / self.LEGACY_STATE).unlink(missing_ok=True)
 
 
 def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, state_dir: str | Path | None = None) -> RunSummary:
@@ -240,8 +286,10 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
     files = [src] if src.is_file() else sorted(p for p in src.glob("*.parquet") if not p.name.startswith("."))
     out.mkdir(parents=True, exist_ok=True)
     state_dir = Path(state_dir) if state_dir else out / "state"
-    deduper = MinHashDeduper(cfg, state_dir)
+    deduper = MinHashDeduper(cfg, state_dir, kept_files=sorted(out.glob("documents*.parquet")))
     summary = RunSummary("dedup", unit="documents")
+    if deduper.rebuilt_from_legacy:
+        summary.note(f"index rebuilt from the {len(deduper.sigs):,} kept documents; the old pickle index is not read")
     tables = [pq.read_table(f) for f in files]
     for t, f in zip(tables, files):
         if "id" not in t.column_names or "text" not in t.column_names:

@@ -120,3 +120,22 @@ def test_generate_cli_samples_from_a_checkpoint(tokens, tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().out == first  # seeded: the same samples
     assert first.count("The city") >= 2
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path):
+    """A crafted ckpt.pt whose unpickling calls a function: loading refuses it and the function never runs."""
+    import torch
+
+    from model.checkpoint import UnsafeCheckpoint, load_checkpoint, load_model
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model_config": {}, "model": Payload()}, tmp_path / "ckpt.pt")
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(UnsafeCheckpoint, match="refused to load"):
+            load(tmp_path)
+    assert not marker.exists()

@@ -162,3 +162,42 @@ def test_unknown_keep_rule_is_a_configuration_error():
 
     with pytest.raises(ConfigError, match="dedup.keep"):
         Config.from_dict({"dedup": {"keep": "newest"}})
+
+
+def test_index_is_plain_parquet_and_a_legacy_pickle_is_never_unpickled(tmp_path):
+    """The index is Parquet (nothing in it can run code). A state directory holding
+    only an old pickle index (here a malicious one) is not unpickled: the index is
+    rebuilt from the kept documents, and dedup against it works as before."""
+    import pickle
+
+    multi, singles = reuters(60)
+    first = [c[0] for c in multi] + singles
+    second = [d for c in multi for d in c[1:] if d["jaccard_to_base"] >= 0.6]
+    (tmp_path / "m1").mkdir()
+    (tmp_path / "m2").mkdir()
+    write_docs(tmp_path / "m1" / "docs.parquet", first)
+    write_docs(tmp_path / "m2" / "docs.parquet", second)
+    ref = tmp_path / "ref"
+    dedup_documents(tmp_path / "m1", ref, DedupConfig())
+    index = pq.read_table(ref / "state" / "dedup_index.parquet")
+    assert index.num_rows == len(first) - pq.read_table(ref / "duplicates.parquet").num_rows
+    expected = dedup_documents(tmp_path / "m2", ref, DedupConfig())
+
+    legacy = tmp_path / "legacy"
+    dedup_documents(tmp_path / "m1", legacy, DedupConfig())
+    (legacy / "state" / "dedup_index.parquet").unlink()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (legacy / "state" / "dedup_index.pkl").write_bytes(pickle.dumps(Payload()))
+    s = dedup_documents(tmp_path / "m2", legacy, DedupConfig())
+    assert not marker.exists()
+    assert any("rebuilt" in n for n in s.notes)
+    assert s.dropped == expected.dropped and s.n_out == expected.n_out
+    assert not (legacy / "state" / "dedup_index.pkl").exists() and (legacy / "state" / "dedup_index.parquet").is_file()
+    # A wrong-parameter index is refused with a clear message, not misread.
+    with pytest.raises(ValueError, match="index built with"):
+        dedup_documents(tmp_path / "m2", legacy, DedupConfig(num_perm=128, bands=16, rows=8))
