@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,54 @@ class ConfigError(ValueError):
 
 class UnsafeInput(ValueError):
     """A file refused because reading it could run code (a pickle with objects)."""
+
+
+_COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
+
+
+def check_types(section: Any, name: str) -> None:
+    """Every value of a configuration section has its field's type (TOML gives
+    strings, numbers, booleans, arrays and tables; a "false" string is not false,
+    1e6 is not an int). Ints are accepted for floats; arrays become tuples."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        want = hints[f.name]
+        args = typing.get_args(want)
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), want) if optional else want
+        where = f"{name}.{f.name}"
+        if value is None and optional:
+            continue
+        origin = typing.get_origin(base) or base
+        ok = True
+        if base is bool:
+            ok = isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                setattr(section, f.name, float(value))
+        elif base is str:
+            ok = isinstance(value, str)
+        elif origin is tuple:
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            if ok:
+                setattr(section, f.name, tuple(value))
+        elif origin is dict:
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        if not ok:
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+                base, "a list of strings" if origin is tuple else "a table of strings" if origin is dict else str(base))
+            raise ConfigError(f"{where} must be {kind}{' (or absent)' if optional else ''}, not {value!r} "
+                              f"({type(value).__name__})")
+
+
+def _at_least(section: Any, name: str, minimum: float, *fields: str) -> None:
+    for f in fields:
+        if getattr(section, f) < minimum:
+            raise ConfigError(f"{name}.{f} must be >= {minimum}, not {getattr(section, f)!r}")
 
 
 def _parse_date(value: str | None, name: str) -> int | None:
@@ -60,6 +109,7 @@ class LinksConfig:
     blocklist_path: str | None = None  # None: the packaged pipeline/data/url_blocklist.txt
 
     def validate(self) -> None:
+        check_types(self, "links")
         if self.score_mode not in ("max", "sum"):
             raise ConfigError(f"links.score_mode must be 'max' or 'sum', not {self.score_mode!r}")
         a = _parse_date(self.created_after, "links.created_after")
@@ -112,6 +162,8 @@ class FetchConfig:
     proxy: str | None = None
 
     def validate(self) -> None:
+        check_types(self, "fetch")
+        _at_least(self, "fetch", 0, "retries", "backoff_s", "per_host_delay_s", "retry_after_s")
         if self.proxy is not None and not str(self.proxy).startswith(("http://", "https://", "socks5://", "socks5h://")):
             raise ConfigError(f"fetch.proxy must be a URL like http://host:port, not {self.proxy!r}")
         if self.retry_after_s < 0:
@@ -137,6 +189,10 @@ class ExtractConfig:
     page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
 
     def validate(self) -> None:
+        check_types(self, "extract")
+        _at_least(self, "extract", 0, "workers")
+        if self.page_timeout_s <= 0:
+            raise ConfigError("extract.page_timeout_s must be > 0")
         if self.favor_precision and self.favor_recall:
             raise ConfigError("extract: favor_precision and favor_recall are exclusive")
 
@@ -153,6 +209,11 @@ class FilterConfig:
     fix_mojibake: bool = True
 
     def validate(self) -> None:
+        check_types(self, "filter")
+        if not self.languages:
+            raise ConfigError("filter.languages must name at least one language, e.g. [\"en\"]")
+        if not 0.0 <= self.min_language_confidence <= 1.0:
+            raise ConfigError("filter.min_language_confidence must be between 0 and 1")
         if self.length_unit not in ("tokens", "words", "chars"):
             raise ConfigError(f"filter.length_unit must be tokens, words or chars, not {self.length_unit!r}")
         if self.min_length < 0:
@@ -182,6 +243,13 @@ class DedupConfig:
     keep: str = "earliest"
 
     def validate(self) -> None:
+        check_types(self, "dedup")
+        _at_least(self, "dedup", 1, "num_perm", "bands", "rows")
+        for f in ("jaccard_threshold", "containment_threshold"):
+            if not 0.0 < getattr(self, f) <= 1.0:
+                raise ConfigError(f"dedup.{f} must be in (0, 1], not {getattr(self, f)!r}")
+        if self.redis_url is not None and not self.redis_url.startswith("redis://"):
+            raise ConfigError(f"dedup.redis_url must look like redis://HOST:PORT, not {self.redis_url!r}")
         if self.keep not in ("earliest", "score"):
             raise ConfigError(f"dedup.keep must be 'earliest' or 'score', not {self.keep!r}")
         if self.bands * self.rows > self.num_perm:
@@ -196,6 +264,9 @@ class ShardConfig:
     compression: str = "zstd"
 
     def validate(self) -> None:
+        check_types(self, "shards")
+        if self.compression not in _COMPRESSIONS:
+            raise ConfigError(f"shards.compression must be one of {', '.join(_COMPRESSIONS)}, not {self.compression!r}")
         if self.max_shard_bytes < 1024:
             raise ConfigError("shards.max_shard_bytes must be >= 1024")
 

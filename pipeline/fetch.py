@@ -97,6 +97,16 @@ def retry_state(rec: dict, cfg: FetchConfig, now: float, retry_failed: bool = Fa
     return "retry" if now >= due else "waiting_retry"
 
 
+def without_credentials(url: str) -> str:
+    """The URL without ``user:password@``: credentials in a link are someone else's;
+    they are never sent (requests would turn them into ``Authorization: Basic``)
+    nor stored in a WARC record."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 class FetchRefused(Exception):
     def __init__(self, outcome: str, detail: str = ""):
         super().__init__(f"{outcome}: {detail}")
@@ -488,6 +498,7 @@ class Fetcher:
         info: dict = {"redirects": []}
         current = url
         for hop in range(cfg.max_redirects + 1):
+            current = without_credentials(current)
             if not cfg.allow_private_addresses:
                 self.check(current)
             host = urlsplit(current).netloc.lower()
@@ -627,7 +638,7 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     fetcher = Fetcher(cfg)
 
     def work(row: dict) -> dict:
-        url = row["url"]
+        url = without_credentials(row["url"])
         fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         prev = log.done.get(row["url_norm"])
         rec = {"id": row.get("id"), "url": url, "url_norm": row["url_norm"], "fetched_at": fetched_at,

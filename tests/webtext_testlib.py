@@ -150,6 +150,8 @@ class WebServer(LoopbackServer):
             def do_GET(self):
                 path = self.path
                 srv.hits[path] = srv.hits.get(path, 0) + 1
+                if self.headers.get("Authorization"):
+                    srv.authorization.append(self.headers["Authorization"])
                 if path.startswith("/page/"):
                     i = int(path.split("/")[2])
                     return self._send(200, srv.pages[i].encode("utf-8"))
@@ -221,6 +223,7 @@ class WebServer(LoopbackServer):
                 return self._send(404, b"not found", "text/plain")
 
         self.outage = True
+        self.authorization: list[str] = []
         self.bomb = _gzip.compress(b"\0" * (200 * 2**20), 9)
         super().__init__(Handler)
 

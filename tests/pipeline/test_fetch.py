@@ -296,3 +296,16 @@ def test_transient_failures_are_retried_by_later_runs_with_backoff_then_given_up
         for w in (tmp_path / "warc").glob("*.warc.gz"):
             assert read_warc_whole(w) > 0
         assert sum(read_warc_whole(w) for w in (tmp_path / "warc").glob("*.warc.gz")) == 2 * 5  # req+resp: 2 ok, 404, 503, ok
+
+
+def test_credentials_in_a_link_are_neither_sent_nor_stored(tmp_path, pages):
+    with WebServer(pages) as srv:
+        url = f"http://alice:s3cret@{srv.address}/page/0"
+        row = {"id": "x", "url": url, "url_norm": normalize_url(url)}
+        s = fetch_links([row], tmp_path, test_fetch_config())
+        assert s.n_out == 1 and srv.hits["/page/0"] == 1
+        assert srv.authorization == []
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "warc").glob("*.warc.gz"))
+    import gzip
+
+    assert b"s3cret" not in gzip.decompress(stored) and b"s3cret" not in (tmp_path / "outcomes.jsonl").read_bytes()
