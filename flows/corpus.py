@@ -441,9 +441,13 @@ def serve_deployments(dumps: list[str], out: str, config: dict, schedule: dict |
     try:
         serve(build, train, print_starting_message=False)
     finally:
-        stopped = stop_unfinished_runs(["build-corpus/webtext-build", "train-model/webtext-train"])
-        if stopped:
-            print(f"marked {len(stopped)} unfinished run(s) cancelled: {', '.join(stopped)}", flush=True)
+        try:
+            stopped = stop_unfinished_runs(["build-corpus/webtext-build", "train-model/webtext-train"])
+        except Exception as exc:  # the server itself may be gone: say so, do not hide why serve stopped
+            print(f"could not mark unfinished runs cancelled: {type(exc).__name__}: {exc}", flush=True)
+        else:
+            if stopped:
+                print(f"marked {len(stopped)} unfinished run(s) cancelled: {', '.join(stopped)}", flush=True)
 
 
 def stop_unfinished_runs(deployments: list[str], grace_s: float = 20.0) -> list[str]:
