@@ -213,7 +213,9 @@ def _lines(p: Path) -> int:
 
 def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, world, single_build, tmp_path):
     """The web stops after the first few pages of the first build; the next build, with the
-    web back, fetches exactly the URLs that failed and ends with the same shards."""
+    web back, fetches exactly the URLs that failed and recovers every page: the same
+    pages, extracted and filtered documents, and shard count as a build with no outage
+    (which copy of a near-duplicate pair is kept may differ; see below and README)."""
     import threading
 
     w, dumps = world

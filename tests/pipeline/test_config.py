@@ -20,6 +20,7 @@ BAD = {
     "[dedup]\njaccard_threshold = 2.0": r"dedup.jaccard_threshold must be in \(0, 1\]",
     "[dedup]\nbands = 0": "dedup.bands must be >= 1",
     '[shards]\ncompression = "nope"': "shards.compression must be one of",
+    '[dedup]\nredis_url = "localhost:6379"': "dedup.redis_url must look like redis://HOST:PORT",
     "[fetch]\nnot_a_key = 1": "unknown key fetch.not_a_key",
 }
 
@@ -40,3 +41,16 @@ def test_good_values_are_normalised(tmp_path):
     assert cfg.fetch.total_timeout_s == 5.0 and isinstance(cfg.fetch.total_timeout_s, float)
     assert cfg.filter.languages == ("en", "fr") and cfg.fetch.resolve == {"a.example": "127.0.0.1:8080"}
     assert Config.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # what the flows pass around round-trips
+
+
+def test_a_second_build_on_the_same_directory_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
+    from pipeline.build import BuildLocked, build_lock, run_build
+
+    dump = tmp_path / "RS_2017-07.ndjson"
+    dump.write_text("")
+    with build_lock(tmp_path / "out"):
+        with pytest.raises(BuildLocked, match="another build is running"):
+            run_build([dump], tmp_path / "out", Config())
+        assert not (tmp_path / "out" / "links").exists()  # refused before any work
+    with build_lock(tmp_path / "out"):  # released on exit: the next build may run
+        pass
