@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, ConfigError, UnsafeInput
+from pipeline.config import Config, ConfigError, InputError
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, BuildLocked, UnsafeInput) as exc:
+    except (ConfigError, FileNotFoundError, BuildLocked, InputError) as exc:
         print(f"webtext {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

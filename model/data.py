@@ -61,14 +61,33 @@ def parquet_files(src: str | Path, max_version: int | None = None) -> list[Path]
     return files
 
 
-def iter_documents(files: list[Path], batch_size: int = 1024) -> Iterator[tuple[list[str], list[str]]]:
-    for f in files:
+def open_documents(f: Path) -> pq.ParquetFile:
+    """The file, checked: readable Parquet (else DamagedPart, naming it) with id and text columns."""
+    import pyarrow as pa
+
+    from pipeline.io import DamagedPart
+
+    try:
         pf = pq.ParquetFile(f)
-        cols = [c for c in ("id", "text") if c in pf.schema_arrow.names]
-        if cols != ["id", "text"]:
-            raise ValueError(f"{f}: documents need columns id and text (has {pf.schema_arrow.names})")
-        for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
-            yield batch.column("id").to_pylist(), batch.column("text").to_pylist()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DamagedPart(f, str(exc).splitlines()[0][:300]) from exc
+    if not {"id", "text"} <= set(pf.schema_arrow.names):
+        raise ValueError(f"{f}: documents need columns id and text (has {pf.schema_arrow.names})")
+    return pf
+
+
+def iter_documents(files: list[Path], batch_size: int = 1024) -> Iterator[tuple[list[str], list[str]]]:
+    import pyarrow as pa
+
+    from pipeline.io import DamagedPart
+
+    pfs = [open_documents(f) for f in files]  # every footer checked before any work
+    for f, pf in zip(files, pfs):
+        try:
+            for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "text"]):
+                yield batch.column("id").to_pylist(), batch.column("text").to_pylist()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DamagedPart(f, str(exc).splitlines()[0][:300]) from exc
 
 
 def tokenize_shards(
@@ -85,6 +104,8 @@ def tokenize_shards(
     tokenizer = tokenizer or Tokenizer.load("gpt2")
     num_threads = num_threads or os.cpu_count() or 1
     files = parquet_files(src, max_version)
+    for f in files:  # a damaged or foreign file fails here, before anything is written
+        open_documents(f)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = dtype_for(tokenizer.n_vocab)
@@ -121,6 +142,12 @@ def tokenize_shards(
                     arr.tofile(fh[split])
                     counts[split][0] += arr.size
             bar.update(len(ids))
+    except BaseException:
+        for f in fh.values():
+            f.close()
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
+        raise
     finally:
         bar.close()
         if pool is not None:

@@ -30,7 +30,11 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; raised before any work starts."""
 
 
-class UnsafeInput(ValueError):
+class InputError(ValueError):
+    """An input file that is refused or cannot be read; the message names it and says what to do."""
+
+
+class UnsafeInput(InputError):
     """A file refused because reading it could run code (a pickle with objects)."""
 
 

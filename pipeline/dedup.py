@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from .config import DedupConfig, UnsafeInput
+from .io import DamagedPart, read_part
 from .summary import RunSummary, progress
 
 _WORD = re.compile(r"\w+")
@@ -290,11 +291,21 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
     summary = RunSummary("dedup", unit="documents")
     if deduper.rebuilt_from_legacy:
         summary.note(f"index rebuilt from the {len(deduper.sigs):,} kept documents; the old pickle index is not read")
-    tables = [pq.read_table(f) for f in files]
+    tables, readable = [], []
+    for f in files:
+        try:
+            tables.append(read_part(f))
+            readable.append(f)
+        except DamagedPart as exc:  # its documents wait for the next run, after the part is restored
+            summary.note(str(exc))
+            summary.extra.setdefault("damaged_parts", []).append({"file": str(f), "error": exc.reason})
+    files = readable
     for t, f in zip(tables, files):
         if "id" not in t.column_names or "text" not in t.column_names:
             raise ValueError(f"{f}: documents need columns id and text (has {t.column_names})")
     if not tables:
+        if summary.extra.get("damaged_parts"):
+            raise DamagedPart(summary.extra["damaged_parts"][0]["file"], summary.extra["damaged_parts"][0]["error"])
         raise FileNotFoundError(f"no Parquet documents in {src}")
     table = pa.concat_tables(tables, promote_options="default")
     summary.n_in = table.num_rows

@@ -95,8 +95,28 @@ def created_ts(value: float | str | None) -> int | None:
         return None
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+# Sane bounds: Reddit scores are well inside +-2**31, and times between Reddit's
+# start (2005) and ~2100. A value outside (inf, 1e300, >= 2**63) is a damaged record,
+# counted as ``bad_number`` instead of overflowing an int64 column downstream.
+MAX_ABS_SCORE = 2**40
+MAX_CREATED = 4_102_444_800  # 2100-01-01
+
+
+def numbers_ok(sub: Submission) -> bool:
+    if sub.score is not None and not -MAX_ABS_SCORE < sub.score < MAX_ABS_SCORE:
+        return False
+    if sub.created_utc is not None:
+        try:
+            t = float(sub.created_utc)
+        except (TypeError, ValueError):
+            return True  # not a number at all: the link stage counts it as missing_created_utc
+        if not 0 <= t < MAX_CREATED:  # also False for nan and inf
+            return False
+    return True
 
 
 class ZstdStream:
@@ -289,7 +309,7 @@ def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progr
                 except UnicodeDecodeError:
                     bad["bad_utf8"] += 1
                     continue
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     bad["bad_field_type"] += 1
                     continue
             except UnicodeDecodeError:
@@ -302,6 +322,9 @@ def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progr
                     bad["bad_utf8"] += 1
                 else:
                     bad["malformed_json"] += 1
+                continue
+            if not numbers_ok(sub):
+                bad["bad_number"] += 1
                 continue
             stats.records += 1
             yield sub

@@ -345,4 +345,6 @@ def read_documents(src: str | Path, columns: list[str] | None = None, pattern: s
     files = [src] if src.is_file() else sorted(p for p in src.glob(pattern) if not p.name.startswith("."))
     if not files:
         return DOC_SCHEMA.empty_table() if columns is None else DOC_SCHEMA.empty_table().select(columns)
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    from .io import read_part
+
+    return pa.concat_tables([read_part(f, columns=columns) for f in files], promote_options="default")

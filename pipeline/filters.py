@@ -173,6 +173,9 @@ def apply_filters(docs: Iterable[Doc], cfg: FilterConfig, summary: RunSummary | 
     summary.extra["mojibake_fixed"] = fixed
 
 
+from .io import DamagedPart, read_part
+
+
 def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, write_dropped: bool = False) -> RunSummary:
     """``webtext filter``: Parquet documents in ``src`` -> kept documents in ``out_dir``
     (one output part per input file, so a re-run skips finished files)."""
@@ -196,7 +199,12 @@ def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, wr
                 summary.n_in += prev["in"]
                 summary.drop("already_filtered", prev["in"])
                 continue
-            table = pq.read_table(f)
+            try:
+                table = read_part(f)
+            except DamagedPart as exc:  # skipped, named, not marked done: a later run takes it once restored
+                summary.note(str(exc))
+                summary.extra.setdefault("damaged_parts", []).append({"file": str(f), "error": exc.reason})
+                continue
             part = RunSummary("filter", unit="documents")
             kept, dropped = [], []
             for doc, reason in apply_filters(table.to_pylist(), cfg, part):

@@ -131,3 +131,21 @@ def test_links_accumulate_month_by_month_and_each_dump_is_read_once(tmp_path):
     # Another links configuration does not reuse the parts made under this one.
     s3 = harvest_dump_links([a], tmp_path / "inc", LinksConfig(min_score=10))
     assert s3.extra["harvested_now"] == [str(a)] and any("another links configuration" in n for n in s3.notes)
+
+
+def test_absurd_numbers_are_counted_not_fatal(tmp_path):
+    """inf / 1e300 / >= 2**63 in score or created_utc: the record is counted as bad_number
+    (or bad_field_type when it cannot be read as a number), the rest of the month is kept."""
+    good = {"id": "a1", "url": "http://example.com/a", "score": 5, "is_self": False, "subreddit": "x", "created_utc": 1500000000}
+    lines = [orjson.dumps(good)]
+    bad_values = [("score", "inf"), ("score", 1e300), ("score", 2**63), ("score", -(2**63)), ("created_utc", "inf"),
+                  ("created_utc", 1e300), ("created_utc", 2**63), ("created_utc", "nan"), ("created_utc", -5)]
+    for i, (field, value) in enumerate(bad_values):
+        rec = {**good, "id": f"b{i}", "url": f"http://example.com/bad{i}", field: value}
+        lines.append(orjson.dumps(rec) if not (isinstance(value, int) and abs(value) >= 2**63)
+                     else orjson.dumps({k: v for k, v in rec.items() if k != field})[:-1] + f',"{field}":{value}}}'.encode())
+    path = _write_ndjson(tmp_path / "RS_absurd.ndjson", lines)
+    s = harvest_dump_links([path], tmp_path / "out", LinksConfig(created_before=None))
+    assert s.n_in == 1 + len(bad_values) and s.balanced()
+    assert s.dropped["bad_number"] + s.dropped.get("bad_field_type", 0) == len(bad_values)
+    assert set(read_links(tmp_path / "out").column("url_norm").to_pylist()) == {"example.com/a"}
