@@ -220,8 +220,10 @@ def add_extract(sub):
             missing = [w for w in args.warc if not Path(w).is_file()]
             if missing:
                 raise FileNotFoundError(f"WARC file(s) not found: {', '.join(missing)}")
-        tasks = tasks_from_warcs(args.warc) if args.warc else tasks_from_fetch(args.fetch)
-        s = extract_documents(tasks, args.out, cfg.extract, load_reddit_meta(args.links))
+        damaged: list[dict] = []
+        # Read the WARC index first: a file that is not a WARC fails here, before anything is written.
+        tasks = list(tasks_from_warcs(args.warc, damaged)) if args.warc else tasks_from_fetch(args.fetch)
+        s = extract_documents(tasks, args.out, cfg.extract, load_reddit_meta(args.links), damaged=damaged)
         s.print()
 
     p.set_defaults(func=run)

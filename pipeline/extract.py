@@ -209,21 +209,22 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     }, None
 
 
-def tasks_from_warcs(paths: Iterable[str | Path]) -> Iterator[tuple[str, int, str | None]]:
-    from warcio.archiveiterator import ArchiveIterator
+def tasks_from_warcs(paths: Iterable[str | Path], damaged: list[dict] | None = None) -> Iterator[tuple[str, int, str | None]]:
+    """The response records of WARC files (anyone's) as extraction tasks. Damaged
+    stretches are skipped and appended to DAMAGED (see ``io.iter_warc_records``)."""
+    from .io import iter_warc_records
 
+    damaged = damaged if damaged is not None else []
     for p in paths:
         p = str(Path(p).resolve())
-        with open(p, "rb") as fh:
-            it = ArchiveIterator(fh)
-            for record in it:
-                if record.rec_type == "response":
-                    uri = record.rec_headers.get_header("WARC-Target-URI")
-                    try:
-                        key = normalize_url(uri)
-                    except InvalidURL:
-                        key = None
-                    yield p, it.get_record_offset(), key
+        for offset, _, record in iter_warc_records(p, damaged):
+            if record.rec_type == "response":
+                uri = record.rec_headers.get_header("WARC-Target-URI")
+                try:
+                    key = normalize_url(uri)
+                except (InvalidURL, TypeError):
+                    key = None  # no or a bad WARC-Target-URI: the worker records invalid_url
+                yield p, offset, key
 
 
 def tasks_from_fetch(fetch_dir: str | Path) -> Iterator[tuple[str, int, str | None]]:
@@ -267,12 +268,16 @@ def extract_documents(
     cfg: ExtractConfig,
     reddit_meta: dict[str, dict] | None = None,
     start_method: str = "forkserver",
+    damaged: list[dict] | None = None,
 ) -> RunSummary:
     """``webtext extract``: run the tasks not yet done; write parts and the summary.
 
     Workers start from a fork server (a fresh single-threaded process), not by
     forking this process: a fork of a process with threads (Prefect's client,
-    a task runner) can copy a held lock and hang the child."""
+    a task runner) can copy a held lock and hang the child.
+
+    DAMAGED: the list ``tasks_from_warcs`` fills; each damaged WARC stretch counts
+    as one unit dropped as ``warc_damaged`` and is named in the summary."""
     cfg.validate()
     check_extractor()
     out = Path(out_dir)
@@ -297,6 +302,13 @@ def extract_documents(
             if key is not None:
                 in_run.add(key)
             todo.append(t)
+    for d in damaged or []:
+        summary.n_in += 1
+        summary.drop("warc_damaged")
+        summary.note(f"{d['file']}: bytes {d['start']:,}-{d['end']:,} unreadable ({d['error']}); the records "
+                     "around them were read")
+    if damaged:
+        summary.extra["damaged_warc_regions"] = list(damaged)
     workers = cfg.workers or os.cpu_count() or 1
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":

@@ -720,29 +720,28 @@ def read_outcomes(fetch_dir: str | Path) -> dict[str, dict]:
 # --- replay -------------------------------------------------------------------------
 
 
-def index_warcs(paths: Iterable[str | Path]) -> dict[str, tuple[str, int, int, int, str]]:
+def index_warcs(paths: Iterable[str | Path], damaged: list[dict] | None = None) -> dict[str, tuple[str, int, int, int, str]]:
     """url_norm -> (warc path, offset, length, status, fetched time) of each response record
-    (the last one wins, so a later successful capture replaces an earlier one)."""
-    from warcio.archiveiterator import ArchiveIterator
+    (the last one wins, so a later successful capture replaces an earlier one).
+    Damaged stretches are skipped and appended to DAMAGED (``io.iter_warc_records``)."""
+    from .io import iter_warc_records
 
+    damaged = damaged if damaged is not None else []
     index: dict[str, tuple[str, int, int, int, str]] = {}
     for p in paths:
-        with open(p, "rb") as fh:
-            it = ArchiveIterator(fh)
-            for record in it:
-                if record.rec_type != "response":
-                    continue
-                uri = record.rec_headers.get_header("WARC-Target-URI")
-                status = int(record.http_headers.get_statuscode() or 0) if record.http_headers else 0
-                date = record.rec_headers.get_header("WARC-Date") or ""
-                record.content_stream().read()
-                try:
-                    key = normalize_url(uri)
-                except InvalidURL:
-                    continue
-                prev = index.get(key)
-                if prev is None or not (200 <= prev[3] < 300) or 200 <= status < 300:
-                    index[key] = (str(Path(p).resolve()), it.get_record_offset(), it.get_record_length(), status, date)
+        for offset, length, record in iter_warc_records(p, damaged):
+            if record.rec_type != "response":
+                continue
+            uri = record.rec_headers.get_header("WARC-Target-URI")
+            status = int(record.http_headers.get_statuscode() or 0) if record.http_headers else 0
+            date = record.rec_headers.get_header("WARC-Date") or ""
+            try:
+                key = normalize_url(uri)
+            except (InvalidURL, TypeError):
+                continue
+            prev = index.get(key)
+            if prev is None or not (200 <= prev[3] < 300) or 200 <= status < 300:
+                index[key] = (str(Path(p).resolve()), offset, length, status, date)
     return index
 
 
@@ -755,10 +754,16 @@ def replay_links(links: Iterable[dict], out_dir: str | Path, warcs: list[str | P
         raise FileNotFoundError(f"WARC file(s) not found: {', '.join(missing)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = index_warcs(warcs)
+    damaged: list[dict] = []
+    index = index_warcs(warcs, damaged)
     log = OutcomeLog(out / OUTCOMES)
     summary = RunSummary("fetch", unit="urls")
     summary.note(f"replay from {len(warcs)} WARC file(s) holding {len(index):,} responses")
+    for d in damaged:
+        summary.note(f"{d['file']}: bytes {d['start']:,}-{d['end']:,} unreadable ({d['error']}); URLs whose records were "
+                     "there are not_in_archive")
+    if damaged:
+        summary.extra["damaged_warc_regions"] = damaged
     try:
         for r in links:
             summary.n_in += 1

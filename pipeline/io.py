@@ -33,3 +33,128 @@ def read_part(path: str | Path, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise DamagedPart(path, str(exc).splitlines()[0][:300]) from exc
+
+
+# --- WARC files that may be damaged ---------------------------------------------------------
+
+GZIP_MEMBER = b"\x1f\x8b\x08"
+
+
+def _next_member(fh, start: int) -> int | None:
+    """The offset of the next gzip member at or after START that inflates to ``WARC/``."""
+    import zlib
+
+    fh.seek(start)
+    carry = b""
+    base = start
+    needle = GZIP_MEMBER
+    while True:
+        block = fh.read(1 << 20)
+        if not block:
+            return None
+        data = carry + block
+        i = data.find(needle)
+        while i != -1:
+            at = base - len(carry) + i
+            here = fh.tell()
+            fh.seek(at)
+            head = fh.read(4096)
+            fh.seek(here)
+            try:
+                if zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 16).startswith(b"WARC/"):
+                    return at
+            except zlib.error:
+                pass
+            i = data.find(needle, i + 1)
+        carry = data[-(len(needle) - 1):]
+        base += len(block)
+
+
+def _gzip_members(fh, size: int, damaged: list[dict], path: Path):
+    """(offset, raw bytes) of each gzip member, found by inflating it; a member that
+    does not inflate is recorded in DAMAGED and skipped to the next intact one."""
+    import zlib
+
+    pos = 0
+    while pos < size:
+        fh.seek(pos)
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        raw = bytearray()
+        try:
+            while not d.eof:
+                block = fh.read(1 << 16)
+                if not block:
+                    raise EOFError("the file ends inside a gzip member")
+                d.decompress(block)
+                raw += block
+            end = pos + len(raw) - len(d.unused_data)
+            yield pos, bytes(raw[: end - pos])
+            pos = end
+        except (zlib.error, EOFError) as exc:
+            nxt = _next_member(fh, pos + 1)
+            damaged.append({"file": str(path), "start": pos, "end": nxt if nxt is not None else size,
+                            "error": f"{type(exc).__name__}: {exc}"[:200]})
+            if nxt is None:
+                return
+            pos = nxt
+
+
+def iter_warc_records(path: str | Path, damaged: list[dict]):
+    """Yield (offset, length, record) for every record of a WARC file that can be
+    read, its content read to the end (headers stay readable). In a gzipped WARC
+    each record is its own gzip member (record-at-a-time compression, as ours and
+    Common Crawl's): a member that does not inflate or parse (a corrupt stretch, a
+    cut) is appended to DAMAGED as {file, start, end, error} and reading goes on at
+    the next intact member, so one bad member costs only its own record. A file
+    that does not start with a WARC record is refused (InputError)."""
+    import zlib
+
+    from warcio.archiveiterator import ArchiveIterator
+    from warcio.exceptions import ArchiveLoadFailed
+
+    from .config import InputError
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        gzipped = head[:3] == GZIP_MEMBER
+        try:
+            first = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 16) if gzipped else head
+        except zlib.error:
+            first = b""
+        if not first.startswith(b"WARC/"):
+            raise InputError(f"{path}: not a WARC file (it does not start with a WARC/1.x record"
+                             f"{' after gunzip' if gzipped else ''})")
+        if not gzipped:  # uncompressed: warcio reads it whole; a damaged stretch ends the file
+            fh.seek(0)
+            it = ArchiveIterator(fh)
+            try:
+                for record in it:
+                    it.read_to_end(record)
+                    yield it.get_record_offset(), it.get_record_length(), record
+            except (ArchiveLoadFailed, ValueError) as exc:
+                damaged.append({"file": str(path), "start": it.offset, "end": size, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            return
+        for offset, raw in _gzip_members(fh, size, damaged, path):
+            try:
+                records = list(_parse_member(raw, ArchiveIterator))
+            except (ArchiveLoadFailed, ValueError, EOFError, zlib.error) as exc:
+                damaged.append({"file": str(path), "start": offset, "end": offset + len(raw),
+                                "error": f"{type(exc).__name__}: {exc}"[:200]})
+                continue
+            for record in records[:1]:  # only a member's first record can be read again by its offset
+                yield offset, len(raw), record
+            if len(records) > 1:
+                damaged.append({"file": str(path), "start": offset, "end": offset + len(raw),
+                                "error": f"{len(records)} records in one gzip member (not record-at-a-time); "
+                                         "only the first is read"})
+
+
+def _parse_member(raw: bytes, archive_iterator):
+    import io
+
+    it = archive_iterator(io.BytesIO(raw))
+    for record in it:
+        it.read_to_end(record)
+        yield record

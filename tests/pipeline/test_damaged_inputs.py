@@ -75,3 +75,55 @@ def test_a_damaged_shard_stops_tokenize_and_the_cli_says_which_file(tmp_path):
     r = subprocess.run(WEBTEXT + ["shard", "--in", str(shards), "--out", str(tmp_path / "s2")], cwd=REPO,
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "shard-b.parquet: damaged Parquet file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_corrupt_member_in_the_middle_of_a_warc_costs_only_its_own_record(tmp_path):
+    """Six pages fetched into one WARC (12 gzip members: request + response each); the
+    bytes of one response member are garbled. Extraction and replay read the other
+    five pages, before and after the damage, and name the damaged stretch."""
+    from pipeline.config import ExtractConfig
+    from pipeline.extract import extract_documents, tasks_from_warcs
+    from pipeline.fetch import fetch_links, index_warcs, read_outcomes, replay_links
+
+    from pipeline.urls import normalize_url, url_id
+
+    from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+
+    def rows_for(base, paths):
+        return [{"id": url_id(normalize_url(base + p)), "url": base + p, "url_norm": normalize_url(base + p)} for p in paths]
+
+    pages = [p["html"] for p in aeb_pages(6)]
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, [f"/page/{i}" for i in range(6)])
+        cfg = test_fetch_config(workers=1)
+        fetch_links(rows, tmp_path / "live", cfg)
+    [warc] = sorted((tmp_path / "live" / "warc").glob("*.warc.gz"))
+    outcomes = sorted(read_outcomes(tmp_path / "live").values(), key=lambda r: r["warc_offset"])
+    victim = outcomes[2]  # the third response record: records before and after it exist
+    data = bytearray(warc.read_bytes())
+    mid = victim["warc_offset"] + victim["warc_length"] // 2
+    data[mid : mid + 64] = b"\x00" * 64
+    warc.write_bytes(bytes(data))
+
+    damaged: list[dict] = []
+    index = index_warcs([warc], damaged)
+    assert len(index) == 5 and victim["url_norm"] not in index
+    assert len(damaged) == 1 and damaged[0]["start"] <= mid < damaged[0]["end"]
+    s = replay_links(rows, tmp_path / "replay", [warc])
+    assert s.n_out == 5 and s.dropped == {"not_in_archive": 1} and s.extra["damaged_warc_regions"]
+
+    damaged = []
+    e = extract_documents(list(tasks_from_warcs([warc], damaged)), tmp_path / "docs", ExtractConfig(workers=1),
+                          damaged=damaged)
+    assert e.dropped["warc_damaged"] == 1 and e.balanced()
+    assert e.n_in == 6 and e.n_out + sum(v for k, v in e.dropped.items() if k != "warc_damaged") == 5
+    assert any("unreadable" in n for n in e.notes)
+
+
+def test_a_file_that_is_not_a_warc_is_refused_in_one_sentence(tmp_path):
+    bogus = tmp_path / "notes.warc.gz"
+    bogus.write_bytes(b"this is not a WARC file\n" * 100)
+    r = subprocess.run(WEBTEXT + ["extract", "--warc", str(bogus), "--out", str(tmp_path / "docs")], cwd=REPO,
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 2 and "not a WARC file" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "docs").exists()
