@@ -145,6 +145,75 @@ def check_public(url: str) -> str:
     return resolve_public(host, parts.port or (443 if parts.scheme == "https" else 80))
 
 
+class Deadlines:
+    """Whole-response deadlines that a server cannot stretch.
+
+    A socket read time-out restarts with every byte, so a server that trickles its
+    header lines, a chunk-size line or a robots.txt could hold a worker for as long
+    as it likes. Each GET registers its deadline here (``begin``); every socket its
+    connection uses (new or pooled) is attached to it; one watchdog thread shuts
+    down the sockets of a request whose deadline has passed, which ends any
+    blocked read at once. ``expired`` then tells the fetcher to record a time-out
+    rather than what the cut connection looked like."""
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.active: dict[int, tuple[float, list]] = {}
+        self.expired_tokens: set[int] = set()
+        self.local = threading.local()
+        self.thread: threading.Thread | None = None
+        self.next_token = 0
+
+    def begin(self, deadline: float) -> int:
+        with self.cv:
+            self.next_token += 1
+            token = self.next_token
+            self.active[token] = (deadline, [])
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._watch, name="webtext-deadlines", daemon=True)
+                self.thread.start()
+            self.cv.notify()
+        self.local.token = token
+        return token
+
+    def attach(self, sock) -> None:
+        token = getattr(self.local, "token", None)
+        if token is None or sock is None:
+            return
+        with self.cv:
+            entry = self.active.get(token)
+            if entry is not None:
+                entry[1].append(sock)
+
+    def end(self, token: int) -> None:
+        with self.cv:
+            self.active.pop(token, None)
+            self.expired_tokens.discard(token)
+        self.local.token = None
+
+    def expired(self, token: int) -> bool:
+        with self.cv:
+            return token in self.expired_tokens
+
+    def _watch(self) -> None:
+        with self.cv:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, socks) in list(self.active.items()):
+                    if now >= deadline and token not in self.expired_tokens:
+                        self.expired_tokens.add(token)
+                        for sock in socks:
+                            try:
+                                sock.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+                waits = [d - now for t, (d, _) in self.active.items() if t not in self.expired_tokens]
+                self.cv.wait(timeout=max(0.01, min(waits)) if waits else 5.0)
+
+
+DEADLINES = Deadlines()
+
+
 class RefusedAddress(OSError):
     """Raised at connect time for a host that does not resolve to public addresses only."""
 
@@ -174,7 +243,12 @@ class _PinnedConnection:
             raise ConnectTimeoutError(self, f"Connection to {self.host} ({ip}) timed out") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection to {ip}: {exc}") from exc
+        DEADLINES.attach(sock)
         return sock
+
+    def request(self, *args, **kwargs):
+        DEADLINES.attach(self.sock)  # a pooled connection: its socket serves this request now
+        return super().request(*args, **kwargs)
 
 
 def pinned_adapter(pin, **kw) -> requests.adapters.HTTPAdapter:
@@ -455,6 +529,18 @@ class Fetcher:
         if parts.hostname in cfg.resolve:
             target = parts._replace(scheme="http", netloc=cfg.resolve[parts.hostname]).geturl()
             extra = {"Host": parts.netloc}
+        token = DEADLINES.begin(deadline)
+        try:
+            return self._get_within(target, url, extra, max_bytes, deadline, token)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if DEADLINES.expired(token) or time.monotonic() >= deadline:
+                raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s") from exc
+            raise
+        finally:
+            DEADLINES.end(token)
+
+    def _get_within(self, target: str, url: str, extra: dict, max_bytes: int, deadline: float, token: int) -> Response:
+        cfg = self.cfg
         r = self.session().get(target, headers=extra, stream=True, allow_redirects=False,
                                timeout=(cfg.connect_timeout_s, min(cfg.connect_timeout_s, cfg.total_timeout_s)))
         try:
@@ -484,6 +570,8 @@ class Fetcher:
                         break
                     if time.monotonic() > deadline:
                         raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
+            if DEADLINES.expired(token):  # the watchdog cut the connection: what arrived is not the page
+                raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
             body = b"".join(chunks)[:max_bytes]
             version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(getattr(r.raw, "version", 11), "HTTP/1.1")
             return Response(url, r.status_code, r.reason or "", headers, body, truncated, version,

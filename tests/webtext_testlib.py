@@ -147,6 +147,21 @@ class WebServer(LoopbackServer):
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _trickle(self, head: bytes, slow: bytes, seconds: float = 30.0):
+                try:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                    end = _time.time() + seconds
+                    for b in slow:
+                        if _time.time() > end:
+                            break
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        _time.sleep(0.2)
+                except OSError:
+                    pass
+                self.close_connection = True
+
             def do_GET(self):
                 path = self.path
                 srv.hits[path] = srv.hits.get(path, 0) + 1
@@ -155,8 +170,13 @@ class WebServer(LoopbackServer):
                 if path.startswith("/page/"):
                     i = int(path.split("/")[2])
                     return self._send(200, srv.pages[i].encode("utf-8"))
-                if path == "/robots.txt":
+                if path == "/robots.txt" and not srv.slow_robots:
                     return self._send(200, b"User-agent: *\nDisallow: /private\n", "text/plain")
+                if path in ("/slow-headers", "/robots.txt"):  # the status line, then a header byte every 0.2 s
+                    return self._trickle(b"HTTP/1.1 200 OK\r\n", b"X-Padding: " + b"a" * 1000)
+                if path == "/slow-chunk":  # chunked: headers at once, then the chunk-size line trickles
+                    return self._trickle(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                         b"1" * 1000)
                 if path == "/slow":  # trickles one byte every 0.2 s, for at most 8 s
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html")
@@ -223,6 +243,7 @@ class WebServer(LoopbackServer):
                 return self._send(404, b"not found", "text/plain")
 
         self.outage = True
+        self.slow_robots = False
         self.authorization: list[str] = []
         self.bomb = _gzip.compress(b"\0" * (200 * 2**20), 9)
         super().__init__(Handler)

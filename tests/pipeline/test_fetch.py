@@ -309,3 +309,21 @@ def test_credentials_in_a_link_are_neither_sent_nor_stored(tmp_path, pages):
     import gzip
 
     assert b"s3cret" not in gzip.decompress(stored) and b"s3cret" not in (tmp_path / "outcomes.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("path", ["/slow-headers", "/slow-chunk", "/page/0 (robots.txt trickles)"])
+def test_a_server_that_trickles_headers_or_chunk_sizes_cannot_stretch_the_deadline(tmp_path, pages, path):
+    """The server would go on for 30 s a request; total_timeout_s = 2 must bound each
+    attempt (3 attempts with retries: well under 30 s in all), and the page is a
+    time-out, never ``ok`` with what had arrived."""
+    robots = "robots" in path
+    path = path.split()[0]
+    with WebServer(pages) as srv:
+        srv.slow_robots = robots
+        rows = rows_for(srv.url, [path])
+        t0 = time.monotonic()
+        fetch_links(rows, tmp_path, test_fetch_config(total_timeout_s=2.0, retries=2, respect_robots=robots))
+        elapsed = time.monotonic() - t0
+    outcome = read_outcomes(tmp_path)[rows[0]["url_norm"]]["outcome"]
+    assert outcome == ("ok" if robots else "timeout"), outcome  # robots.txt that times out: allowed, as documented
+    assert elapsed < 15, f"{elapsed:.1f}s"
