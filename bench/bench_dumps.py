@@ -7,7 +7,13 @@ on one core; the ratio of records per second is the figure (goal >= 2x).
 The file is the real 2005-07 month (../shared/data/reddit) repeated to ~N records
 and recompressed with zstd level 3 (ratio ~10x, like the real dumps).
 
-    .venv/bin/python bench/bench_dumps.py [--repeat 200]
+    .venv/bin/python bench/bench_dumps.py [--repeat 200] [--rounds 5]
+
+Rounds interleave the readers (anchor, reader, reader + link selection) so machine
+noise hits all alike; the figure is the median per-round ratio with its spread.
+A second table reads a month with one 70 MB line in each codec, each in a fresh
+process, and reports its peak RSS (the line must be skipped as line_too_long
+without holding it whole; MAX_LINE is 64 MiB).
 """
 
 from __future__ import annotations
@@ -41,18 +47,38 @@ def make_file(repeat: int, out: Path) -> Path:
     return path
 
 
-def best_of(fn, n=3):
-    times = []
-    for _ in range(n):
-        t = time.process_time()
-        result = fn()
-        times.append(time.process_time() - t)
-    return min(times), result
+def cpu(fn):
+    t = time.process_time()
+    result = fn()
+    return time.process_time() - t, result
+
+
+def long_line_peak(codec: str, out: Path) -> tuple[float, dict]:
+    """Peak RSS (MB) of reading, in this fresh process, a dump with one 70 MB line."""
+    import bz2
+    import gzip
+    import resource
+
+    good = b'{"id":"a","url":"http://example.com/a","score":5,"created_utc":1500000000}\n'
+    data = good * 1000 + b'{"id":"b","title":"' + b"a" * 70_000_000 + b'"}\n' + good * 1000
+    path = out / f"RS_longline.{codec}"
+    if not path.exists():
+        comp = {"zst": lambda d: zstandard.ZstdCompressor(level=3).compress(d), "gz": gzip.compress,
+                "bz2": bz2.compress, "xz": lzma.compress}[codec]
+        path.write_bytes(comp(data))
+    stats = DumpReadStats(str(path))
+    n = sum(1 for _ in iter_submissions(path, stats))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, {"records": n, **dict(stats.bad)}
+
+
+def _child(codec, out, q):
+    q.put(long_line_peak(codec, out))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
@@ -69,18 +95,38 @@ def main() -> None:
         sel.rows()
         return sel.summary.n_in
 
-    t_plain, n_plain = best_of(lambda: plain_reader_count(path))
-    t_read, n_read = best_of(ours_read)
-    t_sel, n_sel = best_of(ours_select)
-    assert n_plain == n_read == n_sel, (n_plain, n_read, n_sel)
-    print(f"file: {path.name}, {n_plain:,} records, {os.path.getsize(path)/1e6:.1f} MB compressed; CPU seconds, best of 3")
-    print(f"{'reader':<44}{'rec/CPU-s':>12}{'ratio':>8}")
-    for name, t in [
-        ("plain: zstandard + json.loads per line", t_plain),
-        ("webtext: iter_submissions", t_read),
-        ("webtext: iter_submissions + link selection", t_sel),
-    ]:
-        print(f"{name:<44}{n_plain / t:>12,.0f}{t_plain / t:>8.2f}x")
+    import statistics
+
+    rounds = {"plain": [], "read": [], "select": []}
+    for _ in range(args.rounds):
+        t_plain, n_plain = cpu(lambda: plain_reader_count(path))
+        t_read, n_read = cpu(ours_read)
+        t_sel, n_sel = cpu(ours_select)
+        assert n_plain == n_read == n_sel, (n_plain, n_read, n_sel)
+        rounds["plain"].append(t_plain)
+        rounds["read"].append(t_read)
+        rounds["select"].append(t_sel)
+    print(f"file: {path.name}, {n_plain:,} records, {os.path.getsize(path)/1e6:.1f} MB compressed; "
+          f"CPU seconds, {args.rounds} interleaved rounds")
+    print(f"{'reader':<44}{'rec/CPU-s (median)':>20}{'ratio median':>14}{'  [min-max]':>16}")
+    for name, key in [("plain: zstandard + json.loads per line", "plain"), ("webtext: iter_submissions", "read"),
+                      ("webtext: iter_submissions + link selection", "select")]:
+        ratios = [p / t for p, t in zip(rounds["plain"], rounds[key])]
+        print(f"{name:<44}{n_plain / statistics.median(rounds[key]):>20,.0f}{statistics.median(ratios):>13.2f}x"
+              f"  [{min(ratios):.2f}-{max(ratios):.2f}]")
+
+    import multiprocessing as mp
+
+    print("\none 70 MB line among 2,000 records; peak RSS of a fresh process reading it")
+    print(f"{'codec':<8}{'peak RSS MB':>12}  counts")
+    ctx = mp.get_context("spawn")
+    for codec in ("gz", "zst", "bz2", "xz"):
+        q = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(codec, out, q))
+        proc.start()
+        peak, counts = q.get()
+        proc.join()
+        print(f"{codec:<8}{peak:>12,.0f}  {counts}")
 
 
 if __name__ == "__main__":

@@ -119,44 +119,82 @@ def numbers_ok(sub: Submission) -> bool:
     return True
 
 
-class ZstdStream:
-    """A zstd reader over concatenated frames that, unlike ``stream_reader``, tells a
-    truncated last frame apart from a clean end (raises EOFError).
+ZSTD_MAGIC = 0xFD2FB528
 
-    Compressed input is fed in small pieces (``ZSTD_INPUT``) so the decompressed
-    chunk stays small: ~10x that on real dumps, bounded by zstd's maximum ratio."""
+
+def zstd_truncation(fh: BinaryIO) -> int | None:
+    """Walk the frames of a zstd file by their headers (no decompression): the
+    offset of a frame the file ends inside of, or None when it ends on a frame
+    boundary. Skippable frames are stepped over."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    pos = 0
+    while pos < size:
+        fh.seek(pos)
+        head = fh.read(18)
+        if len(head) < 4:
+            return pos
+        magic = int.from_bytes(head[:4], "little")
+        if 0x184D2A50 <= magic <= 0x184D2A5F:  # skippable frame
+            if len(head) < 8:
+                return pos
+            pos += 8 + int.from_bytes(head[4:8], "little")
+            if pos > size:
+                return pos
+            continue
+        if magic != ZSTD_MAGIC or len(head) < 5:
+            return pos  # not a frame where one should start: treated like a cut
+        fhd = head[4]
+        fcs_flag, single, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
+        frame = pos
+        pos += 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+        while True:
+            fh.seek(pos)
+            bh = fh.read(3)
+            if len(bh) < 3:
+                return frame
+            v = int.from_bytes(bh, "little")
+            last, btype, bsize = v & 1, (v >> 1) & 3, v >> 3
+            pos += 3 + (1 if btype == 1 else bsize)
+            if pos > size:
+                return frame
+            if last:
+                break
+        pos += 4 if checksum else 0
+        if pos > size:
+            return frame
+    return None
+
+
+class ZstdStream:
+    """A zstd reader over concatenated frames (Pushshift's --long=31 ones too) whose
+    every read returns at most ``size`` bytes, however well the data compresses (a
+    70 MB line of one repeated byte is a few KB of zstd: decompressing it in one
+    step would need the whole line in memory at once). A truncated last frame is
+    told apart from a clean end by walking the frame headers at the end of the data
+    (``zstd_truncation``): EOFError, after every byte before the cut was returned."""
 
     def __init__(self, raw: BinaryIO):
         self.raw = raw
-        self.dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
-        self.dobj = self.dctx.decompressobj()
-        self.started = False
+        dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
+        self.reader = dctx.stream_reader(raw, read_size=ZSTD_INPUT, read_across_frames=True, closefd=False)
+        self.done = False
 
     def read1(self, size: int = CHUNK) -> bytes:
-        while True:
-            data = self.raw.read(ZSTD_INPUT)
-            if not data:
-                if self.started and not self.dobj.eof:
-                    raise EOFError("zstd frame truncated: compressed file ended before the end of the frame")
-                return b""
-            out = []
-            while data:
-                self.started = True
-                out.append(self.dobj.decompress(data))
-                if self.dobj.eof:
-                    data = self.dobj.unused_data
-                    self.dobj = self.dctx.decompressobj()
-                    self.started = bool(data)
-                else:
-                    data = b""
-            chunk = b"".join(out)
-            if chunk:
-                return chunk
+        if self.done:
+            return b""
+        chunk = self.reader.read1(size)
+        if not chunk:
+            self.done = True
+            cut = zstd_truncation(self.raw)
+            if cut is not None:
+                raise EOFError(f"zstd frame truncated: the file ends inside the frame at byte {cut:,}")
+        return chunk
 
     read = read1
 
     def close(self) -> None:
-        pass
+        self.reader.close()
 
 
 def detect_codec(path: str | Path) -> str:

@@ -149,3 +149,18 @@ def test_absurd_numbers_are_counted_not_fatal(tmp_path):
     assert s.n_in == 1 + len(bad_values) and s.balanced()
     assert s.dropped["bad_number"] + s.dropped.get("bad_field_type", 0) == len(bad_values)
     assert set(read_links(tmp_path / "out").column("url_norm").to_pylist()) == {"example.com/a"}
+
+
+@pytest.mark.parametrize("codec", ["zst", "gz"])
+def test_a_line_longer_than_max_line_is_skipped_in_every_codec(tmp_path, codec):
+    """A 70 MB line (it compresses to a few KB) is counted as line_too_long, whatever
+    the codec; zstd used to hand it over whole and parse it as a record."""
+    import gzip
+
+    good = b'{"id":"a","url":"http://example.com/a","score":5,"created_utc":1500000000}\n'
+    data = good * 10 + b'{"id":"b","title":"' + b"a" * 70_000_000 + b'"}\n' + good * 10
+    path = tmp_path / f"RS_long.{codec}"
+    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(data) if codec == "zst" else gzip.compress(data, 1))
+    stats = DumpReadStats(str(path))
+    assert sum(1 for _ in iter_submissions(path, stats)) == 20
+    assert stats.bad == {"line_too_long": 1} and stats.error is None
