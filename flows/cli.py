@@ -114,6 +114,18 @@ def register(adder):
     return adder
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Out of space or quota, however it surfaced (Python's errno, or pyarrow's message)."""
+    import errno
+
+    while exc is not None:
+        if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "No space left on device" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -132,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, BuildLocked, InputError) as exc:
         print(f"webtext {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        where = f" (writing {exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"webtext {args.command}: error: the disk is full{where}. Free some space and run the same command "
+              "again: finished work is kept and the run resumes.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

@@ -127,3 +127,38 @@ def test_a_file_that_is_not_a_warc_is_refused_in_one_sentence(tmp_path):
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "not a WARC file" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "docs").exists()
+
+
+def test_a_full_disk_ends_in_one_sentence_and_the_rerun_with_space_completes(tmp_path):
+    """A real 1 MiB tmpfs, filled up: `webtext links` stops with exit 2 and one
+    sentence; once space is freed the same command completes and equals a run that
+    never lacked space. Skips where mounting is not allowed (needs root)."""
+    from webtext_testlib import shared
+
+    dump = shared("reddit", "RS_2005-07.bz2")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        filler = mnt / "filler"
+        with open(filler, "wb") as fh:  # leave ~16 KB free
+            try:
+                fh.write(b"\0" * (1024 * 1024 - 16 * 1024))
+            except OSError:
+                pass
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        cmd = WEBTEXT + ["links", "--dump", str(dump), "--out", str(mnt / "links")]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 2 and "the disk is full" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        filler.unlink()
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        ref = subprocess.run(WEBTEXT + ["links", "--dump", str(dump), "--out", str(tmp_path / "ref")], cwd=REPO,
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert ref.returncode == 0
+        got = pq.read_table(mnt / "links" / "links.parquet").sort_by("url_norm")
+        want = pq.read_table(tmp_path / "ref" / "links.parquet").sort_by("url_norm")
+        assert got.column("url_norm").to_pylist() == want.column("url_norm").to_pylist() and got.num_rows > 0
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
