@@ -48,9 +48,10 @@ def cmd_links(args) -> int:
     if bool(args.dump) == bool(args.reddit):
         raise ConfigError("give either --dump FILE ... or --reddit SUBREDDIT[,...]")
     if args.dump:
+        from pipeline.build import expand_dumps
         from pipeline.links import harvest_dump_links
 
-        summary = harvest_dump_links(args.dump, args.out, lc)
+        summary = harvest_dump_links(expand_dumps(args.dump), args.out, lc)
     else:
         from pipeline.reddit_api import harvest_subreddits, make_reddit
 
@@ -78,7 +79,8 @@ def add_links(sub) -> None:
             "praw_user_agent environment variables, never from the command line."
         ),
     )
-    p.add_argument("--dump", action="append", metavar="FILE", help="a monthly dump file; repeat for several")
+    p.add_argument("--dump", action="extend", nargs="+", metavar="FILE_OR_GLOB",
+                   help="monthly dump files or glob patterns (quoted), e.g. 'RS_2017-*.zst'; may be repeated")
     p.add_argument("--reddit", action="append", metavar="SUB[,SUB]", help="subreddits to harvest through the API")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--min-score", type=int, help="minimum karma (default 3, the GPT-2 paper)")

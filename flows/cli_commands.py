@@ -310,6 +310,8 @@ def add_shard(sub):
         from pipeline.shards import write_shards
 
         cfg = _config(args)
+        if not Path(args.src).exists():
+            raise FileNotFoundError(f"{args.src}: no such file or directory (give the directory `webtext dedup` wrote)")
         write_shards(read_documents(args.src, pattern="documents*.parquet" if (Path(args.src) / "duplicates.parquet").exists() else "*.parquet"),
                      args.out, cfg.shards, {"config": cfg.to_dict()}).print()
 
@@ -369,6 +371,14 @@ def add_eval(sub):
         from model.tokenizer import Tokenizer
         from pipeline.summary import atomic_write_json
 
+        from pipeline.config import ConfigError
+
+        if not (args.data or args.lambada or args.wikitext2 or args.ptb):
+            raise ConfigError("nothing to evaluate: give --data DIR (held-out split) and/or --lambada / --wikitext2 / "
+                              "--ptb FILE (an existing eval.json is left as it is)")
+        missing = [f for f in (args.data, args.lambada, args.wikitext2, args.ptb) if f and not Path(f).exists()]
+        if missing:
+            raise FileNotFoundError(f"evaluation input(s) not found: {', '.join(missing)}")
         model, ckpt = load_model(args.checkpoint, args.device)
         tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
         res = {}
@@ -445,7 +455,8 @@ def add_build(sub):
         "a Prefect artifact with the funnel. Incremental: re-running with new months does only the new work, and a "
         "killed run resumes. Without PREFECT_API_URL, Prefect starts a temporary local server for the run.",
     )
-    p.add_argument("--dump", action="append", required=True, metavar="FILE_OR_GLOB")
+    p.add_argument("--dump", action="extend", nargs="+", required=True, metavar="FILE_OR_GLOB",
+                   help="dump files or glob patterns (quoted); may be repeated")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--publish", metavar="URI", help="copy shards + manifest to a pyarrow filesystem URI (s3://, gs://, file://)")
     p.add_argument("--no-prefect", action="store_true", help="run the stages directly, without Prefect")
@@ -455,9 +466,12 @@ def add_build(sub):
     def run(args):
         cfg = _config(args)
         if args.no_prefect:
-            from pipeline.build import funnel_table, run_build
+            from pipeline.build import expand_dumps, funnel_table, run_build
+            from pipeline.config import ConfigError
 
-            print(funnel_table(run_build(args.dump, args.out, cfg)))
+            if args.task_runner != "threads" or args.dask_address or args.workers:
+                raise ConfigError("--task-runner, --dask-address and --workers need the Prefect flow; drop --no-prefect")
+            print(funnel_table(run_build(expand_dumps(args.dump), args.out, cfg)))
             return
         from flows.corpus import build_corpus, preflight, task_runner
 
@@ -480,7 +494,8 @@ def add_serve(sub):
         "build sees the months added since. Needs a running Prefect server (PREFECT_API_URL), e.g. "
         "`prefect server start`, or Prefect Cloud. Ctrl-C / SIGTERM marks runs still going as cancelled.",
     )
-    p.add_argument("--dump", action="append", required=True, metavar="FILE_OR_GLOB")
+    p.add_argument("--dump", action="extend", nargs="+", required=True, metavar="FILE_OR_GLOB",
+                   help="dump files or glob patterns (quoted); may be repeated")
     p.add_argument("--out", required=True, metavar="DIR")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--cron", default="0 6 2 * *", help="build schedule (default: 06:00 UTC on the 2nd of each month)")
@@ -506,8 +521,17 @@ def add_serve(sub):
         if args.interval is not None and args.interval < 1:
             raise ConfigError("--interval must be at least 1 second")
         from flows.corpus import serve_deployments
+        from model.train import load_train_config
 
         cfg = _config(args)
+        # The same file's [train] section becomes the triggered runs' options (checked now, before serving).
+        load_train_config(args.config, args.preset, args.train_overrides)
+        if args.config:
+            import tomllib
+
+            section = tomllib.loads(Path(args.config).read_text()).get("train", {})
+            args.train_overrides = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in section.items()] \
+                + list(args.train_overrides)
         schedule = None if args.no_schedule else {"interval": args.interval} if args.interval else {"cron": args.cron}
         print("serving build-corpus/webtext-build" + (f" ({schedule})" if schedule else " (no schedule)")
               + " and train-model/webtext-train (on each new corpus version); Ctrl-C stops", flush=True)

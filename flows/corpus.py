@@ -16,7 +16,6 @@ the plots), visible in the Prefect UI.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.events import emit_event
 
-from pipeline.build import build_lock
+from pipeline.build import build_lock, expand_dumps
 from pipeline.config import Config, ConfigError
 from pipeline.summary import RunSummary, atomic_write_json, plot_funnel
 
@@ -42,20 +41,6 @@ CORPUS_PUBLISHED = "webtext.corpus.published"
 
 
 # --- checks before any work ----------------------------------------------------------------
-
-
-def expand_dumps(dumps: list[str]) -> list[str]:
-    """Paths and glob patterns (a scheduled build reads ``RS_*.zst`` and so sees new months)."""
-    out: list[str] = []
-    for d in dumps:
-        if any(c in d for c in "*?["):
-            found = sorted(glob.glob(d))
-            if not found:
-                raise ConfigError(f"no dump file matches {d!r}")
-            out.extend(found)
-        else:
-            out.append(d)
-    return list(dict.fromkeys(out))
 
 
 def check_dask_address(address: str, timeout_s: float = 5.0) -> None:

@@ -72,30 +72,58 @@ class TrainingDiverged(RuntimeError):
 
 
 def load_train_config(path: str | None = None, preset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Preset, then the TOML file's [train] section, then KEY=VALUE overrides; every
+    key and type checked (ConfigError naming the key, before any work)."""
+    from pipeline.config import ConfigError, check_types
+
     values: dict = {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if preset:
         if preset not in PRESETS:
-            raise ValueError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     if path:
-        values.update(tomllib.loads(Path(path).read_text()).get("train", {}))
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"configuration file not found: {p}")
+        try:
+            section = tomllib.loads(p.read_text()).get("train", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
+        unknown = sorted(set(section) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown key train.{unknown[0]} in {p}; known: {', '.join(fields)}")
+        values.update(section)
     for o in overrides or []:
         if "=" not in o:
-            raise ValueError(f"override {o!r} is not KEY=VALUE")
+            raise ConfigError(f"training option {o!r} is not KEY=VALUE")
         k, v = o.split("=", 1)
         if k not in fields:
-            raise ValueError(f"unknown training option {k!r}; known: {', '.join(fields)}")
+            raise ConfigError(f"unknown training option {k!r}; known: {', '.join(fields)}")
         default = getattr(TrainConfig(), k)
-        if isinstance(default, bool):
-            values[k] = v.lower() in ("1", "true", "yes")
-        elif isinstance(default, int) or k in ("block_size", "tokens_per_step"):
-            values[k] = None if v.lower() == "none" else int(v)
-        elif isinstance(default, float):
-            values[k] = float(v)
-        else:
-            values[k] = v
-    return TrainConfig(**values)
+        try:
+            if isinstance(default, bool):
+                if v.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                    raise ValueError(v)
+                values[k] = v.lower() in ("1", "true", "yes")
+            elif isinstance(default, int) or k in ("block_size", "tokens_per_step"):
+                values[k] = None if v.lower() == "none" else int(v)
+            elif isinstance(default, float):
+                values[k] = float(v)
+            else:
+                values[k] = v
+        except ValueError:
+            kind = "true or false" if isinstance(default, bool) else "a whole number" if isinstance(default, int) or \
+                k in ("block_size", "tokens_per_step") else "a number"
+            raise ConfigError(f"training option {k} must be {kind}, not {v!r}") from None
+    cfg = TrainConfig(**values)
+    check_types(cfg, "train")
+    for name in ("batch_size", "max_steps", "eval_interval", "eval_iters", "ckpt_interval", "pad_vocab_to"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"train.{name} must be >= 1, not {getattr(cfg, name)!r}")
+    if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.warmup_steps < 0:
+        raise ConfigError("train.lr must be > 0, train.min_lr and train.warmup_steps >= 0")
+    return cfg
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

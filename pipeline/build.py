@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 from pathlib import Path
 from typing import Iterator
 
-from .config import Config
+from .config import Config, ConfigError
 from .dedup import dedup_documents
 from .extract import extract_documents, load_reddit_meta, read_documents, tasks_from_fetch
 from .fetch import fetch_links
@@ -25,6 +26,21 @@ from .shards import write_shards
 from .summary import RunSummary, atomic_write_json, plot_funnel
 
 LOCK = ".build.lock"
+
+
+def expand_dumps(dumps: list[str]) -> list[str]:
+    """Paths and glob patterns (a scheduled build reads ``RS_*.zst`` and so sees new months)."""
+    out: list[str] = []
+    for d in dumps:
+        if any(c in d for c in "*?["):
+            found = sorted(glob.glob(d))
+            if not found:
+                raise ConfigError(f"no dump file matches {d!r}")
+            out.extend(found)
+        else:
+            out.append(d)
+    return list(dict.fromkeys(out))
+
 
 
 class BuildLocked(RuntimeError):

@@ -296,6 +296,8 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         cfg = cls()
         for section, values in (data or {}).items():
+            if section == "train":
+                continue  # the same file's training options: checked by model.train.load_train_config
             if not hasattr(cfg, section):
                 raise ConfigError(f"unknown configuration section [{section}]")
             sub = getattr(cfg, section)

@@ -180,6 +180,8 @@ def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, wr
     """``webtext filter``: Parquet documents in ``src`` -> kept documents in ``out_dir``
     (one output part per input file, so a re-run skips finished files)."""
     src, out = Path(src), Path(out_dir)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or directory (give the directory `webtext extract` wrote)")
     files = [src] if src.is_file() else sorted(p for p in src.glob("*.parquet") if not p.name.startswith("."))
     out.mkdir(parents=True, exist_ok=True)
     summary = RunSummary("filter", unit="documents")

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import orjson
 
-from .config import LinksConfig
+from .config import ConfigError, LinksConfig
 from .dumps import _coerce
 from .links import select_links, write_links
 from .summary import RunSummary, atomic_write_bytes, progress
@@ -44,7 +44,7 @@ def make_reddit(site: str | None = None, **overrides):
             check_for_updates=False, **overrides
         )
     except (ClientException, KeyError) as exc:
-        raise RuntimeError(
+        raise ConfigError(
             "Reddit credentials missing: set praw_client_id, praw_client_secret and praw_user_agent "
             f"in the environment, or name a praw.ini site with --praw-site ({exc})"
         ) from exc

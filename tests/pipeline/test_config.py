@@ -54,3 +54,61 @@ def test_a_second_build_on_the_same_directory_is_refused_and_the_lock_dies_with_
         assert not (tmp_path / "out" / "links").exists()  # refused before any work
     with build_lock(tmp_path / "out"):  # released on exit: the next build may run
         pass
+
+
+def test_one_file_holds_the_corpus_and_training_settings_and_train_typos_fail(tmp_path):
+    from model.train import load_train_config
+
+    p = tmp_path / "webtext.toml"
+    p.write_text('[fetch]\nworkers = 8\n[train]\nmax_steps = 7\nlr = 0.002\ncompile = false\n')
+    assert Config.load(p).fetch.workers == 8
+    t = load_train_config(str(p), "tiny", ["batch_size=4"])
+    assert (t.max_steps, t.lr, t.batch_size, t.compile) == (7, 0.002, 4, False)
+    p.write_text("[train]\nmax_stepz = 7\n")
+    with pytest.raises(ConfigError, match="unknown key train.max_stepz"):
+        load_train_config(str(p), "tiny", [])
+    p.write_text('[train]\nmax_steps = "many"\n')
+    with pytest.raises(ConfigError, match="train.max_steps must be a whole number"):
+        load_train_config(str(p), "tiny", [])
+    for bad, msg in [(["lr=abc"], "lr must be a number"), (["compile=maybe"], "compile must be true or false"),
+                     (["max_steps=0"], "max_steps must be >= 1"), (["nope=1"], "unknown training option")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_train_config(None, "tiny", bad)
+    with pytest.raises(ConfigError, match="unknown training preset"):
+        load_train_config(None, "huge", [])
+
+
+def test_user_errors_end_in_one_sentence_with_exit_2_and_nothing_written(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+
+    def webtext(*args):
+        return subprocess.run([sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())", *args],
+                              cwd=repo, capture_output=True, text=True, timeout=120, env=env)
+
+    nowhere = str(tmp_path / "nowhere")
+    cases = [
+        (["filter", "--in", nowhere, "--out", str(tmp_path / "f")], "no such file or directory"),
+        (["shard", "--in", nowhere, "--out", str(tmp_path / "s")], "no such file or directory"),
+        (["links", "--dump", str(tmp_path / "RS_*.zst"), "--out", str(tmp_path / "l")], "no dump file matches"),
+        (["build", "--no-prefect", "--task-runner", "dask", "--dump", nowhere, "--out", str(tmp_path / "b")],
+         "need the Prefect flow"),
+        (["train", "--data", nowhere, "--out", str(tmp_path / "t"), "lrr=1"], "unknown training option 'lrr'"),
+        (["train", "--data", nowhere, "--out", str(tmp_path / "t"), "--preset", "huge"], "unknown training preset"),
+    ]
+    for args, message in cases:
+        r = webtext(*args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-1500:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written by any of them
+    # eval with nothing to evaluate leaves an existing eval.json alone
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "eval.json").write_text('{"kept": 1}')
+    (ck / "ckpt.pt").write_bytes(b"not read")
+    r = webtext("eval", "--checkpoint", str(ck))
+    assert r.returncode == 2 and "nothing to evaluate" in r.stderr and (ck / "eval.json").read_text() == '{"kept": 1}'

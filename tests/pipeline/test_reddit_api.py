@@ -57,3 +57,19 @@ def test_praw_harvest_against_local_fake_reddit_is_incremental(tmp_path, monkeyp
     expected_rows, _ = select_links((_coerce(r) for r in posts if r["id"] in seen2), cfg)
     assert set(read_links(tmp_path).column("url_norm").to_pylist()) == {r["url_norm"] for r in expected_rows}
     assert s1.n_out <= s2.n_out
+
+
+def test_missing_credentials_end_in_one_sentence(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("praw_")}
+    env.update(PYTHONPATH=str(repo), HOME=str(tmp_path))  # no praw.ini in HOME either
+    r = subprocess.run([sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())", "links",
+                        "--reddit", "python", "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 2 and "Reddit credentials missing" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+    assert not (tmp_path / "out").exists()
