@@ -186,7 +186,7 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     if ctype and ctype.split(";", 1)[0].strip().lower() not in ("text/html", "application/xhtml+xml", "application/xml", "text/xml"):
         return key, None, "not_html"
     try:
-        body = decode_content_encoding(body, headers.get("content-encoding"), 50 * 2**20)
+        body = decode_content_encoding(body, headers.get("content-encoding"), 50 * 2**20, lenient=True)
     except Exception:
         return key, None, "bad_content_encoding"
     if not body.strip():

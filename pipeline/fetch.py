@@ -435,20 +435,6 @@ def sniff_binary(head: bytes) -> bool:
     return b"\x00" in sample
 
 
-def decoded_size_ok(body: bytes, encoding: str, limit: int) -> bool:
-    """Whether a gzip/deflate body decodes to at most ``limit`` bytes, without
-    decoding more than that (gzip bombs). Undecodable bodies are left to extraction."""
-    from .html import decode_content_encoding
-
-    try:
-        decode_content_encoding(body, encoding, limit)
-    except ValueError:
-        return False
-    except zlib.error:
-        return True
-    return True
-
-
 class Fetcher:
     def __init__(self, cfg: FetchConfig):
         cfg.validate()
@@ -649,15 +635,21 @@ class Fetcher:
         if ctype and ctype not in HTML_TYPES:
             return "not_html"
         enc = headers.get("content-encoding", "")
-        if enc and not decoded_size_ok(resp.body, enc, self.cfg.max_bytes):
-            return "decoded_too_large"
         head = resp.body[:4096]
-        if enc.lower() in ("gzip", "x-gzip", "deflate"):
+        if enc:
+            from .html import decode_content_encoding
+
             try:
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in enc.lower() else zlib.MAX_WBITS)
-                head = d.decompress(resp.body, 4096)
+                head = decode_content_encoding(resp.body, enc, self.cfg.max_bytes, lenient=True)[:4096]
+            except ValueError:
+                return "decoded_too_large"
             except zlib.error:
                 return "bad_content_encoding"
+        from .html import header_charset, utf16_bom
+
+        if utf16_bom(head) or (header_charset(headers.get("content-type", "")) or "").lower().replace("-", "") in (
+                "utf16", "utf16le", "utf16be"):
+            return "ok"  # UTF-16 text is full of NUL bytes: not a sign of binary here
         if sniff_binary(head):
             return "binary"
         return "ok"

@@ -31,19 +31,39 @@ def meta_charset(body: bytes) -> str | None:
     return _codec(m.group(1).decode("ascii", "ignore")) if m else None
 
 
-def decode_content_encoding(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo gzip/deflate Content-Encoding, never producing more than ``limit`` bytes."""
+def decode_content_encoding(body: bytes, encoding: str | None, limit: int, lenient: bool = False) -> bytes:
+    """Undo gzip/deflate Content-Encoding, never producing more than ``limit`` bytes
+    (ValueError beyond). ``deflate`` is tried zlib-wrapped (RFC 9110) and then raw
+    (what many servers send). LENIENT: a body that does not decode but already
+    looks like markup is returned as it is (WARCs that kept the header but stored
+    the decoded body, as ClueWeb09's did); otherwise zlib.error."""
     enc = (encoding or "").lower().strip()
     if enc in ("gzip", "x-gzip"):
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        tries = [16 + zlib.MAX_WBITS]
     elif enc == "deflate":
-        d = zlib.decompressobj()
+        tries = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
     else:
         return body
-    out = d.decompress(body, limit)
-    if d.unconsumed_tail:
-        raise ValueError(f"body expands beyond {limit} bytes")
-    return out
+    err: zlib.error | None = None
+    for wbits in tries:
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(body, limit)
+        except zlib.error as exc:
+            err = exc
+            continue
+        if d.unconsumed_tail:
+            raise ValueError(f"body expands beyond {limit} bytes")
+        return out
+    if lenient and body.lstrip()[:1] == b"<":
+        return body
+    raise err
+
+
+def utf16_bom(body: bytes) -> str | None:
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return None
 
 
 _LATIN_FAMILY = {
@@ -55,6 +75,12 @@ _LATIN_FAMILY = {
 
 def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]:
     """(text, how) where how names the charset and where it came from."""
+    bom = utf16_bom(body)
+    if bom:  # a byte-order mark outranks what the header and meta say (HTML's own rule)
+        try:
+            return body.decode(bom), f"{bom} (byte-order mark)"
+        except UnicodeDecodeError:
+            pass
     for source, cs in (("header", header_charset(content_type)), ("meta", meta_charset(body))):
         if cs:
             try:

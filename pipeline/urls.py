@@ -38,6 +38,16 @@ def _host_of(netloc_host: str) -> str:
     return host
 
 
+def _is_ipv6(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 _OTHER_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:(?!\d)")  # mailto:, javascript:, ... (not host:port)
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9/\-._~:@!$&'()*+,;=]*$")
 
@@ -75,11 +85,12 @@ def url_forms(url: str) -> tuple[str, str]:
     if scheme not in ("http", "https"):
         raise InvalidURL(f"not an http(s) URL: {url[:200]!r}")
     host = _host_of(parts.hostname or "")
-    if not host or " " in host or ("." not in host and host != "localhost"):
+    ipv6 = ":" in host and _is_ipv6(host)
+    if not host or " " in host or ("." not in host and host != "localhost" and not ipv6):
         raise InvalidURL(f"no valid host in {url[:200]!r}")
-    netloc = host
+    netloc = f"[{host}]" if ipv6 else host  # an IPv6 literal keeps its brackets
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
-        netloc = f"{host}:{port}"
+        netloc = f"{netloc}:{port}"
     key_netloc = netloc[4:] if netloc.startswith("www.") else netloc
     path = parts.path or "/"
     if not _SAFE_PATH.match(path) or "%" in path:

@@ -108,6 +108,7 @@ class FakeReddit(LoopbackServer):
 # --- a real HTTP server on 127.0.0.1 with real pages and hostile ones ----------------------
 
 import gzip as _gzip
+import zlib as _zlib
 import lzma as _lzma
 import socket as _socket
 import struct as _struct
@@ -229,6 +230,13 @@ class WebServer(LoopbackServer):
                     if srv.hits[path] == 1:
                         return self._send(429, b"slow down", "text/plain", [("Retry-After", "0")])
                     return self._send(200, srv.pages[0].encode("utf-8"))
+                if path == "/utf16":  # UTF-16 with a byte-order mark (NUL bytes everywhere)
+                    return self._send(200, srv.pages[2].encode("utf-16"), "text/html; charset=utf-16")
+                if path == "/raw-deflate":  # Content-Encoding: deflate without the zlib wrapper
+                    c = _zlib.compressobj(6, _zlib.DEFLATED, -_zlib.MAX_WBITS)
+                    return self._send(200, c.compress(srv.pages[3].encode()) + c.flush(), extra=[("Content-Encoding", "deflate")])
+                if path == "/says-gzip":  # claims gzip, sends the page as it is
+                    return self._send(200, srv.pages[4].encode(), extra=[("Content-Encoding", "gzip")])
                 if path == "/outage":  # 503 while the test says the site is down
                     if srv.outage:
                         return self._send(503, b"down for maintenance", "text/plain")

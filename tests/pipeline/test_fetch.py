@@ -327,3 +327,27 @@ def test_a_server_that_trickles_headers_or_chunk_sizes_cannot_stretch_the_deadli
     outcome = read_outcomes(tmp_path)[rows[0]["url_norm"]]["outcome"]
     assert outcome == ("ok" if robots else "timeout"), outcome  # robots.txt that times out: allowed, as documented
     assert elapsed < 15, f"{elapsed:.1f}s"
+
+
+def test_utf16_raw_deflate_and_mislabelled_gzip_pages_are_kept_and_extracted(tmp_path, pages):
+    """UTF-16 (NUL bytes, not binary), deflate without the zlib wrapper, and a body
+    that says gzip but is plain HTML (as ClueWeb09's WARCs stored them) are pages."""
+    paths = ["/utf16", "/raw-deflate", "/says-gzip"]
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, paths)
+        s = fetch_links(rows, tmp_path, test_fetch_config())
+    out = read_outcomes(tmp_path)
+    assert {p: out[normalize_url(srv.url + p)]["outcome"] for p in paths} == {p: "ok" for p in paths}
+    e = extract_documents(tasks_from_fetch(tmp_path), tmp_path / "docs", ExtractConfig(workers=1))
+    assert e.n_out == 3, e.dropped
+    docs = {d["url_norm"]: d for d in read_documents(tmp_path / "docs").to_pylist()}
+    assert docs[normalize_url(srv.url + "/utf16")]["charset"].startswith("utf-16")
+    assert all(len(d["text"]) > 200 for d in docs.values())
+
+
+def test_ipv6_literal_hosts_keep_their_brackets():
+    assert normalize_url("http://[2001:DB8::1]/a") == "[2001:db8::1]/a"
+    assert normalize_url("http://[2001:db8::1]:8080/a?b=1") == "[2001:db8::1]:8080/a?b=1"
+    from pipeline.urls import clean_url
+
+    assert clean_url("http://[2001:db8::1]:8080/a") == "http://[2001:db8::1]:8080/a"
