@@ -401,8 +401,9 @@ class OutcomeLog:
             self._note_end(rec)
 
     def _note_end(self, rec: dict) -> None:
-        if rec.get("warc_file") and rec.get("warc_record_end"):
-            self.warc_ends[rec["warc_file"]] = max(self.warc_ends[rec["warc_file"]], rec["warc_record_end"])
+        for r in [rec] + rec.get("warc_trail", []):
+            if r.get("warc_file") and r.get("warc_record_end"):
+                self.warc_ends[r["warc_file"]] = max(self.warc_ends[r["warc_file"]], r["warc_record_end"])
 
     def close(self) -> None:
         self.fh.close()
@@ -443,6 +444,7 @@ class Fetcher:
         self.local = threading.local()
         self.robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
         self.robots_lock = threading.Lock()
+        self.robots_pending: dict[str, threading.Lock] = {}
         self.pins: dict[tuple[str, int], str] = {}  # (host, port) -> the checked address connections use
 
     def _pin(self, host: str, port: int) -> str:
@@ -484,24 +486,36 @@ class Fetcher:
         return s
 
     def robots_allows(self, url: str) -> bool:
+        """robots.txt is fetched once per origin (other workers for that origin wait
+        for it) and through the per-host throttle, like any request to the host."""
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         with self.robots_lock:
-            known = origin in self.robots
-        if not known:
-            rp: urllib.robotparser.RobotFileParser | None = urllib.robotparser.RobotFileParser()
-            try:
-                r = self._get(origin + "/robots.txt", max_bytes=512 * 1024)
-                if r.status in (401, 403):
-                    rp.disallow_all = True
-                elif r.status >= 400:
-                    rp.allow_all = True
-                else:
-                    rp.parse(r.body.decode("utf-8", "replace").splitlines())
-            except Exception:
-                rp = None  # robots.txt unreachable: allowed, as crawlers commonly do
+            if origin in self.robots:
+                rp = self.robots[origin]
+                return True if rp is None else rp.can_fetch(self.cfg.user_agent, url)
+            pending = self.robots_pending.setdefault(origin, threading.Lock())
+        with pending:
             with self.robots_lock:
-                self.robots[origin] = rp
+                done = origin in self.robots
+            if not done:
+                rp: urllib.robotparser.RobotFileParser | None = urllib.robotparser.RobotFileParser()
+                host = parts.netloc.lower()
+                self.throttle.acquire(host)
+                try:
+                    r = self._get(origin + "/robots.txt", max_bytes=512 * 1024)
+                    if r.status in (401, 403):
+                        rp.disallow_all = True
+                    elif r.status >= 400:
+                        rp.allow_all = True
+                    else:
+                        rp.parse(r.body.decode("utf-8", "replace").splitlines())
+                except Exception:
+                    rp = None  # robots.txt unreachable: allowed, as crawlers commonly do
+                finally:
+                    self.throttle.release(host)
+                with self.robots_lock:
+                    self.robots[origin] = rp
         rp = self.robots.get(origin)
         return True if rp is None else rp.can_fetch(self.cfg.user_agent, url)
 
@@ -569,7 +583,9 @@ class Fetcher:
         """Fetch one URL following redirects by hand (each hop checked). Returns
         (outcome, last response or None, details)."""
         cfg = self.cfg
-        info: dict = {"redirects": []}
+        # "_responses": every response before the last (redirect hops, answers that were
+        # retried) so the WARC holds every response received, as its docs say.
+        info: dict = {"redirects": [], "_responses": []}
         current = url
         for hop in range(cfg.max_redirects + 1):
             current = without_credentials(current)
@@ -607,6 +623,8 @@ class Fetcher:
                         if ra.isdigit():
                             wait = min(float(ra), 60.0)
                     info["retries"] = attempt
+                    if resp is not None:
+                        info["_responses"].append(resp)
                     time.sleep(wait)
                     continue
                 break
@@ -618,6 +636,7 @@ class Fetcher:
                 if not loc:
                     return f"http_{resp.status}", resp, info
                 info["redirects"].append(current)
+                info["_responses"].append(resp)
                 current = urljoin(current, loc)
                 if urlsplit(current).scheme not in ("http", "https"):
                     return "invalid_url", None, info
@@ -730,7 +749,12 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
         except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
             outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
         rec["outcome"] = outcome
+        trail = info.pop("_responses", [])
         rec.update({k: v for k, v in info.items() if v})
+        for earlier in trail:  # redirect hops and retried answers: recorded too, before the last
+            name, offset, length, end = sink.write(earlier, fetched_at)
+            rec.setdefault("warc_trail", []).append({"url": earlier.url, "status": earlier.status, "warc_file": name,
+                                                     "warc_offset": offset, "warc_record_end": end})
         if resp is not None:
             rec["status"] = resp.status
             rec["final_url"] = resp.url

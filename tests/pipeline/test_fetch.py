@@ -351,3 +351,25 @@ def test_ipv6_literal_hosts_keep_their_brackets():
     from pipeline.urls import clean_url
 
     assert clean_url("http://[2001:db8::1]:8080/a") == "http://[2001:db8::1]:8080/a"
+
+
+def test_every_response_is_in_the_warc_and_robots_txt_is_fetched_once_per_host(tmp_path, pages):
+    """The 301 before a page and the 429 before a retry are recorded too (outcome
+    pointing at the last response), and 8 workers on one host read robots.txt once."""
+    with WebServer(pages) as srv:
+        rows = rows_for(srv.url, ["/redirect", "/flaky"] + [f"/page/{i}" for i in range(1, 12)])
+        fetch_links(rows, tmp_path, test_fetch_config(respect_robots=True, workers=8))
+        assert srv.hits["/robots.txt"] == 1
+    statuses = []
+    for w in (tmp_path / "warc").glob("*.warc.gz"):
+        with open(w, "rb") as fh:
+            for rec in ArchiveIterator(fh):
+                if rec.rec_type == "response":
+                    statuses.append((rec.rec_headers.get_header("WARC-Target-URI").rsplit("/", 1)[-1],
+                                     rec.http_headers.get_statuscode()))
+    assert ("redirect", "301") in statuses and ("flaky", "429") in statuses and ("flaky", "200") in statuses
+    out = read_outcomes(tmp_path)
+    flaky = out[normalize_url(srv.url + "/flaky")]
+    assert flaky["outcome"] == "ok" and flaky["warc_trail"][0]["status"] == 429
+    # the outcome points at the final 200 record, which extraction reads
+    assert normalize_url(srv.url + "/flaky") in {k for _, _, k in tasks_from_fetch(tmp_path)}
