@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, ConfigError, InputError
+from pipeline.config import Config, ConfigError, InputError, LinksConfig
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -83,10 +83,10 @@ def add_links(sub) -> None:
                    help="monthly dump files or glob patterns (quoted), e.g. 'RS_2017-*.zst'; may be repeated")
     p.add_argument("--reddit", action="append", metavar="SUB[,SUB]", help="subreddits to harvest through the API")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--min-score", type=int, help="minimum karma (default 3, the GPT-2 paper)")
+    p.add_argument("--min-score", type=int, help=f"minimum karma (default {LinksConfig().min_score}, the GPT-2 paper)")
     p.add_argument("--score-mode", choices=["max", "sum"], help="max: one submission reaches it (WebText); sum: per URL (OpenWebText2)")
     p.add_argument("--after", metavar="YYYY-MM-DD", help="keep links created on or after this date")
-    p.add_argument("--before", metavar="YYYY-MM-DD|none", help="keep links created before this date (default 2018-01-01 for dumps, none for --reddit)")
+    p.add_argument("--before", metavar="YYYY-MM-DD|none", help=f"keep links created before this date (default {LinksConfig().created_before} for dumps, none for --reddit)")
     p.add_argument("--allow-nsfw", action="store_true", help="keep over_18 submissions (excluded by default)")
     p.add_argument("--blocklist", metavar="FILE", help="media hosts/extensions file (default: the packaged one)")
     p.add_argument("--praw-site", metavar="NAME", help="praw.ini site with the credentials")

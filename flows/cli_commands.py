@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .cli import FORMATTER, _add_config, _config, register
+from pipeline.config import DedupConfig, FetchConfig, FilterConfig
 
 
 # --- model: tokenize, generate, export-hf, import-hf, train-tokenizer --------------------
@@ -158,7 +159,7 @@ def add_fetch(sub):
     p.add_argument("--links", required=True, metavar="DIR", help="a directory holding links.parquet")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--from-warc", nargs="+", metavar="FILE", help="replay these WARC files instead of fetching")
-    p.add_argument("--workers", type=int, help="threads (default 32)")
+    p.add_argument("--workers", type=int, help=f"threads (default {FetchConfig().workers})")
     p.add_argument("--no-robots", action="store_true", help="do not read robots.txt")
     p.add_argument("--allow-private", action="store_true", help="allow loopback/private targets (tests, local mirrors)")
     p.add_argument("--user-agent", help="default names the project")
@@ -243,9 +244,10 @@ def add_filter(sub):
     )
     p.add_argument("--in", dest="src", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--min-length", type=int, help="minimum length (default 128, OpenWebText/Megatron)")
-    p.add_argument("--length-unit", choices=["tokens", "words", "chars"], help="unit of --min-length (default tokens)")
-    p.add_argument("--languages", help="comma-separated ISO 639-1 codes to keep (default en)")
+    fd = FilterConfig()
+    p.add_argument("--min-length", type=int, help=f"minimum length (default {fd.min_length}, OpenWebText/Megatron)")
+    p.add_argument("--length-unit", choices=["tokens", "words", "chars"], help=f"unit of --min-length (default {fd.length_unit})")
+    p.add_argument("--languages", help=f"comma-separated ISO 639-1 codes to keep (default {','.join(fd.languages)})")
     p.add_argument("--write-dropped", action="store_true")
     _add_config(p)
 
@@ -267,14 +269,17 @@ def add_filter(sub):
 
 @register
 def add_dedup(sub):
+    DD = DedupConfig()
     p = sub.add_parser(
         "dedup", formatter_class=FORMATTER, help="near-duplicate removal with MinHash LSH",
-        description="Reads Parquet documents with id and text (score optional) from IN, finds near-duplicates with "
-        "MinHash LSH (22 bands x 5 rows over 110 permutations of word 5-grams, candidates verified by estimated "
-        "Jaccard >= .5 or containment >= .85, chosen on the Reuters near-dup set), clusters them, keeps the highest "
-        "score then the longest per cluster, and writes OUT/documents-*.parquet, OUT/duplicates.parquet (id, "
-        "duplicate_of) and the summary. The index persists in --state (default OUT/state) so the next run is checked "
-        "against everything kept; --redis keeps it in a Redis server instead.",
+        description=f"Reads Parquet documents with id and text (score optional) from IN, finds near-duplicates with "
+        f"MinHash LSH ({DD.bands} bands x {DD.rows} rows over {DD.num_perm} permutations of word {DD.shingle_words}-grams, "
+        f"candidates verified by estimated Jaccard >= {DD.jaccard_threshold} or containment >= {DD.containment_threshold}, "
+        "chosen on the Reuters near-dup set), clusters them, keeps per cluster a document kept by an earlier run, else "
+        f"(keep = {DD.keep!r}) the one first submitted to Reddit ('score': the highest score), then the higher score, the "
+        "longest, the smallest id, and writes OUT/documents-*.parquet, OUT/duplicates.parquet (id, duplicate_of) and the "
+        "summary. The index (Parquet) persists in --state (default OUT/state) so the next run is checked against "
+        "everything kept; --redis keeps it in a Redis server instead.",
     )
     p.add_argument("--in", dest="src", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")

@@ -110,7 +110,6 @@ def iter_warc_records(path: str | Path, damaged: list[dict]):
     import zlib
 
     from warcio.archiveiterator import ArchiveIterator
-    from warcio.exceptions import ArchiveLoadFailed
 
     from .config import InputError
 
@@ -133,13 +132,13 @@ def iter_warc_records(path: str | Path, damaged: list[dict]):
                 for record in it:
                     it.read_to_end(record)
                     yield it.get_record_offset(), it.get_record_length(), record
-            except (ArchiveLoadFailed, ValueError) as exc:
+            except Exception as exc:  # ArchiveLoadFailed, or warcio failing on a malformed record
                 damaged.append({"file": str(path), "start": it.offset, "end": size, "error": f"{type(exc).__name__}: {exc}"[:200]})
             return
         for offset, raw in _gzip_members(fh, size, damaged, path):
             try:
                 records = list(_parse_member(raw, ArchiveIterator))
-            except (ArchiveLoadFailed, ValueError, EOFError, zlib.error) as exc:
+            except Exception as exc:  # warcio fails in many ways on malformed records (no target URI: AttributeError)
                 damaged.append({"file": str(path), "start": offset, "end": offset + len(raw),
                                 "error": f"{type(exc).__name__}: {exc}"[:200]})
                 continue

@@ -162,3 +162,34 @@ def test_a_full_disk_ends_in_one_sentence_and_the_rerun_with_space_completes(tmp
         assert got.column("url_norm").to_pylist() == want.column("url_norm").to_pylist() and got.num_rows > 0
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_warc_response_without_target_uri_is_dropped_not_fatal(tmp_path):
+    """warcio cannot parse such a record at all: it is counted as warc_damaged (with
+    warcio's error named) and the records around it are extracted."""
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline.config import ExtractConfig
+    from pipeline.extract import extract_documents, tasks_from_warcs
+
+    from webtext_testlib import aeb_pages
+
+    pages = [p["html"] for p in aeb_pages(3)]
+    path = tmp_path / "mixed.warc.gz"
+    with open(path, "wb") as fh:
+        w = WARCWriter(fh, gzip=True)
+        for i, html in enumerate(pages):
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            rec = w.create_warc_record(f"http://site{i}.example/a", "response", payload=io.BytesIO(html.encode()),
+                                       http_headers=http)
+            if i == 1:
+                rec.rec_headers.remove_header("WARC-Target-URI")
+            w.write_record(rec)
+    damaged: list = []
+    e = extract_documents(list(tasks_from_warcs([path], damaged)), tmp_path / "docs", ExtractConfig(workers=1),
+                          damaged=damaged)
+    assert e.n_in == 3 and e.dropped.get("warc_damaged") == 1 and e.n_out == 2 and e.balanced()
+    assert "AttributeError" in damaged[0]["error"]
