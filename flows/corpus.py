@@ -1,17 +1,19 @@
 """Prefect 3 flows over the pipeline and model entry points (orchestration, no logic).
 
-``build_corpus``: links (one task per dump file, cached by the file's content
-fingerprint and the configuration: INPUTS + TASK_SOURCE, results on disk under
-OUT/.prefect) -> merge -> fetch -> extract -> filter (one task per extracted
-part) -> dedup -> shards. The per-file tasks are what a Dask task runner fans
-out. Every other stage resumes from its own on-disk state (fetch outcomes,
-extract done files, the filter log, the dedup index, the shard manifest), which
-is finer than a cache key: a killed stage keeps the work it finished.
+``build_corpus``: links (one task per dump file) -> merge -> fetch -> extract ->
+filter (one task per extracted part) -> dedup -> shards. The per-file tasks are
+what a Dask task runner fans out. Every stage resumes from its own on-disk state
+(the links parts keyed by each dump's fingerprint and the configuration, fetch
+outcomes, extract done files, the filter log, the dedup index, the shard
+manifest), which is finer than a cache key: a killed stage keeps the work it
+finished. No Prefect result cache is used (its result files are pickles).
+A build that adds a shard version emits ``webtext.corpus.published``.
 
-``train_model``: tokenize the newest shards -> train -> evaluate -> sample.
+``train_model``: tokenize a shard version -> train -> evaluate -> sample; the
+serve deployment runs it on each ``webtext.corpus.published`` event.
 
-Both publish what they did as artifacts (markdown funnel / eval table, links to
-the plots), visible in the Prefect UI.
+Both publish what they did as artifacts (markdown funnel / eval table with text
+charts, a funnel table), visible in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -26,14 +28,11 @@ from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.events import emit_event
 
 from pipeline.build import build_lock, expand_dumps
 from pipeline.config import Config, ConfigError
 from pipeline.summary import RunSummary, atomic_write_json, plot_funnel
-
-CACHE = INPUTS + TASK_SOURCE
 
 # The event a build emits when it adds a shard version; the training deployment's
 # trigger listens for it and takes the build directory and version from its resource.
@@ -89,9 +88,11 @@ def dump_label(path: str) -> str:
     return name
 
 
-@task(name="links-dump", task_run_name="links-{label}", cache_policy=CACHE, persist_result=True, retries=1,
-      retry_delay_seconds=5)
-def harvest_dump_task(dump: str, fingerprint: str, links_dir: str, links_cfg: dict, label: str) -> dict:
+@task(name="links-dump", task_run_name="links-{label}", retries=1, retry_delay_seconds=5)
+def harvest_dump_task(dump: str, links_dir: str, links_cfg: dict, label: str) -> dict:
+    """No Prefect result cache: the links stage keeps its own (one part per dump,
+    keyed by the file's fingerprint and the configuration), and a Prefect result
+    file is a pickle that a cache hit would load."""
     from pipeline.links import harvest_dump_part
 
     return harvest_dump_part(dump, links_dir, Config.from_dict({"links": links_cfg}).links)
@@ -226,13 +227,9 @@ def _build(files: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
     logger = get_run_logger()
     started = time.time()
     d = cfg.to_dict()
-    from pipeline.links import dump_fingerprint
-
-    results = o / ".prefect" / "results"
-    harvest = harvest_dump_task.with_options(result_storage=results)
-    futures = [harvest.submit(str(Path(f).resolve()), dump_fingerprint(f), str(o / "links"), d["links"], dump_label(f))
+    futures = [harvest_dump_task.submit(str(Path(f).resolve()), str(o / "links"), d["links"], dump_label(f))
                for f in files]
-    # A cached task returns the meta of the run that harvested it: "now" is decided by when.
+    # A dump harvested before returns its part's meta, written when it was harvested: "now" is decided by when.
     fresh = sum(f.result()["harvested_at"] >= started for f in futures)
     logger.info("links: %d dump(s), %d harvested now, %d reused", len(futures), fresh, len(futures) - fresh)
     stages = [merge_links_task(str(o / "links"), d["links"], started)]
