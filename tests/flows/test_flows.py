@@ -323,11 +323,22 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         procs.append(serve)
         client = httpx.Client(base_url=api, timeout=10)
 
-        def runs(flow_name):
-            r = client.post("/flow_runs/filter", json={"flows": {"name": {"any_": [flow_name]}},
-                                                       "sort": "EXPECTED_START_TIME_ASC"})
+        def call(method, path, body=None):
+            # The server answers 503 while SQLite is busy (Prefect's own client retries it the same way).
+            for attempt in range(8):
+                r = client.request(method, path, json=body)
+                if r.status_code not in (429, 503):
+                    break
+                time.sleep(0.5 * 2 ** attempt)
             r.raise_for_status()
-            return r.json()
+            return r
+
+        def post(path, body):
+            return call("POST", path, body)
+
+        def runs(flow_name):
+            return post("/flow_runs/filter", {"flows": {"name": {"any_": [flow_name]}},
+                                              "sort": "EXPECTED_START_TIME_ASC"}).json()
 
         def wait_for(what, cond, timeout_s):
             t0 = time.monotonic()
@@ -357,9 +368,9 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         assert len(runs("train-model")) == 1, "a build with nothing new started a training run"
         assert len(load_manifest(out / "shards")["versions"]) == 1
         # 3. A build into another directory (any start: here the API) trains on that directory.
-        dep = client.get("/deployments/name/build-corpus/webtext-build").json()
+        dep = call("GET", "/deployments/name/build-corpus/webtext-build").json()
         params = dict(dep["parameters"], out=str(out2))
-        client.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).raise_for_status()
+        post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": params})
         other = wait_for("no training on the other directory finished", lambda: [
             t for t in done(runs("train-model")) if t["parameters"]["build_dir"] == str(out2)], 300)
         assert len(other) == 1 and (out2 / "model" / "train-v0001" / "ckpt.pt").is_file()
@@ -371,13 +382,11 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         # 5. Stop serve (SIGTERM to serve alone, as a service manager does) during a slow build.
         slow = dict(params, out=str(out3), config=dict(params["config"], fetch=dict(params["config"]["fetch"],
                                                                                       per_host_delay_s=1.0)))
-        r = client.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": slow})
-        r.raise_for_status()
-        slow_id = r.json()["id"]
+        slow_id = post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": slow}).json()["id"]
         wait_for("the slow build did not start fetching", lambda: _lines(out3 / "fetch" / "outcomes.jsonl") >= 3, 180)
         os.kill(serve.pid, signal.SIGTERM)
         serve.wait(timeout=90)
-        state = client.get(f"/flow_runs/{slow_id}").json()["state_type"]
+        state = call("GET", f"/flow_runs/{slow_id}").json()["state_type"]
         assert state in ("CANCELLED", "CRASHED"), state
         running = [x["name"] for f in ("build-corpus", "train-model") for x in runs(f) if x["state_type"] == "RUNNING"]
         assert not running, running
