@@ -4,7 +4,7 @@ Pairwise precision/recall/F1 over all pairs inside predicted vs. true clusters,
 and documents per CPU-second, for:
   - the plain datasketch baseline: MinHash.update per shingle, 128 permutations,
     MinHashLSH(threshold=0.8), union-find over query results;
-  - webtext's MinHashDeduper with its configured parameters (and any --grid).
+  - webtext's NearDedup (the stage's clustering, in memory) with its configured parameters (and any --grid).
 
     .venv/bin/python bench/bench_dedup.py [--limit N] [--grid]
 """
@@ -23,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import DedupConfig  # noqa: E402
-from pipeline.dedup import MinHashDeduper, UnionFind, words_of  # noqa: E402
+from pipeline.dedup import NearDedup, UnionFind, words_of  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dedup" / "reuters_neardup_dev.jsonl.xz"
 
@@ -79,7 +79,7 @@ def clusters_of(uf, docs):
 
 
 def ours(docs, cfg):
-    dd = MinHashDeduper(cfg)
+    dd = NearDedup(cfg)
     removed = dd.find_duplicates([{"id": d["id"], "text": d["text"]} for d in docs])
     uf = UnionFind()
     for r, k in removed.items():

@@ -277,9 +277,10 @@ def add_dedup(sub):
         f"candidates verified by estimated Jaccard >= {DD.jaccard_threshold} or containment >= {DD.containment_threshold}, "
         "chosen on the Reuters near-dup set), clusters them, keeps per cluster a document kept by an earlier run, else "
         f"(keep = {DD.keep!r}) the one first submitted to Reddit ('score': the highest score), then the higher score, the "
-        "longest, the smallest id, and writes OUT/documents-*.parquet, OUT/duplicates.parquet (id, duplicate_of) and the "
-        "summary. The index (Parquet) persists in --state (default OUT/state) so the next run is checked against "
-        "everything kept; --redis keeps it in a Redis server instead.",
+        "longest, the smallest id, and writes per run OUT/documents-NNNN.parquet, OUT/duplicates-NNNN.parquet (id, "
+        "duplicate_of) and the summary. Only input parts no earlier run consumed are read. The index (memory-mapped "
+        "Arrow segments, one per run, and a ledger of the parts consumed) persists in --state (default OUT/state), so "
+        "the next run is checked against everything kept; --redis keeps the band buckets in a Redis server instead.",
     )
     p.add_argument("--in", dest="src", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -302,23 +303,25 @@ def add_dedup(sub):
 def add_shard(sub):
     p = sub.add_parser(
         "shard", formatter_class=FORMATTER, help="write the final corpus as Parquet shards with a manifest",
-        description="Reads deduplicated documents from IN and adds those not yet in OUT as zstd Parquet shards of at "
-        "most ~256 MB under a new manifest version (OUT/manifest.json: file, rows, bytes, sha256 per shard). "
-        "Nothing new: nothing changes.",
+        description="Reads the document parts of IN (the directory `webtext dedup` wrote, or any directory of Parquet "
+        "documents) that no version of OUT consumed yet, streams them into zstd Parquet shards of at most ~256 MB under "
+        "a new manifest version (OUT/manifest.json: file, rows, bytes, sha256 per shard; the parts each version "
+        "consumed). ""Nothing new: nothing changes.",
     )
     p.add_argument("--in", dest="src", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     _add_config(p)
 
     def run(args):
-        from pipeline.extract import read_documents
-        from pipeline.shards import write_shards
+        from pipeline.shards import shard_documents
 
         cfg = _config(args)
-        if not Path(args.src).exists():
+        src = Path(args.src)
+        if not src.exists():
             raise FileNotFoundError(f"{args.src}: no such file or directory (give the directory `webtext dedup` wrote)")
-        write_shards(read_documents(args.src, pattern="documents*.parquet" if (Path(args.src) / "duplicates.parquet").exists() else "*.parquet"),
-                     args.out, cfg.shards, {"config": cfg.to_dict()}).print()
+        dedup_dir = src.is_dir() and any(src.glob("documents-*.parquet"))
+        shard_documents(src, args.out, cfg.shards, {"config": cfg.to_dict()},
+                        pattern="documents-*.parquet" if dedup_dir else "*.parquet").print()
 
     p.set_defaults(func=run)
 

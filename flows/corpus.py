@@ -138,11 +138,9 @@ def dedup_task(filter_dir: str, dedup_dir: str, dedup_cfg: dict) -> dict:
 
 @task(name="shards", task_run_name="shards")
 def shards_task(dedup_dir: str, shards_dir: str, shard_cfg: dict, build_info: dict) -> dict:
-    from pipeline.extract import read_documents
-    from pipeline.shards import write_shards
+    from pipeline.shards import shard_documents
 
-    table = read_documents(dedup_dir, pattern="documents*.parquet")
-    return write_shards(table, shards_dir, Config.from_dict({"shards": shard_cfg}).shards, build_info).to_dict()
+    return shard_documents(dedup_dir, shards_dir, Config.from_dict({"shards": shard_cfg}).shards, build_info).to_dict()
 
 
 @task(name="publish", task_run_name="publish", retries=2, retry_delay_seconds=10)

@@ -18,11 +18,11 @@ from typing import Iterator
 
 from .config import Config, ConfigError
 from .dedup import dedup_documents
-from .extract import extract_documents, load_reddit_meta, read_documents, tasks_from_fetch
+from .extract import extract_documents, load_reddit_meta, tasks_from_fetch
 from .fetch import fetch_links
 from .filters import filter_documents
 from .links import harvest_dump_links, read_links
-from .shards import write_shards
+from .shards import shard_documents
 from .summary import RunSummary, atomic_write_json, plot_funnel
 
 LOCK = ".build.lock"
@@ -88,7 +88,7 @@ def _run_build(dumps: list[str | Path], out: Path, cfg: Config) -> list[RunSumma
     stages.append(filter_documents(out / "extract", out / "filter", cfg.filter, write_dropped=True))
     stages.append(dedup_documents(out / "filter", out / "dedup", cfg.dedup))
     funnel = [s.to_dict() for s in stages]
-    stages.append(write_shards(read_documents(out / "dedup", pattern="documents*.parquet"), out / "shards", cfg.shards,
+    stages.append(shard_documents(out / "dedup", out / "shards", cfg.shards,
                                {"config": cfg.to_dict(), "funnel": funnel, "dumps": [str(d) for d in dumps]}))
     atomic_write_json(out / "funnel.json", [s.to_dict() for s in stages])
     plot_funnel([s.to_dict() for s in stages], out / "funnel.png")

@@ -239,16 +239,18 @@ class DedupConfig:
     jaccard_threshold: float = 0.5
     containment_threshold: float = 0.85
     seed: int = 1
-    redis_url: str | None = None  # datasketch Redis storage for indexes beyond memory
+    redis_url: str | None = None  # band buckets in Redis (datasketch MinHashLSH storage) instead of state/segments
     # Which copy of a cluster is kept. "earliest": the one first submitted to Reddit
     # (the original is usually posted before its syndicated copies, and a build
     # month by month then keeps what one build over all months keeps);
     # "score": the highest Reddit score. Ties: score, length, id.
     keep: str = "earliest"
+    workers: int = 0  # processes computing signatures, one input part each; 0: all cores
 
     def validate(self) -> None:
         check_types(self, "dedup")
         _at_least(self, "dedup", 1, "num_perm", "bands", "rows")
+        _at_least(self, "dedup", 0, "workers")
         for f in ("jaccard_threshold", "containment_threshold"):
             if not 0.0 < getattr(self, f) <= 1.0:
                 raise ConfigError(f"dedup.{f} must be in (0, 1], not {getattr(self, f)!r}")

@@ -1,24 +1,44 @@
-"""Near-duplicate removal: MinHash signatures, datasketch's MinHashLSH for
-candidates, verification by estimated Jaccard *and* containment, union-find.
+"""Near-duplicate removal at corpus scale: MinHash signatures per part, candidate
+pairs from sorted band keys, verification, union-find, and a persisted index of
+memory-mapped Arrow segments, one per run.
 
-Why not datasketch's ``MinHash.update`` per shingle: pure-Python shingling and
-per-shingle hashing cost ~500 ns a shingle. Here the words of a document are
-hashed once each (xxhash, cached per distinct word), the word 5-gram shingle
-hashes are combined in numpy, and all permutations are applied at once
-(multiply-shift hashing of 64-bit shingle hashes); the signatures then go into
-datasketch's ``MinHashLSH`` as ``LeanMinHash`` objects, so its in-memory or Redis
-storage serves as the index. bench/bench_dedup.py measures both.
+The stages of a run, each bounded by what is new:
 
-Why verification: a banded LSH with few rows per band finds pairs with low
-Jaccard (truncated copies, copies wrapped in boilerplate) but also false
-candidates; each candidate pair is kept only when the signatures' estimated
-Jaccard or estimated containment (from the Jaccard and the two shingle-set
-sizes) passes its threshold, so precision stays high.
+1. **Signatures, per input part** (``part_signatures``, a pure function a flow can
+   map over parts on Dask): the part is read in record batches; per document the
+   word 5-gram shingles are hashed (xxhash per distinct word, combined in numpy) and
+   all permutations applied at once (multiply-shift on 64-bit shingle hashes). The
+   text never stays in memory beyond its batch; the result is a small Parquet file
+   (id, shingle count, 32-bit min-hashes, created_utc, score, length).
+2. **Candidates**: each signature gives ``bands`` band keys (a 64-bit hash of the
+   band's rows and the band number). New documents sharing a key are candidates
+   (an argsort of the keys, then equal runs; a huge bucket links each member to its
+   ``BUCKET_LINKS`` predecessors, enough to join a cluster without m^2 pairs); new
+   documents are matched against the index by binary search in each segment's
+   sorted keys, which are memory-mapped: only the pages the new keys hit are read.
+3. **Verification**: a candidate pair is a duplicate when the signatures'
+   estimated Jaccard or estimated containment (from the Jaccard and the two
+   shingle-set sizes) passes its threshold, so precision stays high while bands of
+   few rows find truncated and boilerplate-wrapped copies.
+4. **Keep rule**, per cluster: a document kept by an earlier run stays kept;
+   otherwise (``keep="earliest"``, the default) the one first submitted to Reddit,
+   or (``keep="score"``) the highest Reddit score; then the higher score, the
+   longest text, the smallest id.
+5. **Commit**: the kept documents (a second streaming pass over the new parts),
+   ``duplicates-NNNN.parquet``, the run's segment, and last the ledger
+   (``state/ledger.json``: the parts each run consumed), written atomically. A run
+   killed before the ledger leaves files with its run number, deleted by the next
+   run, which redoes it. Parts the ledger lists are not read again.
 
-Keep rule, per cluster: a document already kept by an earlier run stays kept;
-otherwise (``keep="earliest"``, the default) the one first submitted to Reddit,
-or (``keep="score"``) the highest Reddit score; then the higher score, the
-longest text, the smallest id (deterministic).
+The index (``state/segments/seg-NNNN.{docs,keys,removed}.arrow``) is plain Arrow
+IPC data: reading it runs nothing. ``docs``: the kept documents of the run sorted by
+a 64-bit hash of their id (id, shingle count, signature); ``keys``: their band keys,
+sorted, with the row they belong to; ``removed``: the ids the run removed, sorted by
+hash. Id membership (already kept, already removed) is a binary search too. A 64-bit
+id hash collides with probability ~n^2/2^65 (3e-6 at 8M documents).
+
+``redis_url`` puts the band buckets in Redis through datasketch's ``MinHashLSH``
+storage instead of the segments' key files (the signatures stay in the segments).
 """
 
 from __future__ import annotations
@@ -26,9 +46,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -37,10 +58,15 @@ import xxhash
 
 from .config import DedupConfig, UnsafeInput
 from .io import DamagedPart, read_part
-from .summary import RunSummary, progress
+from .summary import RunSummary, atomic_write_json, progress
 
 _WORD = re.compile(r"\w+")
-_MASK32 = np.uint64(0xFFFFFFFF)
+BATCH_ROWS = 512  # documents per record batch read (with row groups of ROW_GROUP, memory per batch is bounded)
+ROW_GROUP = 1000
+BUCKET_LINKS = 32  # in a bucket of more members, each is verified against its 32 predecessors
+LEDGER = "ledger.json"
+FORMAT = "webtext-dedup/2"
+BIG = 2**62
 
 
 def words_of(text: str) -> list[str]:
@@ -86,11 +112,11 @@ class MinHasher:
         return np.unique(s)
 
     def signature(self, text: str) -> tuple[np.ndarray, int]:
-        """(uint64 array of num_perm 32-bit min-hashes, number of distinct shingles)."""
+        """(uint32 array of num_perm min-hashes, number of distinct shingles)."""
         s = self.shingle_hashes(text)
         with np.errstate(over="ignore"):
             h = (np.multiply.outer(self.a, s) + self.b[:, None]) >> np.uint64(32)
-        return h.min(axis=1), int(s.size)
+        return h.min(axis=1).astype(np.uint32), int(s.size)
 
 
 def estimated_similarity(sig_a: np.ndarray, size_a: int, sig_b: np.ndarray, size_b: int) -> tuple[float, float]:
@@ -98,6 +124,34 @@ def estimated_similarity(sig_a: np.ndarray, size_a: int, sig_b: np.ndarray, size
     j = float(np.mean(sig_a == sig_b))
     inter = j * (size_a + size_b) / (1.0 + j)
     return j, min(1.0, inter / max(1, min(size_a, size_b)))
+
+
+def similar(sig_a: np.ndarray, size_a: np.ndarray, sig_b: np.ndarray, size_b: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    """Vectorised verification of candidate pairs (rows of SIG_A against rows of SIG_B)."""
+    j = (sig_a == sig_b).mean(axis=1)
+    inter = j * (size_a + size_b) / (1.0 + j)
+    c = np.minimum(1.0, inter / np.maximum(1, np.minimum(size_a, size_b)))
+    return (j >= cfg.jaccard_threshold) | (c >= cfg.containment_threshold)
+
+
+def id_hash(ids: Iterable[str]) -> np.ndarray:
+    return np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8"), 7) for i in ids), dtype=np.uint64)
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64: a hash of each band's rows, salted with the band number, so
+    one sorted array holds every band's buckets."""
+    n = sigs.shape[0]
+    out = np.empty((n, bands), dtype=np.uint64)
+    s = sigs.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            h = np.full(n, np.uint64(0x243F6A8885A308D3) * np.uint64(b + 1), dtype=np.uint64)
+            for r in range(rows):
+                h = (h ^ s[:, b * rows + r]) * np.uint64(0x9E3779B97F4A7C15)
+                h ^= h >> np.uint64(29)
+            out[:, b] = h
+    return out
 
 
 class UnionFind:
@@ -118,248 +172,653 @@ class UnionFind:
             self.parent[rb] = ra
 
 
+# --- signatures of one part ----------------------------------------------------------------
+
+SIG_COLUMNS = ("id", "size", "created", "score", "length", "sig")
+
+
+def _sig_schema(num_perm: int) -> pa.Schema:
+    return pa.schema([("id", pa.string()), ("size", pa.int64()), ("created", pa.int64()), ("score", pa.int64()),
+                      ("length", pa.int64()), ("sig", pa.list_(pa.uint32(), num_perm))])
+
+
+def iter_batches(path: Path, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    try:
+        pf = pq.ParquetFile(path)
+        have = set(pf.schema_arrow.names)
+        for b in pf.iter_batches(batch_size=batch_rows, columns=[c for c in columns if c in have]):
+            yield b
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise DamagedPart(path, str(exc).splitlines()[0][:300]) from exc
+
+
+def check_part(path: Path) -> None:
+    """Refuse a part without the columns dedup needs; a damaged part is DamagedPart."""
+    try:
+        names = pq.ParquetFile(path).schema_arrow.names
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise DamagedPart(path, str(exc).splitlines()[0][:300]) from exc
+    if "id" not in names or "text" not in names:
+        raise ValueError(f"{path}: documents need columns id and text (has {names})")
+
+
+def part_signatures(part: str | Path, out_file: str | Path, cfg: DedupConfig) -> dict:
+    """One partition's signatures: PART (Parquet documents) -> OUT_FILE (Parquet,
+    ``SIG_COLUMNS``). Streams the part in record batches; pure (same input, same
+    file), so a flow may run it anywhere and a finished file is not redone."""
+    part, out_file = Path(part), Path(out_file)
+    if out_file.is_file():
+        return {"part": str(part), "docs": pq.ParquetFile(out_file).metadata.num_rows, "reused": True}
+    check_part(part)
+    hasher = MinHasher(cfg.num_perm, cfg.shingle_words, cfg.seed)
+    schema = _sig_schema(cfg.num_perm)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
+    n = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+        for batch in iter_batches(part, ["id", "text", "score", "created_utc"]):
+            cols = batch.schema.names
+            ids = batch.column("id").to_pylist()
+            texts = batch.column("text").to_pylist()
+            scores = batch.column("score").to_pylist() if "score" in cols else [0] * len(ids)
+            created = batch.column("created_utc").to_pylist() if "created_utc" in cols else [None] * len(ids)
+            sigs = np.empty((len(ids), cfg.num_perm), dtype=np.uint32)
+            sizes = np.empty(len(ids), dtype=np.int64)
+            for i, t in enumerate(texts):
+                sigs[i], sizes[i] = hasher.signature(t or "")
+            w.write_batch(pa.record_batch([
+                pa.array(ids, pa.string()), pa.array(sizes), pa.array([BIG if c is None else int(c) for c in created], pa.int64()),
+                pa.array([int(s or 0) for s in scores], pa.int64()), pa.array([len(t or "") for t in texts], pa.int64()),
+                pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), cfg.num_perm)], schema=schema))
+            n += len(ids)
+    os.replace(tmp, out_file)
+    return {"part": str(part), "docs": n, "reused": False}
+
+
 @dataclass
-class DocInfo:
-    id: str
-    score: int
-    length: int
-    old: bool  # kept by an earlier run
-    created: int = 0
+class Batch:
+    """Signatures and keep-rule fields of the documents a run considers."""
+
+    ids: list[str]
+    sig: np.ndarray  # (n, num_perm) uint32
+    size: np.ndarray
+    created: np.ndarray
+    score: np.ndarray
+    length: np.ndarray
+    source: np.ndarray  # index of the input part each came from
+
+    @classmethod
+    def read(cls, files: list[Path], num_perm: int) -> "Batch":
+        ids, sigs, size, created, score, length, source = [], [], [], [], [], [], []
+        for k, f in enumerate(files):
+            t = pq.read_table(f)
+            ids.extend(t.column("id").to_pylist())
+            sigs.append(t.column("sig").combine_chunks().flatten().to_numpy().reshape(t.num_rows, num_perm))
+            for lst, c in ((size, "size"), (created, "created"), (score, "score"), (length, "length")):
+                lst.append(t.column(c).to_numpy())
+            source.append(np.full(t.num_rows, k, dtype=np.int32))
+
+        def cat(parts, dtype):
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        return cls(ids, np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32), cat(size, np.int64),
+                   cat(created, np.int64), cat(score, np.int64), cat(length, np.int64), cat(source, np.int32))
 
 
-class MinHashDeduper:
-    """An LSH index over every kept document, persisted in ``state_dir`` (or Redis)."""
+# --- the index: one memory-mapped segment per run -------------------------------------------
 
-    # Signatures of every kept document as Parquet (id, size, sig), the parameters in
-    # the schema's metadata. Plain data: reading it runs nothing (the pickle it
-    # replaces could run code from a shared or downloaded index). The in-memory LSH
-    # is rebuilt from the signatures on load.
-    STATE = "dedup_index.parquet"
-    LEGACY_STATE = "dedup_index.pkl"
 
-    def __init__(self, cfg: DedupConfig, state_dir: str | Path | None = None, kept_files: Iterable[Path] = ()):
-        """KEPT_FILES: the documents kept so far, to rebuild the index from when the
-        state directory holds only an index of an older webtext (a pickle, never loaded)."""
-        from datasketch import MinHashLSH
+def _map(path: Path) -> pa.Table:
+    with pa.memory_map(str(path), "r") as source:
+        return pa.ipc.open_file(source).read_all()
 
+
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Segment:
+    run: int
+    docs: pa.Table | None  # id_hash (sorted), id, size, sig
+    keys: np.ndarray | None  # sorted band keys
+    key_rows: np.ndarray | None
+    removed: pa.Table | None  # id_hash (sorted), id, duplicate_of
+    _sig: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def id_hash(self) -> np.ndarray:
+        return self.docs.column("id_hash").to_numpy() if self.docs is not None else np.zeros(0, np.uint64)
+
+    def sig(self, num_perm: int) -> np.ndarray:
+        if self._sig is None:
+            self._sig = self.docs.column("sig").combine_chunks().flatten().to_numpy().reshape(self.docs.num_rows, num_perm)
+        return self._sig
+
+
+def _member(sorted_hashes: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of Q found in SORTED_HASHES, their positions)."""
+    if sorted_hashes.size == 0 or q.size == 0:
+        return np.zeros(q.size, bool), np.zeros(q.size, np.int64)
+    pos = np.searchsorted(sorted_hashes, q)
+    pos_c = np.minimum(pos, sorted_hashes.size - 1)
+    return sorted_hashes[pos_c] == q, pos_c
+
+
+class DedupIndex:
+    """The persisted index: segments under ``state/segments`` and ``state/ledger.json``."""
+
+    def __init__(self, cfg: DedupConfig, state_dir: str | Path, out_dir: Path | None = None):
         cfg.validate()
         self.cfg = cfg
-        self.hasher = MinHasher(cfg.num_perm, cfg.shingle_words, cfg.seed)
-        self.state_dir = Path(state_dir) if state_dir else None
-        self.sigs: dict[str, tuple[np.ndarray, int]] = {}
-        self.old_ids: set[str] = set()
-        self.skipped: set[str] = set()
-        state = self.state_dir / self.STATE if self.state_dir else None
-        storage = None
+        self.state = Path(state_dir)
+        self.seg_dir = self.state / "segments"
+        self.out = out_dir
+        self.notes: list[str] = []
+        self.lsh = None
         if cfg.redis_url:
             from urllib.parse import urlsplit
 
+            from datasketch import MinHashLSH
+
             u = urlsplit(cfg.redis_url)
             storage = {"type": "redis", "basename": b"webtext_dedup", "redis": {"host": u.hostname, "port": u.port or 6379}}
-        kw = {"storage_config": storage} if storage else {}
-        self.lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows), **kw)
-        self.rebuilt_from_legacy = False
-        if state is not None and state.is_file():
-            self._load(state, rebuild_lsh=storage is None)
-        elif self.state_dir is not None and (self.state_dir / self.LEGACY_STATE).is_file():
-            kept_files = list(kept_files)
-            if not kept_files:
-                raise UnsafeInput(f"{self.state_dir / self.LEGACY_STATE}: an index from an older webtext, a pickle, "
-                                  "which is not loaded (unpickling can run code), and no kept documents beside it to "
-                                  "rebuild the index from. Move it away, or run dedup with --out set to the directory "
-                                  "holding the kept documents-*.parquet.")
-            # Signatures are a pure function of the text: re-indexing the kept documents
-            # gives the index the pickle held, without reading it.
-            for f in kept_files:
-                for d in pq.read_table(f, columns=["id", "text"]).to_pylist():
-                    sig, size = self.hasher.signature(d["text"] or "")
-                    self.sigs[d["id"]] = (sig, size)
-                    self.lsh.insert(d["id"], self._lean(sig), check_duplication=False)
-            self.old_ids = set(self.sigs)
-            self.rebuilt_from_legacy = True
+            self.lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows), storage_config=storage)
+        ledger = self.state / LEDGER
+        if ledger.is_file():
+            self.ledger = json.loads(ledger.read_text())
+            if self.ledger.get("params") != self.params():
+                raise ValueError(f"{ledger}: index built with {self.ledger.get('params')}, configuration now "
+                                 f"{self.params()}; use a new state directory or the same dedup settings")
+        else:
+            self.ledger = {"format": FORMAT, "params": self.params(), "runs": []}
+            self._migrate()
+        self.segments = [self._open(r["run"]) for r in self.ledger["runs"] if r.get("segment")]
 
-    def _load(self, state: Path, rebuild_lsh: bool) -> None:
-        try:
-            table = pq.read_table(state)
-            saved = json.loads((table.schema.metadata or {}).get(b"webtext_params", b"null"))
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            raise ValueError(f"{state}: unreadable dedup index ({exc}); restore it or start a new state directory") from exc
-        if saved != self._params():
-            raise ValueError(f"{state}: index built with {saved}, configuration now {self._params()}; "
-                             "use a new state directory or the same dedup settings")
-        ids = table.column("id").to_pylist()
-        sizes = table.column("size").to_numpy()
-        sigs = table.column("sig").combine_chunks().flatten().to_numpy().reshape(len(ids), self.cfg.num_perm)
-        for i, doc_id in enumerate(ids):
-            self.sigs[doc_id] = (sigs[i], int(sizes[i]))
-            if rebuild_lsh:
-                self.lsh.insert(doc_id, self._lean(sigs[i]), check_duplication=False)
-        self.old_ids = set(self.sigs)
-
-    def _params(self) -> dict:
+    def params(self) -> dict:
         c = self.cfg
         return {"num_perm": c.num_perm, "bands": c.bands, "rows": c.rows, "shingle_words": c.shingle_words, "seed": c.seed}
 
-    def _lean(self, sig: np.ndarray):
+    @property
+    def next_run(self) -> int:
+        return self.ledger["runs"][-1]["run"] + 1 if self.ledger["runs"] else 0
+
+    def consumed(self) -> dict[str, int]:
+        done: dict[str, int] = {}
+        for r in self.ledger["runs"]:
+            done.update(r.get("parts") or {})
+        return done
+
+    def _paths(self, run: int) -> dict[str, Path]:
+        return {k: self.seg_dir / f"seg-{run:04d}.{k}.arrow" for k in ("docs", "keys", "removed")}
+
+    def _open(self, run: int) -> Segment:
+        p = self._paths(run)
+        docs = _map(p["docs"]) if p["docs"].is_file() else None
+        keys = _map(p["keys"]) if p["keys"].is_file() else None
+        removed = _map(p["removed"]) if p["removed"].is_file() else None
+        return Segment(run, docs, keys.column("key").to_numpy() if keys is not None else None,
+                       keys.column("row").to_numpy() if keys is not None else None, removed)
+
+    # Membership ------------------------------------------------------------------------
+    def known(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(already kept, already removed) masks for id hashes."""
+        kept = np.zeros(hashes.size, bool)
+        removed = np.zeros(hashes.size, bool)
+        for s in self.segments:
+            if s.docs is not None:
+                kept |= _member(s.id_hash, hashes)[0]
+            if s.removed is not None:
+                removed |= _member(s.removed.column("id_hash").to_numpy(), hashes)[0]
+        return kept, removed
+
+    # Candidates against the index --------------------------------------------------------
+    def candidates(self, keys: np.ndarray, batch: Batch) -> Iterator[tuple[np.ndarray, Segment, np.ndarray]]:
+        """(new rows, segment, segment rows) candidate pairs sharing a band key."""
+        if self.lsh is not None:
+            yield from self._redis_candidates(batch)
+            return
+        flat = keys.reshape(-1)
+        new_row = np.repeat(np.arange(keys.shape[0]), keys.shape[1])
+        order = np.argsort(flat, kind="stable")
+        q, qrow = flat[order], new_row[order]
+        for s in self.segments:
+            if s.keys is None or s.keys.size == 0:
+                continue
+            lo = np.searchsorted(s.keys, q, "left")
+            hi = np.searchsorted(s.keys, q, "right")
+            hit = hi > lo
+            if not hit.any():
+                continue
+            lo, hi, rows = lo[hit], np.minimum(hi[hit], lo[hit] + BUCKET_LINKS), qrow[hit]
+            counts = hi - lo
+            a = np.repeat(rows, counts)
+            starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+            b = s.key_rows[starts + np.arange(counts.sum())]
+            yield a, s, b
+
+    def _redis_candidates(self, batch: Batch):
         from datasketch import LeanMinHash
 
-        # our own multiply-shift scheme; "legacy" is the label datasketch gives values it did not make
-        return LeanMinHash(seed=self.cfg.seed, hashvalues=sig, scheme="legacy")
-
-    def find_duplicates(self, docs: Iterable[dict], summary: RunSummary | None = None) -> dict[str, str]:
-        """Index the documents and return {removed id: kept id} for the duplicates
-        among them and against everything kept before."""
-        cfg = self.cfg
-        uf = UnionFind()
-        info: dict[str, DocInfo] = {i: DocInfo(i, 0, 0, True) for i in self.old_ids}
-        big = 2**62
-        new_ids: list[str] = []
-        bar = progress(desc="dedup", unit="docs")
-        for d in docs:
-            doc_id = d["id"]
-            if doc_id in info:
-                self.skipped.add(doc_id)
-                if summary is not None:
-                    summary.drop("already_indexed")
+        by_seg: dict[int, tuple[list[int], list[int]]] = {}
+        for i in range(len(batch.ids)):
+            m = LeanMinHash(seed=self.cfg.seed, hashvalues=batch.sig[i].astype(np.uint64), scheme="legacy")
+            cands = list(self.lsh.query(m))
+            if not cands:
                 continue
-            text = d.get("text") or ""
-            sig, size = self.hasher.signature(text)
-            m = self._lean(sig)
-            for cand in self.lsh.query(m):
-                csig, csize = self.sigs[cand]
-                j, c = estimated_similarity(sig, size, csig, csize)
-                if j >= cfg.jaccard_threshold or c >= cfg.containment_threshold:
-                    uf.union(cand, doc_id)
-            self.lsh.insert(doc_id, m, check_duplication=False)
-            self.sigs[doc_id] = (sig, size)
-            info[doc_id] = DocInfo(doc_id, int(d.get("score") or 0), len(text), False, int(d.get("created_utc") or big))
-            new_ids.append(doc_id)
-            bar.update(1)
-        bar.close()
-        clusters: dict[str, list[str]] = {}
-        for i in new_ids:
-            clusters.setdefault(uf.find(i), []).append(i)
-        for i in self.old_ids:
-            if i in uf.parent:
-                clusters.setdefault(uf.find(i), []).append(i)
-        removed: dict[str, str] = {}
-        for members in clusters.values():
-            if len(members) == 1:
-                continue
-            if cfg.keep == "earliest":
-                keep = min(members, key=lambda i: (not info[i].old, info[i].created, -info[i].score, -info[i].length, i))
-            else:
-                keep = min(members, key=lambda i: (not info[i].old, -info[i].score, -info[i].length, i))
-            for i in members:
-                if i != keep and not info[i].old:
-                    removed[i] = keep
-        for i in removed:
-            self.lsh.remove(i)
-            del self.sigs[i]
-        self.old_ids.update(i for i in new_ids if i not in removed)
-        return removed
+            h = id_hash(cands)
+            for k, s in enumerate(self.segments):
+                if s.docs is None:
+                    continue
+                found, pos = _member(s.id_hash, h)
+                a, b = by_seg.setdefault(k, ([], []))
+                a.extend([i] * int(found.sum()))
+                b.extend(pos[found].tolist())
+        for k, (a, b) in by_seg.items():
+            yield np.array(a, np.int64), self.segments[k], np.array(b, np.int64)
 
-    def save(self) -> None:
-        if self.state_dir is None:
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        ids = list(self.sigs)
+    # Commit ------------------------------------------------------------------------------
+    def write_segment(self, run: int, batch: Batch, keep_rows: np.ndarray, keys: np.ndarray,
+                      removed: dict[str, str]) -> bool:
+        self.seg_dir.mkdir(parents=True, exist_ok=True)
+        p = self._paths(run)
         n = self.cfg.num_perm
-        flat = np.concatenate([self.sigs[i][0] for i in ids]).astype(np.uint64) if ids else np.zeros(0, np.uint64)
-        table = pa.table({"id": pa.array(ids, pa.string()),
-                          "size": pa.array([self.sigs[i][1] for i in ids], pa.int64()),
-                          "sig": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.uint64()), n)})
-        table = table.replace_schema_metadata({"webtext_params": json.dumps(self._params())})
-        tmp = self.state_dir / f".{self.STATE}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_dir / self.STATE)
-        if self.rebuilt_from_legacy:
-            (self.state_dir / self.LEGACY_STATE).unlink(missing_ok=True)
+        wrote = False
+        if keep_rows.size:
+            ids = [batch.ids[i] for i in keep_rows]
+            h = id_hash(ids)
+            order = np.argsort(h, kind="stable")
+            rows = keep_rows[order]
+            docs = pa.table({"id_hash": pa.array(h[order]), "id": pa.array([ids[i] for i in order], pa.string()),
+                             "size": pa.array(batch.size[rows]),
+                             "sig": pa.FixedSizeListArray.from_arrays(pa.array(batch.sig[rows].reshape(-1), pa.uint32()), n)})
+            k = keys[rows]  # (m, bands) in the segment's row order
+            flat = k.reshape(-1)
+            seg_row = np.repeat(np.arange(rows.size, dtype=np.uint32), k.shape[1])
+            o = np.argsort(flat, kind="stable")
+            _write_arrow(docs, p["docs"])
+            _write_arrow(pa.table({"key": pa.array(flat[o]), "row": pa.array(seg_row[o])}), p["keys"])
+            wrote = True
+            if self.lsh is not None:
+                from datasketch import LeanMinHash
+
+                for i in rows:
+                    self.lsh.insert(batch.ids[i], LeanMinHash(seed=self.cfg.seed, hashvalues=batch.sig[i].astype(np.uint64),
+                                                              scheme="legacy"), check_duplication=False)
+        if removed:
+            rid = list(removed)
+            h = id_hash(rid)
+            o = np.argsort(h, kind="stable")
+            _write_arrow(pa.table({"id_hash": pa.array(h[o]), "id": pa.array([rid[i] for i in o], pa.string()),
+                                   "duplicate_of": pa.array([removed[rid[i]] for i in o], pa.string())}), p["removed"])
+            wrote = True
+        return wrote
+
+    def commit(self, entry: dict) -> None:
+        self.ledger["runs"].append(entry)
+        atomic_write_json(self.state / LEDGER, self.ledger)
+
+    def discard_uncommitted(self, out: Path) -> None:
+        """Files a killed run left (its run number is not in the ledger)."""
+        nxt = self.next_run
+        for pattern, dir_ in (("seg-*.arrow", self.seg_dir), ("documents-*.parquet", out), ("duplicates-*.parquet", out)):
+            for p in dir_.glob(pattern) if dir_.is_dir() else ():
+                m = re.search(r"-(\d+)\.", p.name)
+                if m and int(m.group(1)) >= nxt:
+                    p.unlink()
+        for d in (self.seg_dir, out, out / "signatures"):
+            for p in d.glob(".*.tmp-*") if d.is_dir() else ():
+                p.unlink()
+
+    # Indexes of older webtexts ------------------------------------------------------------
+    def _migrate(self) -> None:
+        """A state directory of an earlier webtext becomes run 0 of this one: a Parquet
+        index (id, size, sig) is converted; a pickle is never unpickled, the kept
+        documents beside it are re-indexed instead (signatures are a pure function of
+        the text). Removed ids come from the old single duplicates.parquet."""
+        v1 = self.state / "dedup_index.parquet"
+        pkl = self.state / "dedup_index.pkl"
+        if not v1.is_file() and not pkl.is_file():
+            return
+        out = self.out if self.out is not None else self.state.parent
+        kept_files = sorted(out.glob("documents*.parquet"))
+        if v1.is_file():
+            try:
+                t = pq.read_table(v1)
+                saved = json.loads((t.schema.metadata or {}).get(b"webtext_params", b"null"))
+            except (pa.ArrowInvalid, OSError, ValueError) as exc:
+                raise ValueError(f"{v1}: unreadable dedup index ({exc}); restore it or start a new state directory") from exc
+            if saved != self.params():
+                raise ValueError(f"{v1}: index built with {saved}, configuration now {self.params()}; "
+                                 "use a new state directory or the same dedup settings")
+            ids = t.column("id").to_pylist()
+            sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(len(ids), self.cfg.num_perm).astype(np.uint32)
+            size = t.column("size").to_numpy()
+            how = f"converted the index of an earlier webtext ({len(ids):,} documents)"
+        else:
+            if not kept_files:
+                raise UnsafeInput(f"{pkl}: an index from an older webtext, a pickle, which is not loaded (unpickling can "
+                                  "run code), and no kept documents beside it to rebuild the index from. Move it away, "
+                                  "or run dedup with --out set to the directory holding the kept documents-*.parquet.")
+            hasher = MinHasher(self.cfg.num_perm, self.cfg.shingle_words, self.cfg.seed)
+            ids, sigs, sizes = [], [], []
+            for f in kept_files:
+                for b in iter_batches(f, ["id", "text"]):
+                    for i, text in zip(b.column("id").to_pylist(), b.column("text").to_pylist()):
+                        s, z = hasher.signature(text or "")
+                        ids.append(i)
+                        sigs.append(s)
+                        sizes.append(z)
+            sig = np.array(sigs, np.uint32).reshape(len(ids), self.cfg.num_perm)
+            size = np.array(sizes, np.int64)
+            how = (f"index rebuilt from the {len(ids):,} kept documents; the old pickle index is not read")
+        z = np.zeros(len(ids), np.int64)
+        batch = Batch(ids, sig, size, z, z, z, z.astype(np.int32))
+        removed = {}
+        old_dups = out / "duplicates.parquet"
+        if old_dups.is_file():
+            for r in pq.read_table(old_dups, columns=["id", "duplicate_of"]).to_pylist():
+                removed[r["id"]] = r["duplicate_of"]
+        nums = [int(m.group(1)) for p in kept_files if (m := re.search(r"-(\d+)\.parquet$", p.name))]
+        run = max(nums, default=0)
+        self.write_segment(run, batch, np.arange(len(ids)), band_keys(sig, self.cfg.bands, self.cfg.rows), removed)
+        self.commit({"run": run, "parts": {}, "kept": len(ids), "removed": len(removed), "segment": True,
+                     "migrated": how, "finished": time.time()})
+        if old_dups.is_file():  # its rows now live in the segment; later runs write duplicates-NNNN.parquet
+            os.replace(old_dups, out / f"duplicates-{run:04d}.parquet")
+        v1.unlink(missing_ok=True)
+        pkl.unlink(missing_ok=True)
+        self.notes.append(how)
 
 
-def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, state_dir: str | Path | None = None) -> RunSummary:
-    """``webtext dedup``: Parquet documents (id, text; score optional) -> kept
-    documents and ``duplicates.parquet`` (id, duplicate_of) in ``out_dir``.
-    The index persists in ``state_dir`` (default: ``out_dir/state``)."""
+# --- clustering ------------------------------------------------------------------------------
+
+
+def _pairs_within(keys: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs among the new documents: rows sharing a band key (each member of a
+    bucket against up to BUCKET_LINKS predecessors)."""
+    rows = np.flatnonzero(active)
+    if rows.size < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    flat = keys[rows].reshape(-1)
+    who = np.repeat(rows, keys.shape[1])
+    o = np.lexsort((who, flat))
+    flat, who = flat[o], who[o]
+    a_all, b_all = [], []
+    for d in range(1, BUCKET_LINKS + 1):
+        same = flat[d:] == flat[:-d]
+        if not same.any():
+            break
+        a_all.append(who[d:][same])
+        b_all.append(who[:-d][same])
+    if not a_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a, b = np.concatenate(a_all), np.concatenate(b_all)
+    pair = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+    pair = pair[pair[:, 0] != pair[:, 1]]
+    return pair[:, 0], pair[:, 1]
+
+
+def _verified(a: np.ndarray, b: np.ndarray, sig_a: np.ndarray, size_a: np.ndarray, sig_b: np.ndarray,
+              size_b: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    ok = np.zeros(a.size, bool)
+    for s in range(0, a.size, 65536):
+        e = s + 65536
+        ok[s:e] = similar(sig_a[s:e], size_a[s:e], sig_b[s:e], size_b[s:e], cfg)
+    return ok
+
+
+def find_clusters(batch: Batch, active: np.ndarray, cfg: DedupConfig, index: DedupIndex | None = None
+                  ) -> tuple[dict[str, str], np.ndarray]:
+    """{removed id: kept id} among the active rows of BATCH and against INDEX, and the
+    band keys of the batch."""
+    keys = band_keys(batch.sig, cfg.bands, cfg.rows)
+    uf = UnionFind()
+    a, b = _pairs_within(keys, active)
+    if a.size:
+        ok = _verified(a, b, batch.sig[a], batch.size[a], batch.sig[b], batch.size[b], cfg)
+        for x, y in zip(a[ok].tolist(), b[ok].tolist()):
+            uf.union(x, y)
+    old_name: dict[tuple[int, int], str] = {}
+    if index is not None:
+        masked = np.where(active[:, None], keys, np.uint64(0))  # inactive rows ask nothing
+        for rows, seg, seg_rows in index.candidates(masked, batch):
+            keep = active[rows]
+            rows, seg_rows = rows[keep], seg_rows[keep]
+            if rows.size == 0:
+                continue
+            pair = np.unique(np.stack([rows, seg_rows.astype(np.int64)], axis=1), axis=0)
+            rows, seg_rows = pair[:, 0], pair[:, 1]
+            ssig = seg.sig(cfg.num_perm)
+            ssize = seg.docs.column("size").to_numpy()
+            ok = _verified(rows, seg_rows, batch.sig[rows], batch.size[rows], ssig[seg_rows], ssize[seg_rows], cfg)
+            for x, y in zip(rows[ok].tolist(), seg_rows[ok].tolist()):
+                node = ("old", seg.run, y)
+                if node not in old_name:
+                    old_name[node] = seg.docs.column("id")[y].as_py()
+                uf.union(node, x)
+    clusters: dict = {}
+    for node in list(uf.parent):
+        clusters.setdefault(uf.find(node), []).append(node)
+    removed: dict[str, str] = {}
+    for members in clusters.values():
+        new = [m for m in members if isinstance(m, (int, np.integer))]
+        old = sorted(old_name[m] for m in members if not isinstance(m, (int, np.integer)))
+        if old:
+            keep_id, losers = old[0], new
+        else:
+            if cfg.keep == "earliest":
+                k = min(new, key=lambda i: (batch.created[i], -batch.score[i], -batch.length[i], batch.ids[i]))
+            else:
+                k = min(new, key=lambda i: (-batch.score[i], -batch.length[i], batch.ids[i]))
+            keep_id, losers = batch.ids[k], [i for i in new if i != k]
+        for i in losers:
+            removed[batch.ids[i]] = keep_id
+    return removed, keys
+
+
+class NearDedup:
+    """In-memory use (benchmarks, notebooks): documents -> {removed id: kept id}."""
+
+    def __init__(self, cfg: DedupConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.hasher = MinHasher(cfg.num_perm, cfg.shingle_words, cfg.seed)
+
+    def find_duplicates(self, docs: Iterable[dict]) -> dict[str, str]:
+        ids, sigs, sizes, created, score, length = [], [], [], [], [], []
+        for d in docs:
+            s, z = self.hasher.signature(d.get("text") or "")
+            ids.append(d["id"])
+            sigs.append(s)
+            sizes.append(z)
+            created.append(int(d.get("created_utc") or BIG))
+            score.append(int(d.get("score") or 0))
+            length.append(len(d.get("text") or ""))
+        n = len(ids)
+        batch = Batch(ids, np.array(sigs, np.uint32).reshape(n, self.cfg.num_perm), np.array(sizes, np.int64),
+                      np.array(created, np.int64), np.array(score, np.int64), np.array(length, np.int64),
+                      np.zeros(n, np.int32))
+        return find_clusters(batch, np.ones(n, bool), self.cfg)[0]
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def input_parts(src: Path) -> list[Path]:
+    return [src] if src.is_file() else sorted(p for p in src.glob("*.parquet") if not p.name.startswith("."))
+
+
+def signature_file(out: Path, part: Path) -> Path:
+    return out / "signatures" / f"{part.name}.{part.stat().st_size}.sig.parquet"
+
+
+def pending_parts(src: str | Path, out_dir: str | Path, cfg: DedupConfig, state_dir: str | Path | None = None) -> list[Path]:
+    """The input parts no committed run consumed (the flow maps ``part_signatures`` over them)."""
     src, out = Path(src), Path(out_dir)
-    files = [src] if src.is_file() else sorted(p for p in src.glob("*.parquet") if not p.name.startswith("."))
+    led = Path(state_dir or out / "state") / LEDGER
+    done = {}
+    if led.is_file():
+        for r in json.loads(led.read_text())["runs"]:
+            done.update(r.get("parts") or {})
+    return [p for p in input_parts(src) if done.get(p.name) != p.stat().st_size]
+
+
+def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, state_dir: str | Path | None = None
+                    ) -> RunSummary:
+    """``webtext dedup``: Parquet documents (id, text; score, created_utc optional) ->
+    kept documents (``documents-NNNN.parquet``, one per run) and ``duplicates-NNNN.parquet``
+    (id, duplicate_of) in OUT_DIR. Only input parts no earlier run consumed are read.
+    The index persists in STATE_DIR (default OUT_DIR/state)."""
+    src, out = Path(src), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state_dir = Path(state_dir) if state_dir else out / "state"
-    deduper = MinHashDeduper(cfg, state_dir, kept_files=sorted(out.glob("documents*.parquet")))
+    state = Path(state_dir) if state_dir else out / "state"
+    index = DedupIndex(cfg, state, out)
+    index.discard_uncommitted(out)
     summary = RunSummary("dedup", unit="documents")
-    if deduper.rebuilt_from_legacy:
-        summary.note(f"index rebuilt from the {len(deduper.sigs):,} kept documents; the old pickle index is not read")
-    tables, readable = [], []
+    for n in index.notes:
+        summary.note(n)
+    files = input_parts(src)
+    if not files:
+        raise FileNotFoundError(f"no Parquet documents in {src}")
+    done = index.consumed()
+    new_files, damaged = [], []
     for f in files:
+        if done.get(f.name) == f.stat().st_size:
+            continue
         try:
-            tables.append(read_part(f))
-            readable.append(f)
+            check_part(f)
+            new_files.append(f)
         except DamagedPart as exc:  # its documents wait for the next run, after the part is restored
             summary.note(str(exc))
-            summary.extra.setdefault("damaged_parts", []).append({"file": str(f), "error": exc.reason})
-    files = readable
-    for t, f in zip(tables, files):
-        if "id" not in t.column_names or "text" not in t.column_names:
-            raise ValueError(f"{f}: documents need columns id and text (has {t.column_names})")
-    if not tables:
-        if summary.extra.get("damaged_parts"):
-            raise DamagedPart(summary.extra["damaged_parts"][0]["file"], summary.extra["damaged_parts"][0]["error"])
-        raise FileNotFoundError(f"no Parquet documents in {src}")
-    table = pa.concat_tables(tables, promote_options="default")
-    summary.n_in = table.num_rows
-    written = _ids_written(out)  # kept by an earlier run into this directory
-    dup_path = out / "duplicates.parquet"
-    removed_before = set(pq.read_table(dup_path, columns=["id"]).column("id").to_pylist()) if dup_path.is_file() else set()
-    cols = ["id", "text"] + [c for c in ("score", "created_utc") if c in table.column_names]
-    candidates, take = [], []
-    seen: set[str] = set()
-    for d in table.select(cols).to_pylist():
-        i = d["id"]
-        if i in seen:
-            summary.drop("repeated_id")  # the same document twice in the input
-            take.append(False)
-        elif i in written:
-            summary.drop("already_kept")
-            take.append(False)
-        elif i in removed_before:
-            summary.drop("already_removed")  # a near-duplicate found by an earlier run
-            take.append(False)
-        else:
-            candidates.append(d)
-            take.append(True)
-        seen.add(i)
-    removed = deduper.find_duplicates(candidates, summary)
-    summary.drop("near_duplicate", len(removed))
-    ids = table.column("id").to_pylist()
-    kept = table.filter(pa.array([t and i not in removed and i not in deduper.skipped
-                                  for t, i in zip(take, ids)], type=pa.bool_()))
-    # Write documents, then duplicates, then the index: the index never holds a
-    # document that is not written.
-    n_parts = len(list(out.glob("documents*.parquet")))
-    if kept.num_rows or n_parts == 0:
-        _write(kept, out / (f"documents-{n_parts:04d}.parquet"))
-    dups = pa.table({"id": pa.array(list(removed), pa.string()), "duplicate_of": pa.array(list(removed.values()), pa.string())})
-    if dup_path.is_file():
-        dups = pa.concat_tables([pq.read_table(dup_path), dups])
-    _write(dups, dup_path)
-    deduper.save()
-    summary.n_out = kept.num_rows
-    summary.extra["index_size"] = len(deduper.sigs)
+            damaged.append({"file": str(f), "error": exc.reason})
+    if damaged:
+        summary.extra["damaged_parts"] = damaged
+        if not new_files and not done:
+            raise DamagedPart(damaged[0]["file"], damaged[0]["error"])
+    summary.extra["parts_new"] = len(new_files)
+    summary.extra["parts_done_before"] = len(files) - len(new_files) - len(damaged)
+    # 1. signatures, part by part (in parallel when WORKERS > 1); already made ones are reused
+    sig_files = [signature_file(out, f) for f in new_files]
+    _signatures(new_files, sig_files, cfg, cfg.workers or os.cpu_count() or 1)
+    batch = Batch.read(sig_files, cfg.num_perm)
+    n = len(batch.ids)
+    summary.n_in = n
+    # 2. what is not new: a repeated id, an id kept or removed by an earlier run
+    h = id_hash(batch.ids)
+    _, first = np.unique(h, return_index=True)
+    repeated = np.ones(n, bool)
+    repeated[first] = False
+    kept_before, removed_before = index.known(h)
+    active = ~repeated & ~kept_before & ~removed_before
+    for reason, mask in (("repeated_id", repeated), ("already_kept", kept_before & ~repeated),
+                         ("already_removed", removed_before & ~kept_before & ~repeated)):
+        if mask.any():
+            summary.drop(reason, int(mask.sum()))
+    # 3. candidates, verification, clusters, the keep rule
+    removed, keys = find_clusters(batch, active, cfg, index)
+    if removed:
+        summary.drop("near_duplicate", len(removed))
+    keep = active.copy()
+    if removed:
+        keep &= ~np.isin(h, id_hash(list(removed)))
+    keep_rows = np.flatnonzero(keep)
+    # 4. commit: documents, duplicates, segment, then the ledger
+    run = index.next_run
+    doc_files = sorted(out.glob("documents-*.parquet"))
+    written = 0
+    if keep_rows.size or not doc_files:
+        written = _write_kept(new_files, batch, keep, out / f"documents-{run:04d}.parquet")
+    if removed:
+        _write_parquet(pa.table({"id": pa.array(list(removed), pa.string()),
+                                 "duplicate_of": pa.array(list(removed.values()), pa.string())}),
+                       out / f"duplicates-{run:04d}.parquet")
+    seg = index.write_segment(run, batch, keep_rows, keys, removed)
+    index.commit({"run": run, "parts": {f.name: f.stat().st_size for f in new_files}, "kept": int(keep_rows.size),
+                  "removed": len(removed), "segment": seg, "finished": time.time()})
+    for f in sig_files:
+        f.unlink(missing_ok=True)
+    summary.n_out = written
+    summary.extra["index_size"] = sum(r.get("kept", 0) for r in index.ledger["runs"])
+    summary.extra["run"] = run
     summary.check()
     summary.finish().write(out)
     return summary
 
 
-def _ids_written(out: Path) -> set[str]:
-    ids: set[str] = set()
-    for p in out.glob("documents*.parquet"):
-        ids.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
-    return ids
+def _signatures(parts: list[Path], sig_files: list[Path], cfg: DedupConfig, workers: int) -> None:
+    todo = [(p, s) for p, s in zip(parts, sig_files) if not s.is_file()]
+    bar = progress(total=len(todo), desc="dedup signatures", unit="parts")
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
+            for _ in pool.map(part_signatures, [p for p, _ in todo], [s for _, s in todo], [cfg] * len(todo)):
+                bar.update(1)
+    else:
+        for p, s in todo:
+            part_signatures(p, s, cfg)
+            bar.update(1)
+    bar.close()
 
 
-def _write(table: pa.Table, path: Path) -> None:
+def _write_kept(parts: list[Path], batch: Batch, keep: np.ndarray, path: Path) -> int:
+    """Second streaming pass: the kept rows of each part, in input order, to PATH."""
+    schemas = []
+    for p in parts:
+        schemas.append(pq.ParquetFile(p).schema_arrow)
+    if not schemas:
+        from .extract import DOC_SCHEMA
+
+        schemas = [DOC_SCHEMA]
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    n = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+        for k, p in enumerate(parts):  # row groups of ROW_GROUP rows: later stages read them a batch at a time
+            rows = np.flatnonzero(batch.source == k)
+            mask = keep[rows]
+            at = 0
+            for b in pq.ParquetFile(p).iter_batches(batch_size=BATCH_ROWS):
+                m = mask[at : at + b.num_rows]
+                at += b.num_rows
+                if not m.any():
+                    continue
+                t = pa.Table.from_batches([b]).filter(pa.array(m))
+                w.write_table(_conform(t, schema), row_group_size=ROW_GROUP)
+                n += t.num_rows
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return n
+
+
+def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    cols = []
+    for f in schema:
+        if f.name in t.column_names:
+            c = t.column(f.name)
+            cols.append(c if c.type == f.type else c.cast(f.type))
+        else:
+            cols.append(pa.nulls(t.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
+
+
+def read_duplicates(dedup_dir: str | Path) -> pa.Table:
+    """Every (id, duplicate_of) pair the runs into DEDUP_DIR removed."""
+    files = sorted(Path(dedup_dir).glob("duplicates-*.parquet"))
+    if not files:
+        return pa.table({"id": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string())})
+    return pa.concat_tables([pq.read_table(f, columns=["id", "duplicate_of"]) for f in files])

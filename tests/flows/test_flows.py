@@ -15,6 +15,7 @@ import pytest
 
 from flows.corpus import build_corpus, preflight, task_runner
 from pipeline.config import Config, ConfigError
+from pipeline.dedup import read_duplicates
 from pipeline.extract import read_documents
 from pipeline.fetch import read_outcomes
 from pipeline.demo import DemoWeb, DemoWorld, demo_config
@@ -82,8 +83,11 @@ def test_incremental_month_by_month_equals_one_build(prefect_api, world, web, cf
     assert not again, f"month-1 pages fetched again: {again}"
     assert stage(r2, "extract")["dropped"]["already_extracted"] == stage(r1, "extract")["out"]
     assert stage(r2, "links")["extra"]["harvested_now"] == [str(m2)]
-    d2 = stage(r2, "dedup")
-    assert d2["dropped"]["already_kept"] == stage(r1, "dedup")["out"]
+    # Dedup and shards read only what is new: month 2's parts, not month 1's again.
+    d1, d2 = stage(r1, "dedup"), stage(r2, "dedup")
+    assert d2["in"] == stage(r2, "filter")["out"] and "already_kept" not in d2["dropped"]
+    assert d2["extra"]["parts_done_before"] == d1["extra"]["parts_new"] > 0
+    assert stage(r2, "shard")["in"] == d2["out"]
     m = load_manifest(tmp_path / "shards")
     assert [v["version"] for v in m["versions"]] == [1, 2]
     assert (tmp_path / "funnel.png").stat().st_size > 10_000 and (tmp_path / "funnel.json").is_file()
@@ -264,7 +268,7 @@ def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, worl
     got, ref = shard_docs(tmp_path), single_build[2]
     assert len(got) == len(ref)
     swapped = set(ref) - set(got)
-    dups = pq.read_table(tmp_path / "dedup" / "duplicates.parquet", columns=["id", "duplicate_of"]).to_pylist()
+    dups = read_duplicates(tmp_path / "dedup").to_pylist()
     dup_of = {r["id"]: r["duplicate_of"] for r in dups}
     assert all(dup_of.get(i) in got for i in swapped), "a document of the reference lost without a kept near-duplicate"
     assert {k: v for k, v in got.items() if k in ref} == {k: v for k, v in ref.items() if k in got}

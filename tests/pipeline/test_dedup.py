@@ -1,3 +1,4 @@
+import json
 import lzma
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import DedupConfig, ShardConfig
-from pipeline.dedup import MinHasher, dedup_documents, estimated_similarity
+from pipeline.dedup import MinHasher, dedup_documents, estimated_similarity, read_duplicates
 from pipeline.shards import load_manifest, verify_shards, write_shards
 
 from webtext_testlib import shared
@@ -58,7 +59,7 @@ def test_dedup_finds_duplicates_and_second_run_checks_against_first(tmp_path):
     # Most variants (Jaccard to their base >= .6) of documents kept last month are
     # found among last month's documents (LSH recall at J=.6 is ~83% per pair)
     assert s2.dropped["near_duplicate"] >= 0.8 * len(second)
-    dups = pq.read_table(tmp_path / "out" / "duplicates.parquet").to_pylist()
+    dups = read_duplicates(tmp_path / "out").to_pylist()
     kept = set()
     for p in (tmp_path / "out").glob("documents-*.parquet"):
         kept |= set(pq.read_table(p).column("id").to_pylist())
@@ -66,9 +67,9 @@ def test_dedup_finds_duplicates_and_second_run_checks_against_first(tmp_path):
     for row in dups:  # every removed document points at a kept one of its own cluster
         assert row["duplicate_of"] in kept and row["id"] not in kept
         assert cluster[row["id"]] == cluster[row["duplicate_of"]]
-    # Re-running the same month changes nothing
+    # Re-running the same month reads nothing: its part is in the ledger
     s3 = dedup_documents(tmp_path / "m2", tmp_path / "out", DedupConfig())
-    assert s3.n_out == 0 and s3.balanced()
+    assert s3.n_in == 0 and s3.n_out == 0 and s3.balanced() and s3.extra["parts_done_before"] == 1
 
 
 def test_keep_rule_highest_score_then_longest(tmp_path):
@@ -89,10 +90,15 @@ def test_keep_rule_earliest_submission_and_removed_ones_not_redone(tmp_path):
     s = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig())
     kept = pq.read_table(tmp_path / "out" / "documents-0000.parquet").column("id").to_pylist()
     assert kept == ["c"] and s.dropped["near_duplicate"] == 2
-    # A re-run over the same input does no work: the kept one and the removed ones are known.
+    # A re-run over the same input does no work: the part is in the ledger.
     s2 = dedup_documents(tmp_path / "d.parquet", tmp_path / "out", DedupConfig())
-    assert s2.n_out == 0 and +s2.dropped == {"already_kept": 1, "already_removed": 2}
-    assert pq.read_table(tmp_path / "out" / "duplicates.parquet").num_rows == 2
+    assert s2.n_in == 0 and s2.n_out == 0
+    # The same documents in another part: the kept one and the removed ones are known by id.
+    (tmp_path / "again").mkdir()
+    pq.write_table(pa.Table.from_pylist(docs), tmp_path / "again" / "d2.parquet")
+    s3 = dedup_documents(tmp_path / "again", tmp_path / "out", DedupConfig())
+    assert s3.n_out == 0 and +s3.dropped == {"already_kept": 1, "already_removed": 2}
+    assert read_duplicates(tmp_path / "out").num_rows == 2
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run installs it)")
@@ -164,10 +170,11 @@ def test_unknown_keep_rule_is_a_configuration_error():
         Config.from_dict({"dedup": {"keep": "newest"}})
 
 
-def test_index_is_plain_parquet_and_a_legacy_pickle_is_never_unpickled(tmp_path):
-    """The index is Parquet (nothing in it can run code). A state directory holding
-    only an old pickle index (here a malicious one) is not unpickled: the index is
-    rebuilt from the kept documents, and dedup against it works as before."""
+def test_index_is_plain_arrow_and_older_indexes_are_converted_never_unpickled(tmp_path):
+    """The index is Arrow IPC (nothing in it can run code). A state directory of an
+    earlier webtext is taken over: its Parquet index (id, size, sig) is converted, and
+    an old pickle index (here a malicious one) is never unpickled: the index is rebuilt
+    from the kept documents. Dedup against either works as against the new index."""
     import pickle
 
     multi, singles = reuters(60)
@@ -179,25 +186,50 @@ def test_index_is_plain_parquet_and_a_legacy_pickle_is_never_unpickled(tmp_path)
     write_docs(tmp_path / "m2" / "docs.parquet", second)
     ref = tmp_path / "ref"
     dedup_documents(tmp_path / "m1", ref, DedupConfig())
-    index = pq.read_table(ref / "state" / "dedup_index.parquet")
-    assert index.num_rows == len(first) - pq.read_table(ref / "duplicates.parquet").num_rows
+    with pa.memory_map(str(ref / "state" / "segments" / "seg-0000.docs.arrow")) as src:
+        index = pa.ipc.open_file(src).read_all()
+    assert index.num_rows == len(first) - read_duplicates(ref).num_rows
+    assert index.column("id_hash").to_numpy().tolist() == sorted(index.column("id_hash").to_numpy().tolist())
+    month1 = tmp_path / "month1"
+    shutil.copytree(ref, month1)
     expected = dedup_documents(tmp_path / "m2", ref, DedupConfig())
+    assert expected.dropped["near_duplicate"] >= 0.8 * len(second)
 
-    legacy = tmp_path / "legacy"
-    dedup_documents(tmp_path / "m1", legacy, DedupConfig())
-    (legacy / "state" / "dedup_index.parquet").unlink()
+    def older_webtext(name, pickle_payload=None):
+        """The state an earlier webtext left after month 1: documents-0000.parquet,
+        one duplicates.parquet, state/dedup_index.parquet (or .pkl)."""
+        d = tmp_path / name
+        (d / "state").mkdir(parents=True)
+        kept = pq.read_table(month1 / "documents-0000.parquet")
+        pq.write_table(kept, d / "documents-0000.parquet")
+        pq.write_table(read_duplicates(month1), d / "duplicates.parquet")
+        if pickle_payload is not None:
+            (d / "state" / "dedup_index.pkl").write_bytes(pickle_payload)
+        else:
+            h = MinHasher(110, 5, 1)
+            sigs = [h.signature(t) for t in kept.column("text").to_pylist()]
+            t = pa.table({"id": kept.column("id"), "size": pa.array([z for _, z in sigs], pa.int64()),
+                          "sig": pa.FixedSizeListArray.from_arrays(
+                              pa.array([int(v) for s, _ in sigs for v in s], pa.uint64()), 110)})
+            t = t.replace_schema_metadata({"webtext_params": json.dumps(
+                {"num_perm": 110, "bands": 22, "rows": 5, "shingle_words": 5, "seed": 1})})
+            pq.write_table(t, d / "state" / "dedup_index.parquet")
+        return d
+
     marker = tmp_path / "pwned"
 
     class Payload:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    (legacy / "state" / "dedup_index.pkl").write_bytes(pickle.dumps(Payload()))
-    s = dedup_documents(tmp_path / "m2", legacy, DedupConfig())
-    assert not marker.exists()
-    assert any("rebuilt" in n for n in s.notes)
-    assert s.dropped == expected.dropped and s.n_out == expected.n_out
-    assert not (legacy / "state" / "dedup_index.pkl").exists() and (legacy / "state" / "dedup_index.parquet").is_file()
+    for name, payload in (("v1", None), ("pickle", pickle.dumps(Payload()))):
+        d = older_webtext(name, payload)
+        s = dedup_documents(tmp_path / "m2", d, DedupConfig())
+        assert not marker.exists()
+        assert any(("rebuilt" if payload else "converted") in n for n in s.notes)
+        assert s.dropped == expected.dropped and s.n_out == expected.n_out, name
+        assert not list((d / "state").glob("dedup_index.*")) and (d / "state" / "ledger.json").is_file()
+        assert read_duplicates(d).num_rows == read_duplicates(ref).num_rows
     # A wrong-parameter index is refused with a clear message, not misread.
     with pytest.raises(ValueError, match="index built with"):
-        dedup_documents(tmp_path / "m2", legacy, DedupConfig(num_perm=128, bands=16, rows=8))
+        dedup_documents(tmp_path / "m2", ref, DedupConfig(num_perm=128, bands=16, rows=8))
