@@ -139,9 +139,9 @@ def add_import_hf(sub):
 
 
 def _links_rows(links_dir):
-    from pipeline.links import read_links
+    from pipeline.links import iter_links
 
-    return read_links(links_dir).select(["id", "url", "url_norm"]).to_pylist()
+    return iter_links(links_dir)
 
 
 @register

@@ -108,10 +108,9 @@ def merge_links_task(links_dir: str, links_cfg: dict, since: float) -> dict:
 @task(name="fetch", task_run_name="fetch", retries=2, retry_delay_seconds=10)
 def fetch_task(links_dir: str, fetch_dir: str, fetch_cfg: dict) -> dict:
     from pipeline.fetch import fetch_links
-    from pipeline.links import read_links
+    from pipeline.links import iter_links
 
-    rows = read_links(links_dir).select(["id", "url", "url_norm"]).to_pylist()
-    return fetch_links(rows, fetch_dir, Config.from_dict({"fetch": fetch_cfg}).fetch).to_dict()
+    return fetch_links(iter_links(links_dir), fetch_dir, Config.from_dict({"fetch": fetch_cfg}).fetch).to_dict()
 
 
 @task(name="extract", task_run_name="extract", retries=1)
@@ -127,6 +126,13 @@ def filter_part_task(part: str, filter_dir: str, filter_cfg: dict, label: str) -
     from pipeline.filters import filter_documents
 
     return filter_documents(part, filter_dir, Config.from_dict({"filter": filter_cfg}).filter, write_dropped=True).to_dict()
+
+
+@task(name="dedup-signatures", task_run_name="signatures-{label}", retries=1)
+def dedup_signatures_task(part: str, sig_file: str, dedup_cfg: dict, label: str) -> dict:
+    from pipeline.dedup import part_signatures
+
+    return part_signatures(part, sig_file, Config.from_dict({"dedup": dedup_cfg}).dedup)
 
 
 @task(name="dedup", task_run_name="dedup")
@@ -221,6 +227,26 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
         return _build(files, o, cfg, publish)
 
 
+def _map_signatures(o: Path, cfg: Config, d: dict) -> None:
+    """On a Dask cluster, the dedup signatures of each new filtered part are a task on
+    the workers; the dedup task then finds them made. (With the local thread runner
+    the dedup task computes them itself in a process pool: threads would share one
+    core.)"""
+    from prefect.context import FlowRunContext
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    ctx = FlowRunContext.get()
+    if ctx is None or isinstance(ctx.task_runner, ThreadPoolTaskRunner):
+        return
+    from pipeline.dedup import pending_parts, signature_file
+
+    parts = pending_parts(o / "filter", o / "dedup", cfg.dedup)
+    futures = dedup_signatures_task.map([str(p) for p in parts], [str(signature_file(o / "dedup", p)) for p in parts],
+                                        unmapped(d["dedup"]), [p.name.split(".")[0] for p in parts])
+    for f in futures:
+        f.result()
+
+
 def _build(files: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
     logger = get_run_logger()
     started = time.time()
@@ -240,6 +266,7 @@ def _build(files: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
     fs.check()
     fs.finish().write(o / "filter")
     stages.append(fs.to_dict())
+    _map_signatures(o, cfg, d)
     stages.append(dedup_task(str(o / "filter"), str(o / "dedup"), d["dedup"]))
     info = {"config": d, "funnel": list(stages), "dumps": files}
     stages.append(shards_task(str(o / "dedup"), str(o / "shards"), d["shards"], info))

@@ -21,7 +21,7 @@ from .dedup import dedup_documents
 from .extract import extract_documents, load_reddit_meta, tasks_from_fetch
 from .fetch import fetch_links
 from .filters import filter_documents
-from .links import harvest_dump_links, read_links
+from .links import harvest_dump_links, iter_links
 from .shards import shard_documents
 from .summary import RunSummary, atomic_write_json, plot_funnel
 
@@ -81,8 +81,7 @@ def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config) -> list
 def _run_build(dumps: list[str | Path], out: Path, cfg: Config) -> list[RunSummary]:
     stages = []
     stages.append(harvest_dump_links(dumps, out / "links", cfg.links))
-    rows = read_links(out / "links").select(["id", "url", "url_norm"]).to_pylist()
-    stages.append(fetch_links(rows, out / "fetch", cfg.fetch))
+    stages.append(fetch_links(iter_links(out / "links"), out / "fetch", cfg.fetch))
     stages.append(extract_documents(tasks_from_fetch(out / "fetch"), out / "extract", cfg.extract,
                                     load_reddit_meta([out / "links"])))
     stages.append(filter_documents(out / "extract", out / "filter", cfg.filter, write_dropped=True))

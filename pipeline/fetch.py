@@ -46,7 +46,7 @@ import time
 import urllib.robotparser
 import zlib
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,7 +93,8 @@ def retry_state(rec: dict, cfg: FetchConfig, now: float, retry_failed: bool = Fa
     attempts = int(rec.get("attempt") or 1)
     if attempts >= cfg.max_attempts:
         return "given_up"
-    due = _epoch(rec.get("fetched_at")) + cfg.retry_after_s * 2 ** (attempts - 1)
+    at = rec["fetched_epoch"] if "fetched_epoch" in rec else _epoch(rec.get("fetched_at"))
+    due = at + cfg.retry_after_s * 2 ** (attempts - 1)
     return "retry" if now >= due else "waiting_retry"
 
 
@@ -364,32 +365,51 @@ class WarcSink:
 
 
 class OutcomeLog:
-    """``outcomes.jsonl``: one line per URL, appended and fsynced; the resume point."""
+    """``outcomes.jsonl``: one line per attempt, appended and fsynced; the resume point.
+
+    In memory only what resuming needs, per URL: (outcome, attempt, fetch time) of
+    its last line (~150 bytes a URL), read line by line; the full records stay on
+    disk (``read_outcomes``)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.lock = threading.Lock()
-        self.done: dict[str, dict] = {}
+        self.done: dict[str, tuple[str, int, float]] = {}
         # The end of the last record of each WARC file that any line (not only a URL's
         # last) points at: a superseded attempt's record is still part of its file.
         self.warc_ends: dict[str, int] = defaultdict(int)
+        outcomes: dict[str, str] = {}  # one string object per distinct outcome
         if path.is_file():
-            data = path.read_bytes()
             good_end = 0
-            for line in data.splitlines(keepends=True):
-                if not line.endswith(b"\n"):
-                    break  # a torn last line of a killed run
-                try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    break
-                self.done[rec["url_norm"]] = rec
-                self._note_end(rec)
-                good_end += len(line)
-            if good_end != len(data):
+            torn = False
+            with open(path, "rb") as fh:
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        torn = True
+                        break  # a torn last line of a killed run
+                    try:
+                        rec = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        torn = True
+                        break
+                    self._remember(rec, outcomes)
+                    good_end += len(line)
+            if torn:
                 with open(path, "r+b") as fh:
                     fh.truncate(good_end)
         self.fh = open(path, "ab")
+
+    def _remember(self, rec: dict, outcomes: dict | None = None) -> None:
+        o = rec["outcome"]
+        if outcomes is not None:
+            o = outcomes.setdefault(o, o)
+        self.done[rec["url_norm"]] = (o, int(rec.get("attempt") or 1), _epoch(rec.get("fetched_at")))
+        self._note_end(rec)
+
+    def state(self, url_norm: str) -> dict | None:
+        """{outcome, attempt, fetched_epoch} of the URL's last attempt, or None."""
+        t = self.done.get(url_norm)
+        return None if t is None else {"outcome": t[0], "attempt": t[1], "fetched_epoch": t[2]}
 
     def add(self, rec: dict) -> None:
         line = orjson.dumps(rec) + b"\n"
@@ -397,8 +417,7 @@ class OutcomeLog:
             self.fh.write(line)
             self.fh.flush()
             os.fsync(self.fh.fileno())
-            self.done[rec["url_norm"]] = rec
-            self._note_end(rec)
+            self._remember(rec)
 
     def _note_end(self, rec: dict) -> None:
         for r in [rec] + rec.get("warc_trail", []):
@@ -674,21 +693,22 @@ class Fetcher:
         return "ok"
 
 
-def _interleave_by_host(rows: list[dict]) -> list[dict]:
-    """Round-robin over hosts so the workers spread across domains."""
-    by_host: dict[str, list[dict]] = defaultdict(list)
+def _interleave_by_host(rows: list) -> list:
+    """Round-robin over hosts so the workers spread across domains (rows are
+    (id, url, url_norm) tuples or dicts)."""
+    from collections import deque
+
+    by_host: dict[str, deque] = {}
     for r in rows:
-        by_host[r["url_norm"].split("/", 1)[0]].append(r)
-    queues = list(by_host.values())
+        norm = r[2] if isinstance(r, tuple) else r["url_norm"]
+        by_host.setdefault(norm.split("/", 1)[0], deque()).append(r)
+    queues = deque(by_host.values())
     out = []
-    i = 0
     while queues:
-        q = queues[i % len(queues)]
-        out.append(q.pop(0))
-        if not q:
-            queues.pop(i % len(queues))
-        else:
-            i += 1
+        q = queues.popleft()
+        out.append(q.popleft())
+        if q:
+            queues.append(q)
     return out
 
 
@@ -707,41 +727,45 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     summary = RunSummary("fetch", unit="urls")
     for note in repair_warcs(out / "warc", log.warc_ends):
         summary.note(note)
-    earlier: dict[str, dict] = {}
+    earlier: set[str] = set()
     for d in reuse_outcomes:
         p = Path(d) / OUTCOMES
         if p.is_file() and Path(d).resolve() != out.resolve():
-            for line in p.read_bytes().splitlines():
-                if line.strip():
-                    rec = orjson.loads(line)
-                    earlier[rec["url_norm"]] = rec
-    rows = list(links)
-    todo = []
+            with open(p, "rb") as fh:
+                for line in fh:
+                    if line.strip():
+                        earlier.add(orjson.loads(line)["url_norm"])
+    # The links are read as a stream; what is pending is kept as compact tuples
+    # (~300 bytes a URL), then interleaved by host.
+    todo: list[tuple] = []
     now = time.time()
     retrying = 0
-    for r in rows:
+    for r in links:
         summary.n_in += 1
-        prev = log.done.get(r["url_norm"])
+        prev = log.state(r["url_norm"])
         if prev is not None:
             state = retry_state(prev, cfg, now, retry_failed)
             if state != "retry":
                 summary.drop(state)
                 continue
             retrying += 1
-            todo.append(r)
+            todo.append((r.get("id"), r["url"], r["url_norm"]))
         elif r["url_norm"] in earlier:
             summary.drop("fetched_in_earlier_build")
         else:
-            todo.append(r)
+            todo.append((r.get("id"), r["url"], r["url_norm"]))
+    del earlier
+    todo = _interleave_by_host(todo)
     sink = WarcSink(out / "warc", cfg.warc_max_bytes)
     fetcher = Fetcher(cfg)
 
-    def work(row: dict) -> dict:
-        url = without_credentials(row["url"])
+    def work(row: tuple) -> dict:
+        doc_id, raw_url, url_norm = row
+        url = without_credentials(raw_url)
         fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        prev = log.done.get(row["url_norm"])
-        rec = {"id": row.get("id"), "url": url, "url_norm": row["url_norm"], "fetched_at": fetched_at,
-               "attempt": int(prev.get("attempt") or 1) + 1 if prev else 1}
+        prev = log.state(url_norm)
+        rec = {"id": doc_id, "url": url, "url_norm": url_norm, "fetched_at": fetched_at,
+               "attempt": prev["attempt"] + 1 if prev else 1}
         try:
             outcome, resp, info = fetcher.fetch(url)
         except FetchRefused as exc:
@@ -751,10 +775,10 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
         rec["outcome"] = outcome
         trail = info.pop("_responses", [])
         rec.update({k: v for k, v in info.items() if v})
-        for earlier in trail:  # redirect hops and retried answers: recorded too, before the last
-            name, offset, length, end = sink.write(earlier, fetched_at)
-            rec.setdefault("warc_trail", []).append({"url": earlier.url, "status": earlier.status, "warc_file": name,
-                                                     "warc_offset": offset, "warc_record_end": end})
+        for earlier_resp in trail:  # redirect hops and retried answers: recorded too, before the last
+            name, offset, length, end = sink.write(earlier_resp, fetched_at)
+            rec.setdefault("warc_trail", []).append({"url": earlier_resp.url, "status": earlier_resp.status,
+                                                     "warc_file": name, "warc_offset": offset, "warc_record_end": end})
         if resp is not None:
             rec["status"] = resp.status
             rec["final_url"] = resp.url
@@ -767,32 +791,45 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
         return rec
 
     outcomes: dict[str, int] = defaultdict(int)
+    # At most a few tasks per worker are queued: memory does not follow the URL list,
+    # and outcomes are written from the first response on.
+    window = max(4, 2 * cfg.workers)
     try:
         with ThreadPoolExecutor(max_workers=cfg.workers) as pool, progress(total=len(todo), desc="fetch", unit="urls") as bar:
-            futures = [pool.submit(work, r) for r in _interleave_by_host(todo)]
-            for fut in as_completed(futures):
-                rec = fut.result()
-                log.add(rec)
-                outcomes[rec["outcome"]] += 1
-                bar.update(1)
+            inflight: set = set()
+
+            def drain(block_until: int) -> None:
+                nonlocal inflight
+                while len(inflight) > block_until:
+                    finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        rec = fut.result()
+                        log.add(rec)
+                        outcomes[rec["outcome"]] += 1
+                        bar.update(1)
+
+            for i in range(len(todo)):
+                row, todo[i] = todo[i], None  # drop each row once it is handed out
+                inflight.add(pool.submit(work, row))
+                drain(window - 1)
+            drain(0)
     finally:
         sink.close()
         log.close()
-    ok = sum(1 for r in rows if log.done.get(r["url_norm"], {}).get("outcome") == "ok")
     summary.n_out = outcomes.get("ok", 0)
     for k, v in outcomes.items():
         if k != "ok":
             summary.drop(k, v)
-    summary.extra["outcomes_all_runs"] = _count_outcomes(log.done.values())
-    summary.extra["ok_all_runs"] = ok
+    summary.extra["outcomes_all_runs"] = _count_outcomes(t[0] for t in log.done.values())
+    summary.extra["ok_all_runs"] = summary.extra["outcomes_all_runs"].get("ok", 0)
     summary.extra["retried"] = retrying
-    # Where every URL of the link set stands after this run (the funnel's "waiting" and "given up").
+    # Where every URL with a transient last outcome stands after this run (the funnel's "waiting" and "given up").
     states: dict[str, int] = defaultdict(int)
     later = time.time()
-    for r in rows:
-        prev = log.done.get(r["url_norm"])
-        if prev is not None and is_transient(prev["outcome"]):
-            states["given_up" if retry_state(prev, cfg, later) == "given_up" else "waiting_retry"] += 1
+    for url_norm, (outcome, attempt, at) in log.done.items():
+        if is_transient(outcome):
+            states["given_up" if retry_state({"outcome": outcome, "attempt": attempt, "fetched_epoch": at}, cfg, later)
+                   == "given_up" else "waiting_retry"] += 1
     summary.extra["waiting_retry"] = states.get("waiting_retry", 0)
     summary.extra["given_up"] = states.get("given_up", 0)
     summary.check()
@@ -800,10 +837,10 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     return summary
 
 
-def _count_outcomes(recs: Iterable[dict]) -> dict[str, int]:
+def _count_outcomes(outcomes: Iterable[str]) -> dict[str, int]:
     c: dict[str, int] = defaultdict(int)
-    for r in recs:
-        c[r["outcome"]] += 1
+    for o in outcomes:
+        c[o] += 1
     return dict(sorted(c.items(), key=lambda kv: -kv[1]))
 
 

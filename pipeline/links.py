@@ -205,6 +205,17 @@ def read_links(path: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def iter_links(path: str | Path, columns: tuple[str, ...] = ("id", "url", "url_norm"), batch_rows: int = 8192):
+    """The links file's rows as dicts, a record batch at a time (memory: one batch)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "links.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no links file at {path}: run `webtext links` first")
+    for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=list(columns)):
+        yield from b.to_pylist()
+
+
 def select_links(
     submissions: Iterable[Submission], cfg: LinksConfig, summary: RunSummary | None = None
 ) -> tuple[list[dict], RunSummary]:

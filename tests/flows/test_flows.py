@@ -111,9 +111,12 @@ def test_build_on_a_dask_cluster_of_two_worker_processes_equals_the_local_run(pr
         runner = task_runner("dask", dask_address=cluster.scheduler_address)  # an existing cluster, by address
         with get_task_stream(client) as stream:
             r = build_corpus.with_options(task_runner=runner)([str(p) for p in world[1]], str(tmp_path), cfg.to_dict())
-        # The per-dump and per-part tasks (2 dumps, at least one extracted part) ran on the cluster's workers.
+        # The per-dump and per-part tasks ran on the cluster's workers: 2 links-dump, one
+        # filter-part and one dedup-signatures task per extracted part.
         ran = [t for t in stream.data if t.get("worker")]
-        assert len(ran) >= 3 and len(client.scheduler_info()["workers"]) == 2
+        parts = len(list((tmp_path / "extract").glob("part-*.parquet")))
+        assert parts >= 1 and len(ran) >= 2 + 2 * parts and len(client.scheduler_info()["workers"]) == 2
+        assert not list((tmp_path / "dedup" / "signatures").glob("*.parquet"))  # consumed by the dedup run
     assert shard_docs(tmp_path) == single_build[2]
     assert [s["out"] for s in r["stages"]] == [s["out"] for s in single_build[1]["stages"]]
 

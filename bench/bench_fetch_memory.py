@@ -1,0 +1,171 @@
+"""Fetch at the size of a month: memory and time to the first outcome with many links.
+
+Two cases, each in a fresh process (peak RSS = its VmHWM):
+
+  done     N links that all have a final outcome in outcomes.jsonl (a resumed or
+           incremental run): how much memory knowing that costs, and how long.
+  pending  N links none fetched yet, on a loopback web that answers each request
+           after 50-400 ms (N/100 hosts, all resolved to 127.0.0.1 with ``resolve``):
+           seconds until the first outcome line is on disk, and the peak RSS in the
+           first 20 s of fetching. The run is then stopped.
+
+A third process imports the same modules and holds nothing: the fixed part.
+Goals (issue 12): RSS with 300k links under 400 MB, the first outcome within 10 s.
+
+    .venv/bin/python bench/bench_fetch_memory.py [--links 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_mb() -> float:
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+
+
+def make_links(work: Path, n: int) -> Path:
+    hosts = max(1, n // 100)
+    ids, urls, norms = [], [], []
+    for i in range(n):
+        h = f"h{i % hosts}.example"
+        norms.append(f"{h}/article/{i}")
+        urls.append(f"http://{h}/article/{i}")
+        ids.append(f"{i:032x}")
+    d = work / "links"
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": ids, "url": urls, "url_norm": norms}), d / "links.parquet")
+    return d
+
+
+def make_done(work: Path, n: int) -> None:
+    out = work / "fetch-done"
+    out.mkdir(parents=True, exist_ok=True)
+    hosts = max(1, n // 100)
+    with open(out / "outcomes.jsonl", "wb") as fh:
+        for i in range(n):
+            h = f"h{i % hosts}.example"
+            fh.write(orjson.dumps({"id": f"{i:032x}", "url": f"http://{h}/article/{i}", "url_norm": f"{h}/article/{i}",
+                                   "fetched_at": "2026-11-01T00:00:00Z", "attempt": 1, "outcome": "ok", "status": 200,
+                                   "final_url": f"http://{h}/article/{i}", "content_type": "text/html; charset=utf-8",
+                                   "warc_file": "webtext-00000.warc.gz", "warc_offset": i * 5000, "warc_length": 5000,
+                                   "warc_record_end": (i + 1) * 5000}) + b"\n")
+
+
+def child(args) -> None:
+    from pipeline.config import FetchConfig
+    from pipeline.fetch import fetch_links
+    from pipeline.links import iter_links
+
+    if args.case == "idle":
+        print(json.dumps({"rss_mb": peak_mb()}))
+        return
+    n_hosts = max(1, args.links // 100)
+    cfg = FetchConfig(allow_private_addresses=True, respect_robots=False, per_host_delay_s=0.0,
+                      resolve={f"h{i}.example": args.address for i in range(n_hosts)})
+    out = args.work / ("fetch-done" if args.case == "done" else "fetch-pending")
+    t0 = time.time()
+    if args.case == "done":
+        s = fetch_links(iter_links(args.work / "links"), out, cfg)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(json.dumps({"rss_mb": peak_mb(), "wall": time.time() - t0, "cpu": ru.ru_utime + ru.ru_stime,
+                          "already": s.dropped.get("already_fetched", 0)}))
+        return
+    first = {}
+
+    def watch():
+        f = out / "outcomes.jsonl"
+        while True:
+            if "t" not in first and f.is_file() and f.stat().st_size > 0:
+                first["t"] = time.time() - t0
+            if time.time() - t0 > 20:
+                lines = sum(1 for _ in open(f, "rb")) if f.is_file() else 0
+                print(json.dumps({"rss_mb": peak_mb(), "first_outcome_s": first.get("t"), "outcomes_in_20s": lines}),
+                      flush=True)
+                os._exit(0)
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+    fetch_links(iter_links(args.work / "links"), out, cfg)
+
+
+def serve(latency=(0.05, 0.4)):
+    from pipeline.demo import LoopbackServer
+
+    body = ("<html><head><title>t</title></head><body>" + "<p>words and more words</p>" * 100 + "</body></html>").encode()
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            time.sleep(random.uniform(*latency))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return LoopbackServer(H)
+
+
+def run(case: str, work: Path, n: int, address: str = "") -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", "--case", case, "--work", str(work), "--links", str(n),
+                        "--address", address], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if r.returncode:
+        raise SystemExit(f"{case} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--links", type=int, default=300_000)
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--case", choices=["idle", "done", "pending"])
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--address", default="")
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    work = Path(tempfile.mkdtemp(prefix="webtext-fetchmem-"))
+    make_links(work, args.links)
+    make_done(work, args.links)
+    idle = run("idle", work, args.links)
+    done = run("done", work, args.links)
+    with serve() as web:
+        pending = run("pending", work, args.links, web.address)
+    print(f"\n# bench_fetch_memory {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {args.links:,} links "
+          f"over {max(1, args.links // 100):,} hosts\n")
+    print("| case | peak RSS MB | over the fixed part | other |\n|---|---:|---:|---|")
+    print(f"| fixed part (modules imported, nothing held) | {idle['rss_mb']:.0f} | | |")
+    print(f"| all {args.links:,} done (resume) | {done['rss_mb']:.0f} | {done['rss_mb'] - idle['rss_mb']:.0f} | "
+          f"{done['wall']:.1f} s wall, {done['cpu']:.1f} CPU-s, {done['already']:,} already_fetched |")
+    print(f"| all {args.links:,} pending, first 20 s | {pending['rss_mb']:.0f} | {pending['rss_mb'] - idle['rss_mb']:.0f} | "
+          f"first outcome after {pending['first_outcome_s']:.1f} s; {pending['outcomes_in_20s']:,} outcomes in 20 s |")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
