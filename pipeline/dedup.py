@@ -63,6 +63,7 @@ from .summary import RunSummary, atomic_write_json, progress
 _WORD = re.compile(r"\w+")
 BATCH_ROWS = 512  # documents per record batch read (with row groups of ROW_GROUP, memory per batch is bounded)
 ROW_GROUP = 1000
+SEGMENT_BATCH = 65536  # rows per record batch of a segment's docs file
 BUCKET_LINKS = 32  # in a bucket of more members, each is verified against its 32 predecessors
 LEDGER = "ledger.json"
 FORMAT = "webtext-dedup/2"
@@ -282,23 +283,47 @@ def _write_arrow(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _write_arrow_batches(schema: pa.Schema, path: Path, batches) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
+        for b in batches:
+            w.write_batch(b)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 @dataclass
 class Segment:
     run: int
-    docs: pa.Table | None  # id_hash (sorted), id, size, sig
+    docs: pa.Table | None  # id_hash (sorted), id, size, sig; memory-mapped, in record batches
     keys: np.ndarray | None  # sorted band keys
     key_rows: np.ndarray | None
     removed: pa.Table | None  # id_hash (sorted), id, duplicate_of
-    _sig: np.ndarray | None = field(default=None, repr=False)
+    _hash: np.ndarray | None = field(default=None, repr=False)
+    _views: list | None = field(default=None, repr=False)
 
     @property
     def id_hash(self) -> np.ndarray:
-        return self.docs.column("id_hash").to_numpy() if self.docs is not None else np.zeros(0, np.uint64)
+        if self._hash is None:
+            self._hash = self.docs.column("id_hash").to_numpy() if self.docs is not None else np.zeros(0, np.uint64)
+        return self._hash
 
-    def sig(self, num_perm: int) -> np.ndarray:
-        if self._sig is None:
-            self._sig = self.docs.column("sig").combine_chunks().flatten().to_numpy().reshape(self.docs.num_rows, num_perm)
-        return self._sig
+    def sigs(self, rows: np.ndarray, num_perm: int) -> np.ndarray:
+        """The signatures of ROWS, read from the mapped batches (only their pages)."""
+        if self._views is None:
+            self._views, start = [], 0
+            for chunk in self.docs.column("sig").chunks:
+                self._views.append((start, chunk.flatten().to_numpy().reshape(len(chunk), num_perm)))
+                start += len(chunk)
+        out = np.empty((rows.size, num_perm), np.uint32)
+        starts = np.array([s for s, _ in self._views])
+        which = np.searchsorted(starts, rows, "right") - 1
+        for c in np.unique(which):
+            m = which == c
+            s0, view = self._views[c]
+            out[m] = view[rows[m] - s0]
+        return out
 
 
 def _member(sorted_hashes: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,10 +408,13 @@ class DedupIndex:
         if self.lsh is not None:
             yield from self._redis_candidates(batch)
             return
+        if not any(s.keys is not None and s.keys.size for s in self.segments):
+            return
         flat = keys.reshape(-1)
-        new_row = np.repeat(np.arange(keys.shape[0]), keys.shape[1])
         order = np.argsort(flat, kind="stable")
-        q, qrow = flat[order], new_row[order]
+        q = flat[order]
+        qrow = (order // keys.shape[1]).astype(np.int32)  # the new row each key belongs to
+        del order
         for s in self.segments:
             if s.keys is None or s.keys.size == 0:
                 continue
@@ -430,19 +458,24 @@ class DedupIndex:
         n = self.cfg.num_perm
         wrote = False
         if keep_rows.size:
-            ids = [batch.ids[i] for i in keep_rows]
-            h = id_hash(ids)
+            h = id_hash(batch.ids[i] for i in keep_rows)
             order = np.argsort(h, kind="stable")
             rows = keep_rows[order]
-            docs = pa.table({"id_hash": pa.array(h[order]), "id": pa.array([ids[i] for i in order], pa.string()),
-                             "size": pa.array(batch.size[rows]),
-                             "sig": pa.FixedSizeListArray.from_arrays(pa.array(batch.sig[rows].reshape(-1), pa.uint32()), n)})
-            k = keys[rows]  # (m, bands) in the segment's row order
-            flat = k.reshape(-1)
-            seg_row = np.repeat(np.arange(rows.size, dtype=np.uint32), k.shape[1])
+            h = h[order]
+            schema = pa.schema([("id_hash", pa.uint64()), ("id", pa.string()), ("size", pa.int64()),
+                                ("sig", pa.list_(pa.uint32(), n))])
+            step = SEGMENT_BATCH  # written in slices: no second copy of every signature
+            _write_arrow_batches(schema, p["docs"], (pa.record_batch([
+                pa.array(h[c : c + step]), pa.array([batch.ids[i] for i in rows[c : c + step]], pa.string()),
+                pa.array(batch.size[rows[c : c + step]]),
+                pa.FixedSizeListArray.from_arrays(pa.array(batch.sig[rows[c : c + step]].reshape(-1), pa.uint32()), n)],
+                schema=schema) for c in range(0, rows.size, step)))
+            flat = keys[rows].reshape(-1)  # (m * bands) in the segment's row order
             o = np.argsort(flat, kind="stable")
-            _write_arrow(docs, p["docs"])
-            _write_arrow(pa.table({"key": pa.array(flat[o]), "row": pa.array(seg_row[o])}), p["keys"])
+            flat = flat[o]
+            seg_row = (o // keys.shape[1]).astype(np.uint32)
+            del o
+            _write_arrow(pa.table({"key": pa.array(flat), "row": pa.array(seg_row)}), p["keys"])
             wrote = True
             if self.lsh is not None:
                 from datasketch import LeanMinHash
@@ -546,9 +579,10 @@ def _pairs_within(keys: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.
     if rows.size < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     flat = keys[rows].reshape(-1)
-    who = np.repeat(rows, keys.shape[1])
-    o = np.lexsort((who, flat))
-    flat, who = flat[o], who[o]
+    o = np.argsort(flat, kind="stable")  # stable: equal keys stay in row order
+    flat = flat[o]
+    who = rows.astype(np.int32)[o // keys.shape[1]]
+    del o
     a_all, b_all = [], []
     for d in range(1, BUCKET_LINKS + 1):
         same = flat[d:] == flat[:-d]
@@ -558,7 +592,7 @@ def _pairs_within(keys: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.
         b_all.append(who[:-d][same])
     if not a_all:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a, b = np.concatenate(a_all), np.concatenate(b_all)
+    a, b = np.concatenate(a_all).astype(np.int64), np.concatenate(b_all).astype(np.int64)
     pair = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
     pair = pair[pair[:, 0] != pair[:, 1]]
     return pair[:, 0], pair[:, 1]
@@ -586,17 +620,15 @@ def find_clusters(batch: Batch, active: np.ndarray, cfg: DedupConfig, index: Ded
             uf.union(x, y)
     old_name: dict[tuple[int, int], str] = {}
     if index is not None:
-        masked = np.where(active[:, None], keys, np.uint64(0))  # inactive rows ask nothing
-        for rows, seg, seg_rows in index.candidates(masked, batch):
+        for rows, seg, seg_rows in index.candidates(keys, batch):  # inactive rows' candidates are dropped below
             keep = active[rows]
             rows, seg_rows = rows[keep], seg_rows[keep]
             if rows.size == 0:
                 continue
             pair = np.unique(np.stack([rows, seg_rows.astype(np.int64)], axis=1), axis=0)
             rows, seg_rows = pair[:, 0], pair[:, 1]
-            ssig = seg.sig(cfg.num_perm)
-            ssize = seg.docs.column("size").to_numpy()
-            ok = _verified(rows, seg_rows, batch.sig[rows], batch.size[rows], ssig[seg_rows], ssize[seg_rows], cfg)
+            ssize = seg.docs.column("size").take(pa.array(seg_rows)).to_numpy()
+            ok = _verified(rows, seg_rows, batch.sig[rows], batch.size[rows], seg.sigs(seg_rows, cfg.num_perm), ssize, cfg)
             for x, y in zip(rows[ok].tolist(), seg_rows[ok].tolist()):
                 node = ("old", seg.run, y)
                 if node not in old_name:

@@ -233,3 +233,25 @@ def test_index_is_plain_arrow_and_older_indexes_are_converted_never_unpickled(tm
     # A wrong-parameter index is refused with a clear message, not misread.
     with pytest.raises(ValueError, match="index built with"):
         dedup_documents(tmp_path / "m2", ref, DedupConfig(num_perm=128, bands=16, rows=8))
+
+
+def test_segments_in_many_record_batches_give_the_same_result(tmp_path, monkeypatch):
+    """A segment's signatures are read from its memory-mapped record batches: with
+    batches of 7 rows, month 2 finds exactly what it finds with one batch."""
+    import pipeline.dedup as dd
+
+    multi, singles = reuters(40)
+    (tmp_path / "m1").mkdir()
+    (tmp_path / "m2").mkdir()
+    write_docs(tmp_path / "m1" / "a.parquet", [c[0] for c in multi] + singles)
+    write_docs(tmp_path / "m2" / "b.parquet", [d for c in multi for d in c[1:]])
+    results = []
+    for step in (65536, 7):
+        monkeypatch.setattr(dd, "SEGMENT_BATCH", step)
+        out = tmp_path / f"out{step}"
+        dedup_documents(tmp_path / "m1", out, DedupConfig())
+        dedup_documents(tmp_path / "m2", out, DedupConfig())
+        results.append(sorted(map(tuple, (r.values() for r in read_duplicates(out).to_pylist()))))
+    with pa.memory_map(str(tmp_path / "out7" / "state" / "segments" / "seg-0000.docs.arrow")) as src:
+        assert pa.ipc.open_file(src).num_record_batches > 1
+    assert results[0] == results[1] and len(results[0]) > 20
