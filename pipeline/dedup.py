@@ -250,20 +250,23 @@ class Batch:
 
     @classmethod
     def read(cls, files: list[Path], num_perm: int) -> "Batch":
-        ids, sigs, size, created, score, length, source = [], [], [], [], [], [], []
+        """The signature files, into arrays allocated once (no concatenation copies)."""
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        sig = np.empty((n, num_perm), np.uint32)
+        cols = {c: np.empty(n, np.int64) for c in ("size", "created", "score", "length")}
+        source = np.empty(n, np.int32)
+        ids: list[str] = []
+        at = 0
         for k, f in enumerate(files):
-            t = pq.read_table(f)
-            ids.extend(t.column("id").to_pylist())
-            sigs.append(t.column("sig").combine_chunks().flatten().to_numpy().reshape(t.num_rows, num_perm))
-            for lst, c in ((size, "size"), (created, "created"), (score, "score"), (length, "length")):
-                lst.append(t.column(c).to_numpy())
-            source.append(np.full(t.num_rows, k, dtype=np.int32))
-
-        def cat(parts, dtype):
-            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
-        return cls(ids, np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32), cat(size, np.int64),
-                   cat(created, np.int64), cat(score, np.int64), cat(length, np.int64), cat(source, np.int32))
+            for b in pq.ParquetFile(f).iter_batches(batch_size=8192):
+                m = b.num_rows
+                ids.extend(b.column("id").to_pylist())
+                sig[at : at + m] = b.column("sig").flatten().to_numpy().reshape(m, num_perm)
+                for c, arr in cols.items():
+                    arr[at : at + m] = b.column(c).to_numpy()
+                source[at : at + m] = k
+                at += m
+        return cls(ids, sig, cols["size"], cols["created"], cols["score"], cols["length"], source)
 
 
 # --- the index: one memory-mapped segment per run -------------------------------------------
