@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from .config import DedupConfig, UnsafeInput
-from .io import DamagedPart, read_part
+from .io import DamagedPart, conform
 from .summary import RunSummary, atomic_write_json, progress
 
 _WORD = re.compile(r"\w+")
@@ -826,23 +826,12 @@ def _write_kept(parts: list[Path], batch: Batch, keep: np.ndarray, path: Path) -
                 if not m.any():
                     continue
                 t = pa.Table.from_batches([b]).filter(pa.array(m))
-                w.write_table(_conform(t, schema), row_group_size=ROW_GROUP)
+                w.write_table(conform(t, schema), row_group_size=ROW_GROUP)
                 n += t.num_rows
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return n
-
-
-def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
-    cols = []
-    for f in schema:
-        if f.name in t.column_names:
-            c = t.column(f.name)
-            cols.append(c if c.type == f.type else c.cast(f.type))
-        else:
-            cols.append(pa.nulls(t.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

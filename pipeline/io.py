@@ -35,6 +35,21 @@ def read_part(path: str | Path, columns: list[str] | None = None) -> pa.Table:
         raise DamagedPart(path, str(exc).splitlines()[0][:300]) from exc
 
 
+def conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """T with SCHEMA's columns in its order: types cast, missing columns as nulls
+    (parts written by different versions of a stage go into one file)."""
+    if t.schema.equals(schema):
+        return t
+    cols = []
+    for f in schema:
+        if f.name in t.column_names:
+            c = t.column(f.name)
+            cols.append(c if c.type == f.type else c.cast(f.type))
+        else:
+            cols.append(pa.nulls(t.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 # --- WARC files that may be damaged ---------------------------------------------------------
 
 GZIP_MEMBER = b"\x1f\x8b\x08"

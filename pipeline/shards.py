@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import ShardConfig
+from .io import conform
 from .summary import RunSummary, atomic_write_json, progress
 
 MANIFEST = "manifest.json"
@@ -80,7 +81,7 @@ class _VersionWriter:
     def write(self, t: pa.Table) -> None:
         if t.num_rows == 0:
             return
-        t = _conform(t, self.schema)
+        t = conform(t, self.schema)
         sizes = pc_text_bytes(t)
         start = 0
         for i, b in enumerate(sizes):  # cut where the running estimate reaches the limit
@@ -135,19 +136,6 @@ def pc_text_bytes(t: pa.Table) -> list[int]:
         return [200] * t.num_rows
     n = pc.binary_length(t.column("text").cast(pa.string())).fill_null(0)
     return [x + 200 for x in n.to_pylist()]
-
-
-def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
-    if t.schema.equals(schema):
-        return t
-    cols = []
-    for f in schema:
-        if f.name in t.column_names:
-            c = t.column(f.name)
-            cols.append(c if c.type == f.type else c.cast(f.type))
-        else:
-            cols.append(pa.nulls(t.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _publish_version(out: Path, manifest: dict, version: int, added: list[dict], n_rows: int, schema: pa.Schema,
