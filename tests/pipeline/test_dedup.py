@@ -255,3 +255,26 @@ def test_segments_in_many_record_batches_give_the_same_result(tmp_path, monkeypa
     with pa.memory_map(str(tmp_path / "out7" / "state" / "segments" / "seg-0000.docs.arrow")) as src:
         assert pa.ipc.open_file(src).num_record_batches > 1
     assert results[0] == results[1] and len(results[0]) > 20
+
+
+def test_files_of_a_run_killed_before_its_ledger_entry_are_replaced(tmp_path):
+    """A run killed after writing its documents and segment but before the ledger:
+    the next run deletes those files and redoes the run, so nothing is kept twice."""
+    multi, singles = reuters(30)
+    (tmp_path / "m1").mkdir()
+    write_docs(tmp_path / "m1" / "a.parquet", [c[0] for c in multi] + singles)
+    out = tmp_path / "out"
+    ref = dedup_documents(tmp_path / "m1", tmp_path / "ref", DedupConfig())
+    # What a killed run 0 leaves: a partial documents file, a segment file, no ledger.
+    out.mkdir()
+    pq.write_table(pa.table({"id": ["stale"], "text": ["left by a killed run"]}), out / "documents-0000.parquet")
+    pq.write_table(pa.table({"id": ["stale"], "duplicate_of": ["x"]}), out / "duplicates-0001.parquet")
+    (out / "state" / "segments").mkdir(parents=True)
+    (out / "state" / "segments" / "seg-0000.docs.arrow").write_bytes(b"torn")
+    (out / "state" / "segments" / "seg-0001.keys.arrow").write_bytes(b"torn")
+    s = dedup_documents(tmp_path / "m1", out, DedupConfig())
+    kept = pq.read_table(out / "documents-0000.parquet").column("id").to_pylist()
+    assert "stale" not in kept and s.n_out == ref.n_out == len(kept)
+    assert not (out / "duplicates-0001.parquet").exists() and not (out / "state" / "segments" / "seg-0001.keys.arrow").exists()
+    assert "stale" not in read_duplicates(out).column("id").to_pylist()
+    assert json.loads((out / "state" / "ledger.json").read_text())["runs"][0]["kept"] == len(kept)
