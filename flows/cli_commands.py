@@ -343,13 +343,17 @@ def add_train(sub):
     p.add_argument("--preset", default="tiny", help="tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     p.add_argument("--config", metavar="TOML")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop, with a checkpoint, after N steps of this call (train in parts: continue with --resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     def run(args):
         from model.train import load_train_config, train
 
+        if args.stop_after is not None and args.stop_after < 1:
+            raise SystemExit("--stop-after must be >= 1")
         cfg = load_train_config(args.config, args.preset, args.overrides + [f"data_dir={args.data}", f"out_dir={args.out}"])
-        r = train(cfg, resume=args.resume)
+        r = train(cfg, resume=args.resume, stop_after=args.stop_after)
         print(f"step {r['step']}: train loss {r['losses'][-1] if r['losses'] else float('nan'):.3f}"
               + (f", val loss {r['val'][-1][1]:.3f}" if r["val"] else "") + f"; checkpoint {r['checkpoint']}")
 

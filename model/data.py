@@ -192,8 +192,16 @@ def open_tokens(data_dir: str | Path, split: str) -> np.memmap:
 class TokenBatches:
     """Random-offset (x, y) batches from a memory-mapped token file.
 
-    The generator's state is the data position: saved in checkpoints, so a resumed
-    run draws the same batches an uninterrupted one would have."""
+    Training draws micro-batch ``index`` of optimizer step ``step`` with
+    ``batch(step, index)``: its offsets come from a generator seeded with
+    (seed, step, index) alone. The sequence of global batches is therefore the
+    same whatever the number of processes: under DDP, rank r of W takes the
+    micro-batches r, r + W, r + 2W, ... of each step, and one process with W times
+    the accumulation takes them all. A resumed run needs only the step number to
+    draw what an uninterrupted one would have drawn.
+
+    ``next()`` draws from one running generator (seeded with (seed, rank)): the
+    fixed held-out batches of the validation loss."""
 
     def __init__(self, data_dir: str | Path, split: str, batch_size: int, block_size: int, seed: int = 1337, rank: int = 0):
         self.tokens = open_tokens(data_dir, split)
@@ -204,6 +212,7 @@ class TokenBatches:
             )
         self.batch_size = batch_size
         self.block_size = block_size
+        self.seed = seed
         self.rng = np.random.Generator(np.random.PCG64([seed, rank]))
 
     def state(self) -> dict:
@@ -212,10 +221,18 @@ class TokenBatches:
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
 
-    def next(self):
+    def _gather(self, ix: np.ndarray):
         import torch
 
-        ix = self.rng.integers(0, len(self.tokens) - self.block_size - 1, size=self.batch_size)
-        x = np.stack([self.tokens[i : i + self.block_size] for i in ix]).astype(np.int64)
-        y = np.stack([self.tokens[i + 1 : i + 1 + self.block_size] for i in ix]).astype(np.int64)
-        return torch.from_numpy(x), torch.from_numpy(y)
+        T = self.block_size
+        rows = np.stack([self.tokens[i : i + T + 1] for i in ix]).astype(np.int64)
+        rows = torch.from_numpy(rows)
+        return rows[:, :-1], rows[:, 1:]
+
+    def batch(self, step: int, index: int):
+        """Micro-batch ``index`` of optimizer step ``step`` (see the class doc)."""
+        rng = np.random.Generator(np.random.PCG64([self.seed, step, index]))
+        return self._gather(rng.integers(0, len(self.tokens) - self.block_size - 1, size=self.batch_size))
+
+    def next(self):
+        return self._gather(self.rng.integers(0, len(self.tokens) - self.block_size - 1, size=self.batch_size))

@@ -52,6 +52,7 @@ class TrainConfig:
     compile: bool = False
     pad_vocab_to: int = 1
     tensorboard: bool = False
+    peak_tflops: float = 0.0  # MFU denominator; 0: measured on the GPU at start (model/perf.py)
 
 
 # The paper's sizes: context 1024, 512 sequences a batch (GPT-2 paper 2.3);
@@ -121,6 +122,8 @@ def load_train_config(path: str | None = None, preset: str | None = None, overri
     for name in ("batch_size", "max_steps", "eval_interval", "eval_iters", "ckpt_interval", "pad_vocab_to"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1, not {getattr(cfg, name)!r}")
+    if cfg.peak_tflops < 0:
+        raise ConfigError(f"train.peak_tflops must be >= 0 (0: measure), not {cfg.peak_tflops!r}")
     if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.warmup_steps < 0:
         raise ConfigError("train.lr must be > 0, train.min_lr and train.warmup_steps >= 0")
     return cfg
@@ -172,11 +175,15 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     micro_tokens = cfg.batch_size * block * world
     accum = max(1, math.ceil((cfg.tokens_per_step or micro_tokens) / micro_tokens))
 
-    torch.manual_seed(cfg.seed + rank)
+    if dev_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 work outside autocast on the tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks they agree)
     model = GPT(model_cfg).to(device)
+    torch.manual_seed(cfg.seed + rank)  # dropout: a stream per rank
     optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   fused=dev_type == "cuda")
-    train_data = TokenBatches(cfg.data_dir, "train", cfg.batch_size, block, cfg.seed, rank)
+    train_data = TokenBatches(cfg.data_dir, "train", cfg.batch_size, block, cfg.seed)
     step = 0
     ckpt_path = out / "ckpt.pt"
     if resume and ckpt_path.is_file():
@@ -186,8 +193,17 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         step = ck["step"]
-        train_data.set_state(ck["data_rng"][rank] if isinstance(ck["data_rng"], list) else ck["data_rng"])
-        torch.set_rng_state(ck["torch_rng"])
+        # Batches are a function of the step (TokenBatches.batch); the RNG streams
+        # are per rank (dropout), saved as one list over the ranks.
+        rngs = ck.get("torch_rng")
+        if isinstance(rngs, list):
+            if len(rngs) == world:
+                torch.set_rng_state(rngs[rank])
+        elif rngs is not None and world == 1:
+            torch.set_rng_state(rngs)
+        cuda_rngs = ck.get("cuda_rng")
+        if dev_type == "cuda" and isinstance(cuda_rngs, list) and len(cuda_rngs) == world:
+            torch.cuda.set_rng_state(cuda_rngs[rank].cpu())
     raw_model = model
     if cfg.compile:
         model = torch.compile(model)
@@ -210,10 +226,22 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         model.train()
         return sum(losses) / len(losses)
 
+    def rng_states():
+        cpu, cuda = [torch.get_rng_state()], [torch.cuda.get_rng_state()] if dev_type == "cuda" else []
+        if ddp:
+            import torch.distributed as dist
+
+            everyone = [None] * world
+            dist.all_gather_object(everyone, (cpu[0], cuda[0] if cuda else None))
+            cpu = [c for c, _ in everyone]
+            cuda = [g for _, g in everyone] if cuda else []
+        return cpu, cuda
+
     def checkpoint() -> None:
+        cpu_rng, cuda_rng = rng_states()  # every rank takes part in the gather
         if master:
             save_checkpoint(ckpt_path, raw_model, optimizer=optimizer.state_dict(), step=step,
-                            data_rng=train_data.state(), torch_rng=torch.get_rng_state(),
+                            sampler="step-indexed", torch_rng=cpu_rng, cuda_rng=cuda_rng,
                             train_config=dataclasses.asdict(cfg), tokenizer_sha256=manifest["tokenizer"]["sha256"],
                             tokenizer_path=manifest["tokenizer"].get("path"), data_manifest=manifest)
 
@@ -226,7 +254,25 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         tb = SummaryWriter(str(out / "tensorboard"))
     losses, vals = [], []
     flops_per_token = raw_model.flops_per_token()
-    peak = {"bfloat16": 989e12, "float16": 989e12}.get(dtype, 67e12) if dev_type == "cuda" else None  # H100 dense
+    peak = None  # FLOP/s of the device(s) for MFU: measured, not a datasheet constant
+    if dev_type == "cuda":
+        if cfg.peak_tflops:
+            peak = cfg.peak_tflops * 1e12
+        else:
+            from .perf import measure_matmul_flops
+
+            peak = measure_matmul_flops(device, ptdtype if dtype != "float32" else torch.float32)
+    if master:  # what this call ran on: MFU's denominator and how it was obtained
+        from pipeline.summary import atomic_write_json
+
+        atomic_write_json(out / "run.json", {
+            "start_step": step, "world": world, "device": device, "dtype": dtype,
+            "device_name": torch.cuda.get_device_name(device) if dev_type == "cuda" else None,
+            "tokens_per_step": accum * micro_tokens, "micro_batch": cfg.batch_size, "accum": accum,
+            "flops_per_token": flops_per_token, "peak_flops_per_device": peak,
+            "peak_source": None if peak is None else ("train.peak_tflops" if cfg.peak_tflops else "measured bf16/fp16 matmul"
+                                                      if dtype != "float32" else "measured fp32 matmul"),
+            "torch": torch.__version__, "compile": cfg.compile})
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not (master and progress), dynamic_ncols=True)
@@ -237,22 +283,30 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        total = 0.0
+        total = torch.zeros((), device=device)
         for micro in range(accum):
-            x, y = train_data.next()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            # global micro-batch micro * world + rank: the same batches for any world size
+            x, y = train_data.batch(step, micro * world + rank)
+            if dev_type == "cuda":
+                x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
             if ddp:
                 model.require_backward_grad_sync = micro == accum - 1
             with autocast:
                 _, loss = model(x, y)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {step}; stopped. The last good checkpoint is kept at {ckpt_path}. "
-                    "Try a lower learning rate (lr=...), more warm-up, or grad_clip."
-                )
             scaler.scale(loss / accum).backward()
-            total += loss.item() / accum
+            total += loss.detach().float() / accum
+        if ddp:  # the logged loss is the global batch's, as one process with accumulation would log it
+            import torch.distributed as dist
+
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            total /= world
+        total = total.item()  # one synchronisation a step, before the update
+        if not math.isfinite(total):
+            bar.close()
+            raise TrainingDiverged(
+                f"loss became {total} at step {step}; stopped. The last good checkpoint is kept at {ckpt_path}. "
+                "Try a lower learning rate (lr=...), more warm-up, or grad_clip."
+            )
         if cfg.grad_clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
