@@ -6,14 +6,18 @@ the same hyper-parameters, the same random-offset batches from the same token
 file, gradient clipping at 1.0, and a final torch.save of model and optimizer.
 webtext's `train()` is timed whole (model build, warm-up + cosine schedule, its
 final evaluation and checkpoint included). Tokens per second over the whole run.
+The two alternate for --rounds rounds, the order swapped every round (drift in
+the machine's speed falls on both); the ratio is the median of the rounds'
+ratios, with their range.
 
-    .venv/bin/python bench/bench_train.py [--preset tiny] [--steps 40] [--batch 16]
+    .venv/bin/python bench/bench_train.py [--preset tiny] [--steps 40] [--batch 16] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import lzma
+import statistics
 import sys
 import tempfile
 import time
@@ -59,27 +63,41 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     text = lzma.decompress((SHARED / "wikitext-2-raw.test.txt.xz").read_bytes()).decode()
     docs = [p for p in text.split("\n") if p.strip()]
+    plain, ours = [], []
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         pq.write_table(pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}), d / "s.parquet")
         tokenize_shards(d / "s.parquet", d / "tok", Tokenizer.load("gpt2"), 0.05, progress=False)
-        cfg = load_train_config(None, args.preset, [f"data_dir={d / 'tok'}", f"out_dir={d / 'ours'}", f"max_steps={args.steps}",
-                                                    f"batch_size={args.batch}", "eval_interval=1000000", "eval_iters=1",
-                                                    "ckpt_interval=1000000", "warmup_steps=5"])
-        block = cfg.block_size or MODEL_PRESETS[cfg.preset]["block_size"]
-        tokens = args.steps * args.batch * block
-        t_plain = plain_loop(d / "tok", cfg, args.steps, d)
-        t = time.perf_counter()
-        train(cfg, progress=False)
-        t_ours = time.perf_counter() - t
-    print(f"preset {args.preset} ({block} context), batch {args.batch}, {args.steps} steps, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'training loop':<44}{'tokens/s':>10}{'ratio':>8}")
-    print(f"{'plain PyTorch loop, GPT2LMHeadModel':<44}{tokens / t_plain:>10,.0f}{1.0:>7.2f}x")
-    print(f"{'webtext train':<44}{tokens / t_ours:>10,.0f}{t_plain / t_ours:>7.2f}x")
+        for r in range(args.rounds):
+            cfg = load_train_config(None, args.preset, [f"data_dir={d / 'tok'}", f"out_dir={d / f'ours{r}'}",
+                                                        f"max_steps={args.steps}", f"batch_size={args.batch}",
+                                                        "eval_interval=1000000", "eval_iters=1", "ckpt_interval=1000000",
+                                                        "warmup_steps=5"])
+            block = cfg.block_size or MODEL_PRESETS[cfg.preset]["block_size"]
+            tokens = args.steps * args.batch * block
+
+            def run_plain():
+                plain.append(tokens / plain_loop(d / "tok", cfg, args.steps, d))
+
+            def run_ours():
+                t = time.perf_counter()
+                train(cfg, progress=False)
+                ours.append(tokens / (time.perf_counter() - t))
+
+            for f in ((run_plain, run_ours) if r % 2 == 0 else (run_ours, run_plain)):
+                f()
+    ratios = sorted(o / p for o, p in zip(ours, plain))
+    print(f"preset {args.preset} ({block} context), batch {args.batch}, {args.steps} steps, {args.rounds} rounds, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'training loop':<44}{'tokens/s (median)':>18}{'rounds':>20}")
+    print(f"{'plain PyTorch loop, GPT2LMHeadModel':<44}{statistics.median(plain):>18,.0f}{min(plain):>10,.0f}-{max(plain):,.0f}")
+    print(f"{'webtext train':<44}{statistics.median(ours):>18,.0f}{min(ours):>10,.0f}-{max(ours):,.0f}")
+    print(f"ratio webtext/plain: {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds; "
+          f"range {ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
 
 
 if __name__ == "__main__":
