@@ -85,7 +85,9 @@ def decontaminate(
             for h in g:
                 owner.setdefault(h, set()).add(name)
     summary = RunSummary("decontaminate", unit="documents")
-    files = sorted(Path(shards).glob("*.parquet")) if Path(shards).is_dir() else [Path(shards)]
+    from .shards import shard_files
+
+    files = shard_files(shards)
     if not files:
         raise FileNotFoundError(f"no Parquet shards in {shards}")
     seen_in_corpus: set[int] = set()

@@ -1,11 +1,25 @@
 """The final corpus: Parquet shards of bounded size with a versioned manifest.
 
-``manifest.json`` lists every shard (file, rows, bytes, sha256, the version that
-added it) and, per version, the build's configuration and funnel. A run adds
-only documents whose id no shard holds yet: nothing new changes nothing; new
-documents become new shards under a new version, old shards are never
-rewritten. Shards are written to a temporary name and renamed; the manifest
-last, so a reader never sees a shard the manifest does not list as complete.
+The shard directory is a dataset in the Hugging Face Hub's layout, so it loads
+whole with any Parquet reader:
+
+    data/shard-vNNNN-NNNNN.parquet   the documents (only Parquet here: pyarrow,
+                                     polars and DuckDB read the folder or a glob)
+    README.md                        the dataset card: a YAML header that
+                                     ``datasets.load_dataset(DIR)`` reads (data
+                                     files, features), then how it was built, the
+                                     funnel of every version, the license note
+    manifest.json                    every shard (file, rows, bytes, sha256, the
+                                     version that added it) and, per version, the
+                                     build's configuration, funnel and sources
+
+Names sort by version, then by shard: a new month adds files and never touches
+the earlier ones. A run adds only documents whose id no shard holds yet: nothing
+new changes nothing. Shards are written to a temporary name and renamed; the
+manifest after them, the card last, so a reader never sees a shard the manifest
+does not list as complete. A directory of an older webtext (shards beside the
+manifest) is moved into this layout by the next run (files renamed, not
+rewritten: their sha256 stays).
 """
 
 from __future__ import annotations
@@ -20,11 +34,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .card import write_card
 from .config import ShardConfig
 from .io import conform
 from .summary import RunSummary, atomic_write_json, progress
 
 MANIFEST = "manifest.json"
+DATA = "data"  # the folder of the Parquet files
+CARD = "README.md"
 
 
 def load_manifest(out_dir: str | Path) -> dict:
@@ -32,6 +49,18 @@ def load_manifest(out_dir: str | Path) -> dict:
     if p.is_file():
         return json.loads(p.read_text())
     return {"format": "webtext-shards/1", "versions": [], "shards": [], "total_rows": 0, "total_bytes": 0}
+
+
+def shard_files(src: str | Path) -> list[Path]:
+    """The Parquet files of a shard directory (the manifest's, in order), or every
+    Parquet file in SRC and SRC/data when there is no manifest; SRC itself if a file."""
+    src = Path(src)
+    if src.is_file():
+        return [src]
+    m = load_manifest(src)
+    if m["shards"]:
+        return [src / s["file"] for s in m["shards"]]
+    return sorted(p for folder in (src, src / DATA) for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
 def sha256_file(path: Path) -> str:
@@ -52,14 +81,30 @@ def existing_ids(out_dir: Path, manifest: dict) -> set[str]:
 def _prepare(out: Path, cfg: ShardConfig) -> dict:
     cfg.validate()
     out.mkdir(parents=True, exist_ok=True)
-    # A killed run may leave temporary files or shards the manifest does not list.
+    (out / DATA).mkdir(exist_ok=True)
     manifest = load_manifest(out)
+    # An older webtext's shards sit beside the manifest: move them into data/.
+    moved = False
+    for s in manifest["shards"]:
+        if "/" not in s["file"]:
+            old, new = out / s["file"], out / DATA / s["file"]
+            if old.is_file():
+                os.replace(old, new)
+            s["file"] = f"{DATA}/{s['file']}"
+            moved = True
+    for v in manifest["versions"]:
+        v["added_shards"] = [f if "/" in f else f"{DATA}/{f}" for f in v.get("added_shards", [])]
+    if moved:
+        atomic_write_json(out / MANIFEST, manifest)
+        write_card(out, manifest)
+    # A killed run may leave temporary files or shards the manifest does not list.
     listed = {s["file"] for s in manifest["shards"]}
-    for p in out.glob("*.parquet"):
-        if p.name not in listed:
+    for folder in (out, out / DATA):
+        for p in folder.glob("*.parquet"):
+            if p.relative_to(out).as_posix() not in listed:
+                p.unlink()
+        for p in folder.glob(".*.tmp-*"):
             p.unlink()
-    for p in out.glob(".*.tmp-*"):
-        p.unlink()
     return manifest
 
 
@@ -105,7 +150,7 @@ class _VersionWriter:
             return
         if self._w is None:
             self._name = f"shard-v{self.version:04d}-{len(self.added):05d}.parquet"
-            self._tmp = self.out / f".{self._name}.tmp-{os.getpid()}"
+            self._tmp = self.out / DATA / f".{self._name}.tmp-{os.getpid()}"
             self._w = pq.ParquetWriter(self._tmp, self.schema, compression=self.cfg.compression)
         self._w.write_table(pa.concat_tables(self._buf), row_group_size=self.ROW_GROUP)
         self._buf, self._buf_rows = [], 0
@@ -118,9 +163,9 @@ class _VersionWriter:
         self._w = None
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        path = self.out / self._name
+        path = self.out / DATA / self._name
         os.replace(self._tmp, path)
-        self.added.append({"file": self._name, "rows": pq.ParquetFile(path).metadata.num_rows,
+        self.added.append({"file": f"{DATA}/{self._name}", "rows": pq.ParquetFile(path).metadata.num_rows,
                            "bytes": path.stat().st_size, "sha256": sha256_file(path), "version": self.version})
         self._est = 0
 
@@ -148,6 +193,7 @@ def _publish_version(out: Path, manifest: dict, version: int, added: list[dict],
     manifest["total_bytes"] = sum(s["bytes"] for s in manifest["shards"])
     manifest["schema"] = [f"{f.name}: {f.type}" for f in schema]
     atomic_write_json(out / MANIFEST, manifest)
+    write_card(out, manifest, schema)
 
 
 def write_shards(
