@@ -275,7 +275,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             "torch": torch.__version__, "compile": cfg.compile})
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not (master and progress), dynamic_ncols=True)
+    # a bar on a terminal only (disable=None: off when stderr is not a TTY, e.g. a log file)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=None if (master and progress) else True,
+               dynamic_ncols=True)
     model.train()
     steps_this_call = 0
     while step < cfg.max_steps:
@@ -333,6 +335,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                         tb.add_scalar(k, v, step)
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tok_s:,.0f}", **({"mfu": rec["mfu"]} if peak else {}))
             bar.update(1)
+            if progress and bar.disable and ("val_loss" in rec or step == cfg.max_steps):
+                # no terminal (a log file): a plain line at each evaluation instead of a bar
+                print(f"step {step}/{cfg.max_steps}: loss {total:.4f}" + (f", val {rec['val_loss']:.4f}" if "val_loss" in rec else "")
+                      + f", {tok_s:,.0f} tokens/s" + (f", MFU {rec['mfu']:.1%}" if peak else ""), flush=True)
         if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
             checkpoint()
         if stop_after is not None and steps_this_call >= stop_after:
