@@ -371,15 +371,20 @@ def add_eval(sub):
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument("--data", metavar="DIR", help="token shards for the held-out split")
     p.add_argument("--lambada", metavar="FILE")
-    p.add_argument("--wikitext2", metavar="FILE", help="WikiText-2 test (tokenized: wiki.test.tokens)")
+    p.add_argument("--wikitext2", metavar="FILE", help="WikiText-2 test (tokenized: wiki.test.tokens, or raw), "
+                   "scored article by article")
     p.add_argument("--ptb", metavar="FILE")
-    p.add_argument("--limit", type=int, default=None, help="LAMBADA examples / held-out documents / words to use")
+    p.add_argument("--limit", type=int, default=None,
+                   help="LAMBADA examples / held-out documents / WikiText-2 articles / PTB words to use")
+    p.add_argument("--stride", type=int, default=None, metavar="N",
+                   help="tokens a sliding window advances on long texts (default: half the context; the context "
+                   "itself gives lm-evaluation-harness's disjoint windows)")
     p.add_argument("--out", metavar="JSON", help="default: beside the checkpoint, eval.json")
     p.add_argument("--device", default="cpu")
 
     def run(args):
         from model.checkpoint import load_model, resolve_checkpoint
-        from model.evaluate import format_table, heldout, lambada, ptb_detokenize, wikitext_detokenize, word_ppl
+        from model.evaluate import format_table, heldout, lambada, ptb_detokenize, wikitext_ppl, word_ppl
         from model.tokenizer import Tokenizer
         from pipeline.summary import atomic_write_json
 
@@ -395,13 +400,13 @@ def add_eval(sub):
         tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
         res = {}
         if args.data:
-            res["heldout"] = heldout(model, args.data, tok, args.device, args.limit)
+            res["heldout"] = heldout(model, args.data, tok, args.device, args.limit, stride=args.stride)
         if args.lambada:
             res["lambada"] = lambada(model, args.lambada, tok, args.device, args.limit)
         if args.wikitext2:
-            res["wikitext2"] = word_ppl(model, args.wikitext2, tok, wikitext_detokenize, args.device, args.limit)
+            res["wikitext2"] = wikitext_ppl(model, args.wikitext2, tok, args.device, args.limit, stride=args.stride)
         if args.ptb:
-            res["ptb"] = word_ppl(model, args.ptb, tok, ptb_detokenize, args.device, args.limit)
+            res["ptb"] = word_ppl(model, args.ptb, tok, ptb_detokenize, args.device, args.limit, stride=args.stride)
         out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).with_name("eval.json")
         atomic_write_json(out, res)
         print(format_table(res, model))
@@ -555,6 +560,37 @@ def add_serve(sub):
 
 
 @register
+def add_report(sub):
+    p = sub.add_parser(
+        "report", formatter_class=FORMATTER, help="how WebText-like a corpus is: domains, lengths, languages, drops",
+        description="Describes the shard directory SHARDS: its top domains beside WebText's (OpenAI's domains.txt, "
+        "given with --webtext-domains or [report] webtext_domains: share of documents in WebText's top-1000 domains, "
+        "Spearman rank correlation, the most over- and under-represented domains), the document length distribution, "
+        "languages, GPT-2 tokens per document (a sample) and the drop reasons of every version's funnel. Writes "
+        "likeness.json, likeness.md and likeness.png to OUT (default: beside SHARDS). Each version's profile is "
+        "computed once (SHARDS/profiles/), so a report after a monthly build reads only the new shards.",
+    )
+    p.add_argument("--shards", required=True, metavar="SHARDS")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--webtext-domains", metavar="FILE", help="OpenAI's domains.txt ('COUNT DOMAIN' per line)")
+    p.add_argument("--config", metavar="TOML")
+
+    def run(args):
+        from pipeline.config import Config
+        from pipeline.report import likeness_markdown, write_report
+
+        cfg = Config.load(args.config).report
+        shards = Path(args.shards)
+        if not (shards / "manifest.json").is_file():
+            raise SystemExit(f"{shards}: no manifest.json (not a shard directory written by `webtext shard`)")
+        rep = write_report(shards, args.out or shards.parent, args.webtext_domains or cfg.webtext_domains, cfg.token_sample)
+        print(likeness_markdown(rep))
+        print(f"\nwritten: {Path(args.out or shards.parent) / 'likeness.{json,md,png}'}")
+
+    p.set_defaults(func=run)
+
+
+@register
 def add_demo(sub):
     p = sub.add_parser(
         "demo", formatter_class=FORMATTER, help="the offline demo: build a corpus from a bundled sample and train on it",
@@ -585,6 +621,7 @@ def add_demo(sub):
                 results.append(build_corpus([str(d)], str(out / "build"), cfg.to_dict()))
         for i, r in enumerate(results):
             print(f"\nbuild {i + 1} ({dumps[i].name}):\n" + funnel_markdown(r["stages"]))
+        print("\n" + (out / "build" / "likeness.md").read_text().strip())
         r = train_model(str(out / "build"), str(out / "model"), "tiny",
                         [f"max_steps={args.steps}", "block_size=64", "batch_size=16", "eval_interval=50", "eval_iters=5",
                          f"warmup_steps={max(1, args.steps // 10)}"], val_fraction=0.1, prompt="The city council")

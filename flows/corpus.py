@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import os
 import socket
 import time
@@ -32,7 +33,7 @@ from prefect.events import emit_event
 
 from pipeline.build import build_lock, expand_dumps
 from pipeline.config import Config, ConfigError
-from pipeline.summary import RunSummary, atomic_write_json, plot_funnel
+from pipeline.summary import RunSummary, atomic_write_json, build_history, plot_funnel
 
 # The event a build emits when it adds a shard version; the training deployment's
 # trigger listens for it and takes the build directory and version from its resource.
@@ -280,16 +281,26 @@ def _build(files: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     report = o / "reports" / (f"build-{stamp}" + (f"-v{version:04d}" if added else ""))
     report.mkdir(parents=True, exist_ok=True)
-    for target in (report, o):
-        atomic_write_json(target / "funnel.json", stages)
-        plot_funnel(stages, target / "funnel.png")
+    atomic_write_json(report / "funnel.json", stages)
+    plot_funnel(stages, report / "funnel.png")
+    atomic_write_json(o / "funnel.json", stages)
+    plot_funnel(stages, o / "funnel.png", build_history(o / "reports"))  # the latest, and every build below it
+    from pipeline.report import likeness_markdown, write_report
+
+    # each version's profile is computed once (shards/profiles/): this reads only the new shards
+    rcfg = d.get("report") or {}
+    likeness = write_report(o / "shards", report, rcfg.get("webtext_domains"), rcfg.get("token_sample", 20_000),
+                            progress_bar=False)
+    for name in ("likeness.json", "likeness.md", "likeness.png"):
+        if (report / name).is_file():
+            shutil.copyfile(report / name, o / name)
     fetch = next(s for s in stages if s["stage"] == "fetch")
     head = (f"# webtext build {stamp}\n\n{len(files)} dump(s) into `{o}`; "
             + (f"new shard version **v{version}** ({added:,} documents)" if added else "no new documents: no new version")
             + f"; corpus: {manifest['total_rows']:,} documents in {len(manifest['shards'])} shards."
             + f"\n\nURLs waiting for a retry: {fetch['extra'].get('waiting_retry', 0):,}; given up: "
             + f"{fetch['extra'].get('given_up', 0):,}. Report files: `{report}`\n\n")
-    create_markdown_artifact(key="build-funnel", markdown=head + funnel_markdown(stages),
+    create_markdown_artifact(key="build-funnel", markdown=head + funnel_markdown(stages) + "\n\n" + likeness_markdown(likeness),
                              description="what this build did, per stage and drop reason")
     create_table_artifact(key="build-funnel-table", table=funnel_rows(stages),
                           description=f"build {stamp}: items kept and dropped per stage and reason")
@@ -328,7 +339,7 @@ def train_task(tokens_dir: str, train_dir: str, preset: str, overrides: list[str
 @task(name="evaluate", task_run_name="evaluate")
 def evaluate_task(train_dir: str, tokens_dir: str, eval_files: dict, limit: int | None, prompt: str) -> dict:
     from model.checkpoint import load_model
-    from model.evaluate import heldout, lambada, ptb_detokenize, wikitext_detokenize, word_ppl
+    from model.evaluate import heldout, lambada, ptb_detokenize, wikitext_ppl, word_ppl
     from model.generate import generate
     from model.tokenizer import Tokenizer
 
@@ -338,7 +349,7 @@ def evaluate_task(train_dir: str, tokens_dir: str, eval_files: dict, limit: int 
     if eval_files.get("lambada"):
         res["lambada"] = lambada(model, eval_files["lambada"], tok, limit=limit)
     if eval_files.get("wikitext2"):
-        res["wikitext2"] = word_ppl(model, eval_files["wikitext2"], tok, wikitext_detokenize, max_words=limit)
+        res["wikitext2"] = wikitext_ppl(model, eval_files["wikitext2"], tok, max_docs=limit)
     if eval_files.get("ptb"):
         res["ptb"] = word_ppl(model, eval_files["ptb"], tok, ptb_detokenize, max_words=limit)
     out = generate(model, [tok.encode(prompt)], 40, temperature=0.8, top_k=40, seed=1)[0]

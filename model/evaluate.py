@@ -3,8 +3,14 @@
 Held-out: every token of every held-out document (sliding window with half-context
 stride for long ones), perplexity per token and bits per byte (comparable across
 tokenizers). Zero-shot, from files: LAMBADA (accuracy of greedily predicting every
-token of the last word, and its perplexity), WikiText-2 and PTB (perplexity per
-original word, after GPT-2's invertible de-tokenizers).
+token of the last word, and its perplexity per word), WikiText-2 and PTB (perplexity
+per original word, after GPT-2's invertible de-tokenizers; WikiText-2 article by
+article).
+
+The protocol is the one of EleutherAI's lm-evaluation-harness (`lambada_openai`,
+`wikitext`) except where noted: sliding windows instead of its disjoint ones
+(``stride=block_size`` gives its windows) and WikiText words counted as whitespace
+tokens. bench/bench_eval_harness.py checks the agreement.
 """
 
 from __future__ import annotations
@@ -35,36 +41,47 @@ def read_text(path: str | Path) -> str:
     data = p.read_bytes()
     if p.suffix == ".xz":
         data = lzma.decompress(data)
-    return data.decode("utf-8")
+    # CRLF copies of the sets (e.g. a WikiText raw file saved on Windows) read like the originals:
+    # the de-tokenizers' " \n" rules and the article split see the same lines
+    return data.decode("utf-8").replace("\r\n", "\n")
 
 
 @torch.no_grad()
-def sequence_nll(model: GPT, tokens: list[int], device="cpu", score_from: int = 1) -> tuple[float, int]:
-    """Sum of -log p over tokens[score_from:], sliding a window with half-context
-    stride so every scored token sees at least half a context."""
+def sequence_nll(model: GPT, tokens: list[int], device="cpu", score_from: int = 1,
+                 stride: int | None = None) -> tuple[float, int]:
+    """Sum of -log p(tokens[i] | tokens[:i]) over i in [score_from, len(tokens)), and the count.
+
+    The first forward pass reads tokens[:block] and scores everything it predicts
+    (up to tokens[block]); after it, windows advance ``stride`` targets at a time
+    (default half the context), each reading the ``block`` tokens that end just
+    before its last target. So every scored token sees at least block - stride + 1
+    tokens of context, or all of them where fewer precede it. ``stride=block`` is
+    lm-evaluation-harness's ``loglikelihood_rolling`` (disjoint windows whose first
+    target sees one token, the last window right-aligned)."""
     block = model.config.block_size
-    stride = max(1, block // 2)
+    stride = max(1, block // 2) if stride is None else int(stride)
+    if not 1 <= stride <= block:
+        raise ValueError(f"stride {stride} must be between 1 and the context, {block}")
     total, count = 0.0, 0
     n = len(tokens)
-    prev_end = score_from
-    for begin in range(0, n, stride):
-        end = min(begin + block, n)
-        first = max(prev_end, begin + 1)  # the first token this window scores
+    start = 1  # the first target of this window
+    while start < n:
+        end = min(n, block + 1 if start == 1 else start + stride)  # targets tokens[start:end]
+        first = max(start, score_from)
         if first < end:
-            window = torch.tensor(tokens[begin:end], dtype=torch.long, device=device)[None]
+            lo = max(0, end - 1 - block)  # the window reads tokens[lo:end-1]
+            window = torch.tensor(tokens[lo:end - 1], dtype=torch.long, device=device)[None]
             logits, _ = model(window)
-            logp = F.log_softmax(logits[0].float(), dim=-1)
+            logp = F.log_softmax(logits[0, first - 1 - lo:].float(), dim=-1)
             tgt = torch.tensor(tokens[first:end], dtype=torch.long, device=device)
-            pos = torch.arange(first - begin - 1, end - begin - 1, device=device)
-            total -= logp[pos, tgt].sum().item()
+            total -= logp.gather(1, tgt[:, None]).sum().item()
             count += end - first
-            prev_end = end
-        if end == n:
-            break
+        start = end
     return total, count
 
 
-def heldout(model: GPT, data_dir: str | Path, tokenizer: Tokenizer, device="cpu", max_docs: int | None = None) -> dict:
+def heldout(model: GPT, data_dir: str | Path, tokenizer: Tokenizer, device="cpu", max_docs: int | None = None,
+            stride: int | None = None) -> dict:
     from .data import load_token_manifest, open_tokens
 
     m = load_token_manifest(data_dir)
@@ -78,7 +95,7 @@ def heldout(model: GPT, data_dir: str | Path, tokenizer: Tokenizer, device="cpu"
         if max_docs is not None and i >= max_docs:
             break
         doc = [eot] + toks[s:e].tolist()  # each document is predicted from <|endoftext|> on, incl. its closing eot
-        a, b = sequence_nll(model, doc, device)
+        a, b = sequence_nll(model, doc, device, stride=stride)
         nll += a
         n += b
         nbytes += len(tokenizer.decode(doc[1:-1]).encode("utf-8")) + 1
@@ -87,6 +104,11 @@ def heldout(model: GPT, data_dir: str | Path, tokenizer: Tokenizer, device="cpu"
 
 
 def lambada(model: GPT, path: str | Path, tokenizer: Tokenizer, device="cpu", limit: int | None = None) -> dict:
+    """LAMBADA (OpenAI's jsonl): the passage up to its last space is the context, " " + the
+    last word the target. ``acc``: every target token is the model's greedy choice;
+    ``ppl``: per word, exp of the mean target negative log-likelihood over passages
+    (the paper's rule of normalising by the canonical unit, here the target word, as
+    lm-evaluation-harness's ``lambada_openai``); ``token_ppl``: per target token."""
     import json
 
     lines = [json.loads(l) for l in read_text(path).splitlines() if l.strip()]
@@ -101,7 +123,7 @@ def lambada(model: GPT, path: str | Path, tokenizer: Tokenizer, device="cpu", li
         ctx, last = text.rsplit(" ", 1)
         c = tokenizer.encode(ctx)
         t = tokenizer.encode(" " + last)
-        seq = (c + t)[-block:]
+        seq = (c + t)[-(block + 1):]  # the model reads up to block tokens: all but the last target
         x = torch.tensor(seq[:-1], dtype=torch.long, device=device)[None]
         with torch.no_grad():
             logits, _ = model(x)
@@ -110,7 +132,9 @@ def lambada(model: GPT, path: str | Path, tokenizer: Tokenizer, device="cpu", li
         nll -= logp[torch.arange(len(t)), tgt].sum().item()
         ntok += len(t)
         correct += int(bool((logp.argmax(-1) == tgt).all()))
-    return {"examples": len(lines), "acc": 100.0 * correct / max(1, len(lines)), "ppl": math.exp(nll / max(1, ntok))}
+    n = max(1, len(lines))
+    return {"examples": len(lines), "acc": 100.0 * correct / n, "ppl": math.exp(nll / n),
+            "token_ppl": math.exp(nll / max(1, ntok)), "target_tokens": ntok}
 
 
 def wikitext_detokenize(s: str) -> str:
@@ -139,16 +163,64 @@ def ptb_detokenize(s: str) -> str:
     return s
 
 
-def word_ppl(model: GPT, path: str | Path, tokenizer: Tokenizer, detok, device="cpu", max_words: int | None = None) -> dict:
-    """Perplexity per original word (whitespace tokens of the file), the GPT-2 paper's normalisation."""
+def wikitext_articles(text: str) -> list[str]:
+    """WikiText split into its articles, the documents of EleutherAI's
+    ``wikitext_document_level`` (what lm-evaluation-harness's ``wikitext`` task reads):
+    an article starts at each top-level heading line (`` = Title = ``; `` = = Section = = ``
+    lines stay inside it) and is its lines joined by newlines; whitespace-only pieces
+    are dropped."""
+    articles: list[str] = []
+    lines: list[str] = []
+
+    def close():
+        page = "\n".join(lines)
+        if page.strip():
+            articles.append(page)
+
+    for line in text.split("\n"):
+        head = line.replace("= = =", "===").replace("= =", "==").strip()
+        if head.startswith("= ") and head.endswith(" ="):
+            close()
+            lines = []
+        lines.append(line)
+    close()
+    return articles
+
+
+def documents_word_ppl(model: GPT, docs: list[str], tokenizer: Tokenizer, detok, device="cpu",
+                       stride: int | None = None) -> dict:
+    """Perplexity per original word over documents, each de-tokenized and predicted from
+    <|endoftext|> on (as GPT-2 saw documents in training). Words are the whitespace
+    tokens of the original text: the paper's normalisation by canonical units."""
+    nll, n, n_words = 0.0, 0, 0
+    for doc in docs:
+        toks = [tokenizer.eot_id] + tokenizer.encode(detok(doc))
+        a, b = sequence_nll(model, toks, device, stride=stride)
+        nll += a
+        n += b
+        n_words += len(doc.split())
+    return {"documents": len(docs), "words": n_words, "tokens": n, "nll": nll,
+            "ppl": math.exp(nll / max(1, n_words)), "token_ppl": math.exp(nll / max(1, n)),
+            "stride": stride or max(1, model.config.block_size // 2)}
+
+
+def wikitext_ppl(model: GPT, path: str | Path, tokenizer: Tokenizer, device="cpu", max_docs: int | None = None,
+                 stride: int | None = None) -> dict:
+    """WikiText-2 (the test file, tokenized ``wiki.test.tokens`` or raw) perplexity per word,
+    article by article (``max_docs``: the first articles only)."""
+    docs = wikitext_articles(read_text(path))
+    return documents_word_ppl(model, docs[:max_docs] if max_docs else docs, tokenizer, wikitext_detokenize,
+                              device, stride)
+
+
+def word_ppl(model: GPT, path: str | Path, tokenizer: Tokenizer, detok, device="cpu", max_words: int | None = None,
+             stride: int | None = None) -> dict:
+    """Perplexity per original word (whitespace tokens of the file), the whole file as one
+    document (PTB, which has no document boundaries)."""
     raw = read_text(path)
     if max_words:
         raw = " ".join(raw.split()[:max_words])
-    n_words = len(raw.split())
-    text = detok(raw)
-    toks = [tokenizer.eot_id] + tokenizer.encode(text)
-    nll, n = sequence_nll(model, toks, device)
-    return {"words": n_words, "tokens": n, "ppl": math.exp(nll / n_words), "token_ppl": math.exp(nll / n)}
+    return documents_word_ppl(model, [raw], tokenizer, detok, device, stride)
 
 
 def closest_paper_size(model: GPT) -> str:

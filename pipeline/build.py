@@ -91,6 +91,9 @@ def _run_build(dumps: list[str | Path], out: Path, cfg: Config) -> list[RunSumma
                                {"config": cfg.to_dict(), "funnel": funnel, "dumps": [str(d) for d in dumps]}))
     atomic_write_json(out / "funnel.json", [s.to_dict() for s in stages])
     plot_funnel([s.to_dict() for s in stages], out / "funnel.png")
+    from .report import write_report
+
+    write_report(out / "shards", out, cfg.report.webtext_domains, cfg.report.token_sample)
     return stages
 
 

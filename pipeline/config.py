@@ -278,6 +278,23 @@ class ShardConfig:
 
 
 @dataclass
+class ReportConfig:
+    # OpenAI's list of WebText's top 1,000 domains with document counts
+    # (openai/gpt-2-output-dataset or openai/gpt-2 `domains.txt`: "COUNT DOMAIN" per
+    # line). Not shipped with webtext; without it the likeness report describes the
+    # build alone.
+    webtext_domains: str | None = None
+    token_sample: int = 20_000  # documents tokenized (GPT-2 BPE) for tokens per document
+
+    def validate(self) -> None:
+        check_types(self, "report")
+        if self.webtext_domains is not None and not Path(self.webtext_domains).is_file():
+            raise ConfigError(f"report.webtext_domains: no such file {self.webtext_domains!r}")
+        if self.token_sample < 0:
+            raise ConfigError("report.token_sample must be >= 0")
+
+
+@dataclass
 class Config:
     links: LinksConfig = field(default_factory=LinksConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
@@ -285,6 +302,7 @@ class Config:
     filter: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
