@@ -409,7 +409,7 @@ def add_eval(sub):
             res["ptb"] = word_ppl(model, args.ptb, tok, ptb_detokenize, args.device, args.limit, stride=args.stride)
         out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).with_name("eval.json")
         atomic_write_json(out, res)
-        print(format_table(res, model))
+        print(format_table(res, model, args.limit))
         print(f"wrote {out}")
 
     p.set_defaults(func=run)

@@ -417,7 +417,7 @@ def train_model(build_dir: str, out: str | None = None, preset: str = "tiny", ov
     from model.checkpoint import load_model
 
     model, _ = load_model(train_dir)
-    table = format_table({k: v for k, v in res.items() if k != "sample"}, model)
+    table = format_table({k: v for k, v in res.items() if k != "sample"}, model, eval_limit)
     print(table)
     print("sample:", res["sample"])
     create_markdown_artifact(key="train-eval", markdown=f"# webtext train ({preset}, shards v{v} of `{build_dir}`)\n\n"

@@ -229,7 +229,7 @@ def closest_paper_size(model: GPT) -> str:
     return min(sizes, key=lambda k: abs(math.log(sizes[k] / n)))
 
 
-def format_table(results: dict, model: GPT) -> str:
+def format_table(results: dict, model: GPT, limit: int | None = None) -> str:
     ref_name = closest_paper_size(model)
     ref = PAPER_TABLE3[ref_name]
     rows = [("held-out PPL", results.get("heldout", {}).get("ppl"), None),
@@ -244,4 +244,14 @@ def format_table(results: dict, model: GPT) -> str:
         if v is None:
             continue
         lines.append(f"{name:<22}{v:>14.3f}{(f'{r:.2f}' if r is not None else '-'):>24}")
-    return "\n".join(lines)
+    notes = []
+    if limit:
+        notes.append(f"subsets: at most {limit:,} examples / documents / articles / words per set (--limit); the paper's "
+                     "figures are on the full sets, so the two columns are not the same measurement")
+    if model.num_params() < 100e6:
+        notes.append(f"this model ({model.num_params() / 1e6:.1f}M parameters) is far smaller than GPT-2 {ref['params']}, "
+                     "the smallest of the paper; the paper column is a reference point, not a target")
+    if "heldout" in results:
+        notes.append("held-out perplexity is on this corpus's own held-out documents: it depends on the corpus (a small "
+                     "or templated one, like the demo's, gives a low figure) and is not comparable with the paper's columns")
+    return "\n".join(lines + [f"note: {n}" for n in notes])

@@ -139,3 +139,15 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path):
         with pytest.raises(UnsafeCheckpoint, match="refused to load"):
             load(tmp_path)
     assert not marker.exists()
+
+
+def test_eval_table_says_when_it_used_subsets_and_what_the_model_is():
+    from model.evaluate import format_table
+    from model.gpt import GPT, config_for
+
+    model = GPT(config_for("tiny"))
+    res = {"heldout": {"ppl": 2.1, "bits_per_byte": 0.5}, "lambada": {"ppl": 900.0, "acc": 1.0}}
+    table = format_table(res, model, limit=200)
+    assert "at most 200 examples" in table and "not the same measurement" in table
+    assert "far smaller than GPT-2 117M" in table and "held-out perplexity is on this corpus" in table
+    assert "subsets" not in format_table(res, model)
