@@ -141,7 +141,7 @@ def add_import_hf(sub):
 def _links_rows(links_dir):
     from pipeline.links import iter_links
 
-    return iter_links(links_dir)
+    return iter_links(links_dir, columns=("id", "url", "url_norm", "created_utc"))  # created_utc: for archived captures
 
 
 @register
@@ -165,6 +165,9 @@ def add_fetch(sub):
     p.add_argument("--user-agent", help="default names the project")
     p.add_argument("--retry-failed", action="store_true",
                    help="fetch every URL whose last outcome was transient now, ignoring back-off and given-up status")
+    p.add_argument("--source", choices=("live", "archive", "live-then-archive"),
+                   help="where pages come from (default [fetch] source, 'live'); the archives are [[fetch.archive_cdx]] "
+                        "(README, Archive fallback)")
     _add_config(p)
 
     def run(args):
@@ -180,6 +183,8 @@ def add_fetch(sub):
             fc.allow_private_addresses = True
         if args.user_agent:
             fc.user_agent = args.user_agent
+        if args.source:
+            fc.source = args.source
         fc.validate()
         rows = _links_rows(args.links)
         if args.from_warc:

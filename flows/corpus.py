@@ -111,7 +111,9 @@ def fetch_task(links_dir: str, fetch_dir: str, fetch_cfg: dict) -> dict:
     from pipeline.fetch import fetch_links
     from pipeline.links import iter_links
 
-    return fetch_links(iter_links(links_dir), fetch_dir, Config.from_dict({"fetch": fetch_cfg}).fetch).to_dict()
+    # created_utc: the first submission's time, which an archived capture is chosen closest to
+    rows = iter_links(links_dir, columns=("id", "url", "url_norm", "created_utc"))
+    return fetch_links(rows, fetch_dir, Config.from_dict({"fetch": fetch_cfg}).fetch).to_dict()
 
 
 @task(name="extract", task_run_name="extract", retries=1)

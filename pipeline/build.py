@@ -81,7 +81,8 @@ def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config) -> list
 def _run_build(dumps: list[str | Path], out: Path, cfg: Config) -> list[RunSummary]:
     stages = []
     stages.append(harvest_dump_links(dumps, out / "links", cfg.links))
-    stages.append(fetch_links(iter_links(out / "links"), out / "fetch", cfg.fetch))
+    stages.append(fetch_links(iter_links(out / "links", columns=("id", "url", "url_norm", "created_utc")),
+                              out / "fetch", cfg.fetch))
     stages.append(extract_documents(tasks_from_fetch(out / "fetch"), out / "extract", cfg.extract,
                                     load_reddit_meta([out / "links"])))
     stages.append(filter_documents(out / "extract", out / "filter", cfg.filter, write_dropped=True))

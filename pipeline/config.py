@@ -164,9 +164,34 @@ class FetchConfig:
     # send credentials to crawled sites. With a proxy the check still runs on the
     # target's name here; the proxy's own resolution is the proxy's business.
     proxy: str | None = None
+    # Where pages come from (pipeline/archive.py): "live" (the web today), "archive"
+    # (every URL from the web archives in archive_cdx: the faithful replica) or
+    # "live-then-archive" (live first; a URL whose live fetch failed for good, e.g. 404,
+    # 410 or a host name that no longer exists, is looked up in the archives).
+    source: str = "live"
+    # The archives, tried in order: [[fetch.archive_cdx]] tables with name, kind
+    # ("cdx": Wayback-style, raw capture from replay_prefix/{timestamp}id_/{url};
+    # "commoncrawl": the WARC record by byte range from data_prefix + filename),
+    # cdx_url, replay_prefix or data_prefix, and optional rate (requests per second,
+    # default 1), concurrency (default 1) and limit (CDX rows per URL, default 5000).
+    archive_cdx: list = field(default_factory=list)
+    # No capture after this day (the faithful replica: WebText's links end in 2017);
+    # "none" allows any capture.
+    archive_cutoff: str | None = "2017-12-31"
+    archive_timeout_s: float = 120.0  # all archive requests for one URL, retries and waits included
 
     def validate(self) -> None:
         check_types(self, "fetch")
+        if self.source not in ("live", "archive", "live-then-archive"):
+            raise ConfigError(f"fetch.source must be 'live', 'archive' or 'live-then-archive', not {self.source!r}")
+        _parse_date(self.archive_cutoff, "fetch.archive_cutoff")
+        if self.archive_timeout_s <= 0:
+            raise ConfigError("fetch.archive_timeout_s must be > 0")
+        from .archive import parse_archives
+
+        archives = parse_archives(self.archive_cdx, self.allow_private_addresses)
+        if self.source != "live" and not archives:
+            raise ConfigError(f"fetch.source = {self.source!r} needs at least one [[fetch.archive_cdx]] entry")
         _at_least(self, "fetch", 0, "retries", "backoff_s", "per_host_delay_s", "retry_after_s")
         if self.proxy is not None and not str(self.proxy).startswith(("http://", "https://", "socks5://", "socks5h://")):
             raise ConfigError(f"fetch.proxy must be a URL like http://host:port, not {self.proxy!r}")
@@ -191,6 +216,11 @@ class ExtractConfig:
     with_date: bool = True
     workers: int = 0  # 0: all cores
     page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
+    # Remove cookie/consent banners and privacy centres (OneTrust, Quantcast, Axeptio,
+    # Didomi, Cookiebot, Usercentrics, TrustArc, Sourcepoint, ...) from the page before
+    # extraction (pipeline/extract.py strip_consent): they otherwise become the "main
+    # text" of pages whose real content is short (issue 14).
+    strip_consent: bool = True
 
     def validate(self) -> None:
         check_types(self, "extract")

@@ -11,6 +11,10 @@ Every URL ends in exactly one recorded outcome, appended to ``outcomes.jsonl``:
     timeout       connect or whole-response deadline passed (a trickling server)
     too_many_redirects, refused_private_address, robots_disallowed,
     connection_error, invalid_url, not_in_archive (replay)
+    not_archived, archive_no_html_capture, archive_after_cutoff, archive_error
+                  ``[fetch] source = "archive"`` or ``"live-then-archive"``: no
+                  archive had the page (pipeline/archive.py); an ``ok`` page from
+                  an archive has ``source = "archive:<name>"``, a live one ``"live"``
 
 Raw responses go to WARC (warcio): a request and a response record for every
 HTTP response received, the body cut at ``max_bytes`` with ``WARC-Truncated``
@@ -41,6 +45,7 @@ import io
 import ipaddress
 import os
 import socket
+import sys
 import threading
 import time
 import urllib.robotparser
@@ -68,7 +73,7 @@ HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml
 BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"MZ", b"\x7fELF", b"RIFF", b"ID3", b"OggS")
 
 
-TRANSIENT = frozenset({"timeout", "connection_error", "dns_error", "fetch_error", "http_429"})
+TRANSIENT = frozenset({"timeout", "connection_error", "dns_error", "fetch_error", "http_429", "archive_error"})
 
 
 def is_transient(outcome: str) -> bool:
@@ -128,7 +133,10 @@ def resolve_public(host: str, port: int) -> str:
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise FetchRefused("dns_error", f"{host}: {exc}") from exc
+        # "no such host": the name does not exist (a dead domain; live-then-archive asks
+        # the archives), unlike a resolver that failed for now (EAI_AGAIN)
+        gone = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+        raise FetchRefused("dns_error", f"{'no such host: ' if gone else ''}{host}: {exc}") from exc
     for info in infos:
         ip = info[4][0]
         if not is_public_address(ip):
@@ -326,12 +334,15 @@ class WarcSink:
         self.path = self.dir / f"{self.prefix}-{stamp}-{os.getpid()}-{self.serial:05d}.warc.gz"
         self.fh = open(self.path, "ab")
 
-    def write(self, resp: Response, fetched_at: str) -> tuple[str, int, int, int]:
-        """Returns (file name, offset and length of the response record, end of the pair)."""
+    def write(self, resp: Response, fetched_at: str, extra_headers: dict | None = None,
+              request: bool = True) -> tuple[str, int, int, int]:
+        """Returns (file name, offset and length of the response record, end of the pair).
+        ``extra_headers``: more WARC headers (an archived page's provenance, its
+        capture time as WARC-Date); ``request``: also write the request record."""
         buf = io.BytesIO()
         writer = WARCWriter(buf, gzip=True)
         http_headers = StatusAndHeaders(f"{resp.status} {resp.reason}", resp.headers, protocol=resp.http_version)
-        warc_headers = {"WARC-Date": fetched_at}
+        warc_headers = {"WARC-Date": fetched_at, **(extra_headers or {})}
         if resp.truncated:
             warc_headers["WARC-Truncated"] = resp.truncated
         record = writer.create_warc_record(
@@ -340,13 +351,14 @@ class WarcSink:
         )
         writer.write_record(record)
         response_len = buf.tell()
-        path = urlsplit(resp.url)
-        req_line = (path.path or "/") + (f"?{path.query}" if path.query else "")
-        req_headers = StatusAndHeaders(f"GET {req_line} HTTP/1.1", resp.request_headers, is_http_request=True)
-        req = writer.create_warc_record(resp.url, "request", http_headers=req_headers,
-                                        warc_headers_dict={"WARC-Date": fetched_at,
-                                                           "WARC-Concurrent-To": record.rec_headers.get_header("WARC-Record-ID")})
-        writer.write_record(req)
+        if request:
+            path = urlsplit(resp.url)
+            req_line = (path.path or "/") + (f"?{path.query}" if path.query else "")
+            req_headers = StatusAndHeaders(f"GET {req_line} HTTP/1.1", resp.request_headers, is_http_request=True)
+            req = writer.create_warc_record(resp.url, "request", http_headers=req_headers,
+                                            warc_headers_dict={"WARC-Date": fetched_at,
+                                                               "WARC-Concurrent-To": record.rec_headers.get_header("WARC-Record-ID")})
+            writer.write_record(req)
         data = buf.getvalue()
         with self.lock:
             if self.fh is None or (self.fh.tell() + len(data) > self.max_bytes and self.fh.tell() > 0):
@@ -375,6 +387,9 @@ class OutcomeLog:
         self.path = path
         self.lock = threading.Lock()
         self.done: dict[str, tuple[str, int, float]] = {}
+        # url_norm -> "archive:<name>" for the URLs whose last outcome is a page from
+        # an archive (the others' pages, if any, came live)
+        self.archived: dict[str, str] = {}
         # The end of the last record of each WARC file that any line (not only a URL's
         # last) points at: a superseded attempt's record is still part of its file.
         self.warc_ends: dict[str, int] = defaultdict(int)
@@ -404,6 +419,11 @@ class OutcomeLog:
         if outcomes is not None:
             o = outcomes.setdefault(o, o)
         self.done[rec["url_norm"]] = (o, int(rec.get("attempt") or 1), _epoch(rec.get("fetched_at")))
+        src = rec.get("source")
+        if o == "ok" and src and src != "live":
+            self.archived[rec["url_norm"]] = sys.intern(src)
+        else:
+            self.archived.pop(rec["url_norm"], None)
         self._note_end(rec)
 
     def state(self, url_norm: str) -> dict | None:
@@ -538,16 +558,16 @@ class Fetcher:
         rp = self.robots.get(origin)
         return True if rp is None else rp.can_fetch(self.cfg.user_agent, url)
 
-    def _get(self, url: str, max_bytes: int) -> Response:
+    def _get(self, url: str, max_bytes: int, headers: dict | None = None) -> Response:
         """One GET (no redirects), reading at most ``max_bytes`` of the raw body
-        before the whole-response deadline."""
+        before the whole-response deadline (``headers``: more request headers)."""
         cfg = self.cfg
         deadline = time.monotonic() + cfg.total_timeout_s
-        target, extra = url, {}
+        target, extra = url, dict(headers or {})
         parts = urlsplit(url)
         if parts.hostname in cfg.resolve:
             target = parts._replace(scheme="http", netloc=cfg.resolve[parts.hostname]).geturl()
-            extra = {"Host": parts.netloc}
+            extra["Host"] = parts.netloc
         token = DEADLINES.begin(deadline)
         try:
             return self._get_within(target, url, extra, max_bytes, deadline, token)
@@ -719,7 +739,14 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     A link whose last outcome was transient is fetched again once its back-off
     has passed (``retry_failed``: now, given up or not); see the module's docstring.
     ``reuse_outcomes``: other fetch directories whose outcomes count as done (an
-    incremental build reuses earlier WARCs instead of fetching again)."""
+    incremental build reuses earlier WARCs instead of fetching again).
+
+    ``cfg.source``: "live", "archive" (every URL from the archives) or
+    "live-then-archive" (the archives for URLs whose live fetch failed for good,
+    ``archive.wants_archive``). A URL whose last outcome is such a failure from an
+    earlier live run is looked up in the archives without being fetched live again.
+    A link's ``created_utc`` (its first Reddit submission), when the rows have it,
+    is the time the archived capture is chosen closest to."""
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -740,50 +767,87 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     todo: list[tuple] = []
     now = time.time()
     retrying = 0
+    archive_only = 0
+    from .archive import ARCHIVE_FALLBACK, ArchiveClient, wants_archive
+
     for r in links:
         summary.n_in += 1
         prev = log.state(r["url_norm"])
+        row = (r.get("id"), r["url"], r["url_norm"], r.get("created_utc"), False)
         if prev is not None:
+            if cfg.source != "live" and prev["outcome"] in ARCHIVE_FALLBACK:
+                archive_only += 1  # dead in an earlier live run, never asked of the archives
+                todo.append(row[:4] + (True,))
+                continue
             state = retry_state(prev, cfg, now, retry_failed)
             if state != "retry":
                 summary.drop(state)
                 continue
             retrying += 1
-            todo.append((r.get("id"), r["url"], r["url_norm"]))
+            todo.append(row)
         elif r["url_norm"] in earlier:
             summary.drop("fetched_in_earlier_build")
         else:
-            todo.append((r.get("id"), r["url"], r["url_norm"]))
+            todo.append(row)
     del earlier
     todo = _interleave_by_host(todo)
     sink = WarcSink(out / "warc", cfg.warc_max_bytes)
     fetcher = Fetcher(cfg)
+    archives = ArchiveClient(cfg, fetcher, out) if cfg.source != "live" else None
 
     def work(row: tuple) -> dict:
-        doc_id, raw_url, url_norm = row
+        doc_id, raw_url, url_norm, created_utc, skip_live = row
         url = without_credentials(raw_url)
         fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         prev = log.state(url_norm)
         rec = {"id": doc_id, "url": url, "url_norm": url_norm, "fetched_at": fetched_at,
                "attempt": prev["attempt"] + 1 if prev else 1}
-        try:
-            outcome, resp, info = fetcher.fetch(url)
-        except FetchRefused as exc:
-            outcome, resp, info = exc.outcome, None, {"error": exc.detail}
-        except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
-            outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        if cfg.source == "archive" or skip_live:
+            outcome, resp, info = (prev["outcome"] if skip_live else None), None, {}
+        else:
+            try:
+                outcome, resp, info = fetcher.fetch(url)
+            except FetchRefused as exc:
+                outcome, resp, info = exc.outcome, None, {"error": exc.detail}
+            except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+                outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        page = None
+        if archives is not None and (cfg.source == "archive" or skip_live or wants_archive(outcome, info)):
+            live_outcome = outcome
+            try:
+                outcome, page, arc_info = archives.lookup(url, created_utc)
+            except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+                outcome, page, arc_info = "archive_error", None, {"archive_error": f"{type(exc).__name__}: {exc}"[:500]}
+            if live_outcome is not None:
+                rec["live_outcome"] = live_outcome
+            info.update(arc_info)
+            if resp is not None:  # the live answer (a 404 page, ...) stays in the WARC, as a trail record
+                info.setdefault("_responses", []).append(resp)
+                rec["live_status"] = resp.status
+                resp = None
         rec["outcome"] = outcome
+        if outcome == "ok":
+            rec["source"] = f"archive:{page.archive}" if page is not None else "live"
         trail = info.pop("_responses", [])
         rec.update({k: v for k, v in info.items() if v})
         for earlier_resp in trail:  # redirect hops and retried answers: recorded too, before the last
             name, offset, length, end = sink.write(earlier_resp, fetched_at)
             rec.setdefault("warc_trail", []).append({"url": earlier_resp.url, "status": earlier_resp.status,
                                                      "warc_file": name, "warc_offset": offset, "warc_record_end": end})
+        if page is not None:
+            # WARC-Target-URI is the link's URL, WARC-Date the capture time, and the
+            # provenance in WARC-Source-URI and WebText-* headers (pipeline/archive.py)
+            resp = Response(url, page.status, page.reason, page.headers, page.body, None)
+            rec.update(captured_at=page.captured_at, capture_timestamp=page.capture.timestamp,
+                       capture_url=page.capture.url, archive_url=page.source_uri)
+            warc_extra, with_request = page.warc_headers(), False
+        else:
+            warc_extra, with_request = None, True
         if resp is not None:
             rec["status"] = resp.status
             rec["final_url"] = resp.url
             rec["content_type"] = dict((k.lower(), v) for k, v in resp.headers).get("content-type")
-            name, offset, length, end = sink.write(resp, fetched_at)
+            name, offset, length, end = sink.write(resp, fetched_at, warc_extra, with_request)
             rec["warc_file"] = name
             rec["warc_offset"] = offset
             rec["warc_length"] = length
@@ -791,6 +855,7 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
         return rec
 
     outcomes: dict[str, int] = defaultdict(int)
+    sources: dict[str, int] = defaultdict(int)
     # At most a few tasks per worker are queued: memory does not follow the URL list,
     # and outcomes are written from the first response on.
     window = max(4, 2 * cfg.workers)
@@ -806,6 +871,8 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
                         rec = fut.result()
                         log.add(rec)
                         outcomes[rec["outcome"]] += 1
+                        if rec["outcome"] == "ok":
+                            sources[rec["source"]] += 1
                         bar.update(1)
 
             for i in range(len(todo)):
@@ -816,7 +883,21 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     finally:
         sink.close()
         log.close()
+        if archives is not None:
+            archives.close()
     summary.n_out = outcomes.get("ok", 0)
+    # The funnel's sources: pages live and from each archive, this run and over all runs.
+    summary.extra["ok_by_source"] = dict(sorted(sources.items()))
+    all_ok = sum(1 for t in log.done.values() if t[0] == "ok")
+    by_source_all = _count_outcomes(log.archived.values())
+    summary.extra["ok_by_source_all_runs"] = {"live": all_ok - sum(by_source_all.values()), **by_source_all}
+    if archives is not None:
+        summary.extra["archive_requests"] = dict(archives.counts)
+        summary.extra["archive_only"] = archive_only
+        for reason in ("not_archived", "archive_no_html_capture", "archive_after_cutoff", "archive_error"):
+            summary.extra.setdefault("not_from_an_archive", {})[reason] = outcomes.get(reason, 0)
+        summary.note("pages by source: " + (", ".join(f"{k} {v:,}" for k, v in sorted(sources.items())) or "none")
+                     + f"; in no archive {sum(summary.extra['not_from_an_archive'].values()):,}")
     for k, v in outcomes.items():
         if k != "ok":
             summary.drop(k, v)
