@@ -100,7 +100,8 @@ def main() -> None:
         return fn
 
     variants = {"trafilatura.extract(html)": lambda p: trafilatura.extract(p["html"]),
-                f"webtext (include_comments={cfg.include_comments})": ours(cfg)}
+                f"webtext (include_comments={cfg.include_comments})": ours(cfg),
+                "webtext strip_consent=False": ours(ExtractConfig(strip_consent=False))}
     if args.grid:
         variants["webtext favor_precision"] = ours(ExtractConfig(favor_precision=True))
         variants["webtext favor_recall"] = ours(ExtractConfig(favor_recall=True))

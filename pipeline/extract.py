@@ -82,19 +82,78 @@ def page_date(html_or_tree) -> str | None:
         return None
 
 
+# Consent managers, by the ids and classes their scripts give their containers. A
+# bare "cmp" is not among them: Adobe's core components use cmp-* for content.
+_CONSENT_ATTR = re.compile(
+    r"onetrust|\bot-sdk|\bot-pc-|qc-cmp|axeptio|didomi|cookiebot|usercentrics|truste-|trustarc|\bsp_message|"
+    r"sp-message-container|gdpr-(?:banner|consent|notice|modal)|cookie[-_]?(?:banner|consent|notice|bar|law|wall|popup|modal)|"
+    r"cookies?[-_]?consent|consent[-_]?(?:banner|manager|modal|popup|wall|notice)|\bcc-(?:window|banner)\b|"
+    r"privacy[-_]?(?:banner|manager|center|centre|notice|consent)", re.I)
+_NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a consent class on it means nothing
+_CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
+                  "préférences", "datos personales", "privacidad")
+
+
+def strip_consent(tree) -> int:
+    """Remove consent-manager containers from an lxml tree (in place); returns how many.
+
+    An element goes when its id or class names a consent manager AND its text speaks
+    of cookies, consent or privacy AND it holds less than half the page's text (a
+    wrapper of the whole page is never removed). The outermost match goes whole."""
+    def text_of(el) -> str:  # the visible text below EL (scripts and styles left out)
+        parts = []
+        for n in el.iter():
+            if isinstance(n.tag, str) and n.tag not in ("script", "style", "noscript") and n.text:
+                parts.append(n.text)
+            if n is not el and n.tail:
+                parts.append(n.tail)
+        return "".join(parts)
+
+    body = tree.find(".//body") if tree.tag != "body" else tree
+    body_len = len(text_of(body if body is not None else tree))
+    removed = 0
+    stack = [tree]
+    while stack:
+        parent = stack.pop()
+        for el in list(parent):
+            if not isinstance(el.tag, str) or el.tag in _NEVER_STRIPPED:
+                if isinstance(el.tag, str):
+                    stack.append(el)
+                continue
+            attrs = f"{el.get('id') or ''} {el.get('class') or ''}"
+            if len(attrs) > 2 and _CONSENT_ATTR.search(attrs):
+                text = text_of(el)
+                low = text.lower()
+                if any(w in low for w in _CONSENT_WORDS) and not (body_len and len(text) > 0.5 * body_len):
+                    if el.tail:  # the text after the element belongs to the page: keep it
+                        prev = el.getprevious()
+                        if prev is not None:
+                            prev.tail = (prev.tail or "") + el.tail
+                        else:
+                            parent.text = (parent.text or "") + el.tail
+                    parent.remove(el)
+                    removed += 1
+                    continue
+            stack.append(el)
+    return removed
+
+
 def extract_page(html: str, url: str | None, cfg: ExtractConfig) -> tuple[str | None, str | None]:
     """(main text, publication date) from one parse of the page: htmldate reads
-    the tree first (it does not change it), then trafilatura extracts from it
-    (identical output to passing the HTML string, measured on aeb; the date then
-    costs 4-8% of the extraction time instead of ~10%)."""
-    if not cfg.with_date:
+    the tree first (it does not change it), then consent banners are removed
+    (``strip_consent``), then trafilatura extracts from it (identical output to
+    passing the HTML string, measured on aeb; the date then costs 4-8% of the
+    extraction time instead of ~10%)."""
+    if not cfg.with_date and not cfg.strip_consent:
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
     tree = load_html(html)
     if tree is None:
         return extract_text(html, url, cfg), None
-    date = page_date(tree)
+    date = page_date(tree) if cfg.with_date else None
+    if cfg.strip_consent:
+        strip_consent(tree)
     return extract_text(tree, url, cfg), date
 
 
