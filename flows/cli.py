@@ -37,7 +37,7 @@ def cmd_links(args) -> int:
         lc.created_after = args.after
     if args.before is not None:
         lc.created_before = args.before
-    elif args.reddit and not args.dump:
+    elif args.reddit and not args.dump and not args.urls:
         # The live API only has posts from long after the faithful window's end.
         lc.created_before = None
     if args.allow_nsfw:
@@ -45,13 +45,15 @@ def cmd_links(args) -> int:
     if args.blocklist:
         lc.blocklist_path = args.blocklist
     lc.validate()
-    if bool(args.dump) == bool(args.reddit):
-        raise ConfigError("give either --dump FILE ... or --reddit SUBREDDIT[,...]")
-    if args.dump:
+    if bool(args.dump or args.urls) == bool(args.reddit):
+        raise ConfigError("give --dump FILE ... and/or --urls FILE ..., or --reddit SUBREDDIT[,...]")
+    if args.dump or args.urls:
         from pipeline.build import expand_dumps
         from pipeline.links import harvest_dump_links
+        from pipeline.urllists import expand_url_lists
 
-        summary = harvest_dump_links(expand_dumps(args.dump), args.out, lc)
+        summary = harvest_dump_links(expand_dumps(args.dump or []), args.out, lc,
+                                     url_lists=expand_url_lists(args.urls or []))
     else:
         from pipeline.reddit_api import harvest_subreddits, make_reddit
 
@@ -67,13 +69,14 @@ def add_links(sub) -> None:
     p = sub.add_parser(
         "links",
         formatter_class=FORMATTER,
-        help="harvest outbound links from Reddit dump files or the live API",
+        help="harvest outbound links from Reddit dump files, URL lists or the live API",
         description=(
-            "Reads Pushshift/Arctic-Shift submission dumps (xz, bz2, zst incl. --long=31, gzip, plain NDJSON; "
-            "the codec is detected from the file) or live subreddit listings through praw, keeps link posts "
+            "Reads Pushshift/Arctic-Shift submission dumps (xz, bz2, zst incl. --long=31, Arctic Shift's zst_blocks, "
+            "gzip, plain NDJSON; the codec is detected from the file), plain URL lists (--urls), or live subreddit "
+            "listings through praw, keeps link posts "
             "with at least 3 karma, and writes OUT/links.parquet (one row per unique normalised URL with every "
             "submission's ids, subreddits, scores, times and titles) and OUT/summary.links.json (the funnel). "
-            "Each dump is read once into OUT/parts/ (keyed by its content fingerprint and the configuration); "
+            "Each dump or list is read once into OUT/parts/ (keyed by its content fingerprint and the configuration); "
             "links.parquet merges every part, so a later call with next month's dump reads only that file. "
             "Credentials for --reddit come from praw.ini or the praw_client_id/praw_client_secret/"
             "praw_user_agent environment variables, never from the command line."
@@ -81,6 +84,12 @@ def add_links(sub) -> None:
     )
     p.add_argument("--dump", action="extend", nargs="+", metavar="FILE_OR_GLOB",
                    help="monthly dump files or glob patterns (quoted), e.g. 'RS_2017-*.zst'; may be repeated")
+    p.add_argument("--urls", action="extend", nargs="+", metavar="FILE_OR_GLOB",
+                   help="URL lists (earlier clones' lists such as OpenWebText's): one URL per line, or CSV/TSV/Parquet "
+                   "with a url column and optional score, created (Unix seconds or ISO date), title, subreddit columns; "
+                   "xz/bz2/gzip/zstd compressed or not. Entries without a score are taken as filtered by the list's "
+                   "maker (no karma rule), without a date they pass the date window; may be repeated, and combined "
+                   "with --dump")
     p.add_argument("--reddit", action="append", metavar="SUB[,SUB]", help="subreddits to harvest through the API")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--min-score", type=int, help=f"minimum karma (default {LinksConfig().min_score}, the GPT-2 paper)")

@@ -3,7 +3,28 @@
 Codecs are detected from the file's magic bytes, not its name: xz (2005-2010,
 2017-12..2018-10), bz2 (2011-2014, 2017-01..11), zstd (2015-2016, 2018-11 on,
 all of today's torrents; written with ``--long=31`` so the decoder needs
-``max_window_size=2**31``), gzip, and plain NDJSON.
+``max_window_size=2**31``), Arctic Shift's ``zst_blocks`` container, gzip, and
+plain NDJSON.
+
+Arctic Shift (github.com/ArthurHeitmann/arctic_shift) publishes the months after
+Pushshift in the same shape: ``RS_YYYY-MM.zst``, zstd NDJSON, one submission
+object per line as the Reddit API returned it. What its notes say differs
+(file_content_explanations.md, schemas/RS/*.ts, download_links.md; read 2026-02):
+from 2023-04 the keys are sorted, ``retrieved_on`` (int seconds) is added (Pushshift
+wrote ``retrieved_on``, and ``retrieved_utc`` in 2020-06..2022-06), ``body_html``
+is dropped; from 2023-11 every object has a ``_meta`` object (``retrieved_2nd_on``,
+``was_deleted_later``, ``removal_type``, ``note``...) and ``score``/``over_18`` are
+the values of a second retrieval 36 hours later; ``created_utc`` is an int;
+``edited`` is a bool or an int; ads made in the ads UI carry ``call_to_action``,
+``href_url``, ``outbound_link`` and friends (``promoted`` is false on them), and
+nested objects (``crosspost_parent_list``, ``ad_promoted_user_posts``,
+``media``...) hold their own ``url``/``created_utc``. The reader decodes only the
+top-level fields in ``Submission`` and skips every other key whatever its type,
+so none of these changes the links. The 2023-04..2024-03 torrents also came as
+``.zst_blocks`` (github.com/ArthurHeitmann/zst_blocks_format): a series of
+``[uint32 size][zstd frame]`` blocks, each frame ``[uint32 n][n x (uint32 offset,
+uint32 size)][rows]``; ``ZstBlocksStream`` reads it as NDJSON. From 2024-04 the
+months come only as ``.zst``.
 
 The reader streams in constant memory (fixed-size chunks of decompressed bytes
 split on newlines) and decodes each line with msgspec into a struct holding only
@@ -197,9 +218,72 @@ class ZstdStream:
         self.reader.close()
 
 
+class ZstBlocksStream:
+    """Arctic Shift's ``zst_blocks`` container read as NDJSON: each ``read1`` returns
+    rows of one block (each followed by a newline), at most ``size`` bytes. A block
+    header or block the file ends inside of raises EOFError; a block whose row table
+    points outside it raises ValueError (both stop the file, as a damaged archive)."""
+
+    MAX_BLOCK = 1 << 30  # decompressed bytes of one block; real blocks are a few MB
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
+        self.pending = memoryview(b"")
+
+    def _next_block(self) -> bytes | None:
+        head = self.raw.read(4)
+        if not head:
+            return None
+        start = self.raw.tell() - len(head)
+        if len(head) < 4:
+            raise EOFError(f"zst_blocks: the file ends inside the block header at byte {start:,}")
+        n = int.from_bytes(head, "little")
+        data = self.raw.read(n)
+        if len(data) < n:
+            raise EOFError(f"zst_blocks: the file ends inside the block at byte {start:,} ({len(data):,} of {n:,} bytes)")
+        block = self.dctx.decompress(data, max_output_size=self.MAX_BLOCK)
+        if len(block) < 4:
+            raise ValueError(f"zst_blocks: block at byte {start:,} has no row count")
+        count = int.from_bytes(block[:4], "little")
+        base = 4 + 8 * count
+        if base > len(block):
+            raise ValueError(f"zst_blocks: block at byte {start:,} claims {count:,} rows, more than it holds")
+        rows = []
+        for i in range(count):
+            off = int.from_bytes(block[4 + 8 * i : 8 + 8 * i], "little")
+            size = int.from_bytes(block[8 + 8 * i : 12 + 8 * i], "little")
+            if base + off + size > len(block):
+                raise ValueError(f"zst_blocks: row {i} of the block at byte {start:,} lies outside the block")
+            rows.append(block[base + off : base + off + size])
+        return b"".join(r + b"\n" for r in rows)
+
+    def read1(self, size: int = CHUNK) -> bytes:
+        while not self.pending:
+            block = self._next_block()
+            if block is None:
+                return b""
+            self.pending = memoryview(block)
+        out, self.pending = bytes(self.pending[:size]), self.pending[size:]
+        return out
+
+    read = read1
+
+    def close(self) -> None:
+        pass
+
+
+def is_zst_blocks(head: bytes) -> bool:
+    """A uint32 block size, then a zstd frame: Arctic Shift's zst_blocks (checked
+    before the other magics: the size's low bytes could look like gzip's)."""
+    return len(head) >= 8 and head[4:8] == b"\x28\xb5\x2f\xfd" and int.from_bytes(head[:4], "little") >= 9
+
+
 def detect_codec(path: str | Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(8)
+    if is_zst_blocks(head):
+        return "zst_blocks"
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
@@ -221,6 +305,8 @@ def open_dump(path: str | Path) -> tuple[BinaryIO, BinaryIO, str]:
         stream = gzip.GzipFile(fileobj=raw)
     elif codec == "zst":
         stream = ZstdStream(raw)
+    elif codec == "zst_blocks":
+        stream = ZstBlocksStream(raw)
     else:
         stream = raw
     return stream, raw, codec

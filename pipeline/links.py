@@ -4,6 +4,13 @@ Every submission read ends in exactly one place: kept as the first submission of
 a URL, merged into an earlier submission of the same URL (``duplicate_url``), or
 dropped with a named reason. The counts add up to the lines read
 (``RunSummary.check``).
+
+Sources: Pushshift / Arctic Shift monthly dumps (``harvest_dump_part``), plain URL
+lists (``harvest_url_list_part``, pipeline/urllists.py), both into parts that
+``merge_link_parts`` merges, and the live API (pipeline/reddit_api.py). An entry
+of a URL list may have no karma and no date: ``score``/``score_total`` are then
+null (unknown, never 0) and ``created_utc`` 0 (unknown), and the karma rule and
+date window are not applied to it (the list's maker filtered it).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pyarrow.parquet as pq
 
 from .config import LinksConfig
 from .dumps import DumpReadStats, Submission, created_ts, iter_submissions
+from .urllists import UrlListStats, iter_url_list
 from .summary import RunSummary, atomic_write_bytes, progress
 from .urls import REDDIT_DOMAINS, InvalidURL, host_matches, url_forms, url_id
 
@@ -78,12 +86,32 @@ class Blocklist:
         return None
 
 
-class LinkSelector:
-    """Applies the selection rules to submissions and aggregates them per URL."""
+def _max(a: int | None, b: int | None) -> int | None:
+    """The higher known score (None: unknown)."""
+    return b if a is None else a if b is None else max(a, b)
 
-    def __init__(self, cfg: LinksConfig, summary: RunSummary | None = None):
+
+def _total(a: int | None, b: int | None) -> int | None:
+    """A score total stays unknown once one part of it is (a URL-list entry without karma)."""
+    return None if a is None or b is None else a + b
+
+
+def _first_created(values) -> int:
+    """The earliest known time (0: unknown)."""
+    return min((v for v in values if v), default=0)
+
+
+class LinkSelector:
+    """Applies the selection rules to submissions and aggregates them per URL.
+
+    ``from_list=True`` (entries of a URL list): an entry without a score is not
+    held to the karma rule and keeps a null score, one without a date passes the
+    date window; the list's maker filtered them."""
+
+    def __init__(self, cfg: LinksConfig, summary: RunSummary | None = None, from_list: bool = False):
         cfg.validate()
         self.cfg = cfg
+        self.from_list = from_list
         self.summary = summary or RunSummary("links", unit="submissions")
         self.blocklist = Blocklist.load(cfg.blocklist_path)
         self.after = cfg.after_ts
@@ -100,15 +128,14 @@ class LinkSelector:
             return
         url = self._url
         key = self._key
-        score = s.score if s.score is not None else 0
+        score = s.score if s.score is not None else (None if self.from_list else 0)
         created = created_ts(s.created_utc)
         entry = self.by_url.get(key)
         if entry is None:
             self.by_url[key] = [url, self._host, score, score, [s.id or ""], [s.subreddit or ""], [created or 0], [s.title or ""]]
         else:
-            if score > entry[2]:
-                entry[2] = score
-            entry[3] += score
+            entry[2] = _max(entry[2], score)
+            entry[3] = _total(entry[3], score)
             entry[4].append(s.id or "")
             entry[5].append(s.subreddit or "")
             entry[6].append(created or 0)
@@ -126,12 +153,13 @@ class LinkSelector:
         if self.after is not None or self.before is not None:
             created = created_ts(s.created_utc)
             if created is None:
-                return "missing_created_utc"
-            if (self.after is not None and created < self.after) or (self.before is not None and created >= self.before):
+                if not self.from_list:
+                    return "missing_created_utc"
+            elif (self.after is not None and created < self.after) or (self.before is not None and created >= self.before):
                 return "outside_date_window"
         if raw_url.startswith("/"):  # "/r/sub/comments/..." relative permalinks
             return "crosspost" if s.crosspost_parent else "reddit_internal"
-        if cfg.score_mode == "max":
+        if cfg.score_mode == "max" and not (s.score is None and self.from_list):
             if s.score is None:
                 return "score_missing"
             if s.score < cfg.min_score:
@@ -158,7 +186,7 @@ class LinkSelector:
         summary = self.summary
         for key, (url, host, smax, stotal, ids, subs, created, titles) in self.by_url.items():
             n = len(ids)
-            if per_url_rules and self.cfg.score_mode == "sum" and stotal < self.cfg.min_score:
+            if per_url_rules and self.cfg.score_mode == "sum" and stotal is not None and stotal < self.cfg.min_score:
                 summary.drop("low_score_total", n)
                 continue
             if per_url_rules and n > 1:
@@ -172,7 +200,7 @@ class LinkSelector:
                     "score": smax,
                     "score_total": stotal,
                     "n_submissions": n,
-                    "created_utc": min(created),
+                    "created_utc": _first_created(created),
                     "reddit_ids": ids,
                     "subreddits": subs,
                     "created_utcs": created,
@@ -254,8 +282,10 @@ def config_fingerprint(cfg: LinksConfig) -> str:
     return hashlib.sha256(orjson.dumps(d, default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
 
 
-def part_path(out_dir: str | Path, dump: str | Path, cfg: LinksConfig) -> Path:
+def part_path(out_dir: str | Path, dump: str | Path, cfg: LinksConfig, kind: str = "dump") -> Path:
     name = Path(dump).name.split(".")[0]
+    if kind == "urls":  # the same file given as a dump and as a list never shares a part
+        name = f"urls-{name}"
     return Path(out_dir) / PARTS / f"{name}.{dump_fingerprint(dump)}.{config_fingerprint(cfg)}.parquet"
 
 
@@ -266,20 +296,31 @@ def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, b
     rules that need every dump (the OpenWebText2 score sum, duplicates across
     months); its ``.json`` beside it holds the submission-level funnel. A part
     that exists is not read again: this is what makes builds incremental."""
+    return _harvest_part(dump, out_dir, cfg, "dump", bar)
+
+
+def harvest_url_list_part(path: str | Path, out_dir: str | Path, cfg: LinksConfig, bar=None) -> dict:
+    """Harvest one URL list (pipeline/urllists.py) into ``out_dir/parts/urls-NAME...``,
+    like a dump: the same rules, blocklist and dedup, merged with the dumps' parts."""
+    return _harvest_part(path, out_dir, cfg, "urls", bar)
+
+
+def _harvest_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, kind: str, bar=None) -> dict:
     dump = Path(dump)
     if not dump.is_file():
-        raise FileNotFoundError(f"dump file not found: {dump}")
-    part = part_path(out_dir, dump, cfg)
+        raise FileNotFoundError(f"{'URL list' if kind == 'urls' else 'dump file'} not found: {dump}")
+    part = part_path(out_dir, dump, cfg, kind)
     meta_path = part.with_suffix(".json")
     if part.is_file() and meta_path.is_file():
         return orjson.loads(meta_path.read_bytes())
-    selector = LinkSelector(cfg)
+    selector = LinkSelector(cfg, from_list=kind == "urls")
     summary = selector.summary
-    stats = DumpReadStats(str(dump))
+    stats = DumpReadStats(str(dump)) if kind == "dump" else UrlListStats(str(dump))
+    reader = iter_submissions if kind == "dump" else iter_url_list
     own_bar = bar is None
     if own_bar:
         bar = progress(total=dump.stat().st_size, unit="B", unit_scale=True, desc=f"links {dump.name}")
-    for sub in iter_submissions(dump, stats, progress_bar=bar):
+    for sub in reader(dump, stats, progress_bar=bar):
         selector.add(sub)
     if own_bar:
         bar.close()
@@ -293,10 +334,17 @@ def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, b
             f"{dump.name}: archive truncated or corrupt ({stats.error}); read {stats.records:,} records "
             f"from {stats.compressed_bytes_read:,} of {stats.compressed_bytes_total:,} compressed bytes"
         )
+    if kind == "urls" and stats.no_score:
+        notes.append(f"{dump.name}: {stats.no_score:,} of {stats.records:,} URL-list entries carry no score: a plain "
+                     "URL list has no karma and was filtered by whoever made it, so links.min_score is not applied "
+                     "to them (score null in links.parquet)")
+    if kind == "urls" and stats.no_created and (cfg.after_ts is not None or cfg.before_ts is not None):
+        notes.append(f"{dump.name}: {stats.no_created:,} of {stats.records:,} URL-list entries carry no date: the "
+                     "date window is not applied to them (created_utc 0)")
     rows = selector.rows(per_url_rules=False)
     accepted = sum(r["n_submissions"] for r in rows)
     write_links(rows, part)
-    meta = {"dump": str(dump), "part": part.name, "in": summary.n_in, "accepted": accepted,
+    meta = {"dump": str(dump), "kind": kind, "part": part.name, "in": summary.n_in, "accepted": accepted,
             "dropped": dict(summary.dropped), "file": stats.to_dict(), "notes": notes, "harvested_at": time.time()}
     assert summary.n_in == accepted + summary.n_dropped, meta
     atomic_write_bytes(meta_path, orjson.dumps(meta))
@@ -334,17 +382,17 @@ def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None 
             if e is None:
                 by_url[r["url_norm"]] = r
                 continue
-            e["score"] = max(e["score"], r["score"])
-            e["score_total"] += r["score_total"]
+            e["score"] = _max(e["score"], r["score"])
+            e["score_total"] = _total(e["score_total"], r["score_total"])
             e["n_submissions"] += r["n_submissions"]
             for k in ("reddit_ids", "subreddits", "created_utcs", "titles"):
                 e[k] = e[k] + r[k]
-            if r["created_utc"] < e["created_utc"]:
+            if r["created_utc"] and (not e["created_utc"] or r["created_utc"] < e["created_utc"]):
                 e["created_utc"], e["url"] = r["created_utc"], r["url"]
     rows = []
     for r in by_url.values():
         n = r["n_submissions"]
-        if cfg.score_mode == "sum" and r["score_total"] < cfg.min_score:
+        if cfg.score_mode == "sum" and r["score_total"] is not None and r["score_total"] < cfg.min_score:
             summary.drop("low_score_total", n)
             continue
         if n > 1:
@@ -359,19 +407,27 @@ def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None 
     return summary
 
 
-def harvest_dump_links(dumps: Iterable[str | Path], out_dir: str | Path, cfg: LinksConfig) -> RunSummary:
-    """``webtext links --dump``: harvest each dump not harvested yet into
-    ``out_dir/parts/``, then merge all parts into ``links.parquet`` and write
-    ``summary.links.json``. Links accumulate: a later call with next month's
-    dump reads only that dump, and ``links.parquet`` covers every month."""
+def harvest_dump_links(dumps: Iterable[str | Path], out_dir: str | Path, cfg: LinksConfig,
+                       url_lists: Iterable[str | Path] = ()) -> RunSummary:
+    """``webtext links --dump ... --urls ...``: harvest each dump and URL list not
+    harvested yet into ``out_dir/parts/``, then merge all parts into
+    ``links.parquet`` and write ``summary.links.json``. Links accumulate: a later
+    call with next month's dump reads only that dump, and ``links.parquet`` covers
+    every month and every list harvested into ``out_dir``."""
     dumps = [Path(d) for d in dumps]
+    url_lists = [Path(u) for u in url_lists]
     missing = [str(d) for d in dumps if not d.is_file()]
     if missing:
         raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
+    missing = [str(u) for u in url_lists if not u.is_file()]
+    if missing:
+        raise FileNotFoundError(f"URL list(s) not found: {', '.join(missing)}")
     cfg.validate()
     started = time.time()
-    total = sum(d.stat().st_size for d in dumps)
+    total = sum(d.stat().st_size for d in dumps + url_lists)
     with progress(total=total, unit="B", unit_scale=True, desc="links") as bar:
         for d in dumps:
             harvest_dump_part(d, out_dir, cfg, bar=bar)
+        for u in url_lists:
+            harvest_url_list_part(u, out_dir, cfg, bar=bar)
     return merge_link_parts(out_dir, cfg, since=started)
