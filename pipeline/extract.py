@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import orjson
+from lxml import etree
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -89,6 +90,10 @@ _CONSENT_ATTR = re.compile(
     r"sp-message-container|gdpr-(?:banner|consent|notice|modal)|cookie[-_]?(?:banner|consent|notice|bar|law|wall|popup|modal)|"
     r"cookies?[-_]?consent|consent[-_]?(?:banner|manager|modal|popup|wall|notice)|\bcc-(?:window|banner)\b|"
     r"privacy[-_]?(?:banner|manager|center|centre|notice|consent)", re.I)
+# Words every _CONSENT_ATTR alternative contains: one search over all of a page's ids
+# and classes (lowercased) rules out most pages before any per-element work.
+_CONSENT_PRE = re.compile(r"onetrust|ot-|qc-cmp|axeptio|didomi|cookie|usercentrics|truste|sp_message|sp-message|gdpr|"
+                          r"consent|cc-|privacy")
 _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a consent class on it means nothing
 _CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
                   "préférences", "datos personales", "privacidad")
@@ -109,32 +114,37 @@ def strip_consent(tree) -> int:
                 parts.append(n.tail)
         return "".join(parts)
 
+    # Candidates by XPath (the walk stays in C); only elements whose id/class names a
+    # consent manager reach Python's text checks.
+    if not _CONSENT_PRE.search("\n".join(tree.xpath("//@id | //@class")).lower()):
+        return 0
+    hits = []
+    for el in tree.xpath("//*[@id or @class]"):
+        attrs = f"{el.get('id') or ''} {el.get('class') or ''}".lower()
+        if el.tag not in _NEVER_STRIPPED and _CONSENT_PRE.search(attrs) and _CONSENT_ATTR.search(attrs):
+            hits.append(el)
+    if not hits:
+        return 0
     body = tree.find(".//body") if tree.tag != "body" else tree
     body_len = len(text_of(body if body is not None else tree))
+    root = tree.getroottree().getroot()
     removed = 0
-    stack = [tree]
-    while stack:
-        parent = stack.pop()
-        for el in list(parent):
-            if not isinstance(el.tag, str) or el.tag in _NEVER_STRIPPED:
-                if isinstance(el.tag, str):
-                    stack.append(el)
-                continue
-            attrs = f"{el.get('id') or ''} {el.get('class') or ''}"
-            if len(attrs) > 2 and _CONSENT_ATTR.search(attrs):
-                text = text_of(el)
-                low = text.lower()
-                if any(w in low for w in _CONSENT_WORDS) and not (body_len and len(text) > 0.5 * body_len):
-                    if el.tail:  # the text after the element belongs to the page: keep it
-                        prev = el.getprevious()
-                        if prev is not None:
-                            prev.tail = (prev.tail or "") + el.tail
-                        else:
-                            parent.text = (parent.text or "") + el.tail
-                    parent.remove(el)
-                    removed += 1
-                    continue
-            stack.append(el)
+    for el in hits:  # document order: an outer match goes before its descendants are looked at
+        parent = el.getparent()
+        if parent is None or el.getroottree().getroot() is not root:
+            continue  # inside a container removed already
+        text = text_of(el)
+        low = text.lower()
+        if not any(w in low for w in _CONSENT_WORDS) or (body_len and len(text) > 0.5 * body_len):
+            continue
+        if el.tail:  # the text after the element belongs to the page: keep it
+            prev = el.getprevious()
+            if prev is not None:
+                prev.tail = (prev.tail or "") + el.tail
+            else:
+                parent.text = (parent.text or "") + el.tail
+        parent.remove(el)
+        removed += 1
     return removed
 
 
