@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import os
 from pathlib import Path
 from typing import Iterator
@@ -30,16 +29,9 @@ LOCK = ".build.lock"
 
 def expand_dumps(dumps: list[str]) -> list[str]:
     """Paths and glob patterns (a scheduled build reads ``RS_*.zst`` and so sees new months)."""
-    out: list[str] = []
-    for d in dumps:
-        if any(c in d for c in "*?["):
-            found = sorted(glob.glob(d))
-            if not found:
-                raise ConfigError(f"no dump file matches {d!r}")
-            out.extend(found)
-        else:
-            out.append(d)
-    return list(dict.fromkeys(out))
+    from .io import expand_globs
+
+    return expand_globs(dumps, "dump file")
 
 
 

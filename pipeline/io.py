@@ -172,3 +172,23 @@ def _parse_member(raw: bytes, archive_iterator):
     for record in it:
         it.read_to_end(record)
         yield record
+
+
+def expand_globs(patterns: list[str], what: str) -> list[str]:
+    """Paths and glob patterns, in order, each file once (a scheduled build reads
+    ``RS_*.zst`` and so sees new months). A pattern matching nothing is a
+    ConfigError naming WHAT ("dump file", "URL list")."""
+    import glob
+
+    from .config import ConfigError
+
+    out: list[str] = []
+    for p in patterns:
+        if any(c in p for c in "*?["):
+            found = sorted(glob.glob(p))
+            if not found:
+                raise ConfigError(f"no {what} matches {p!r}")
+            out.extend(found)
+        else:
+            out.append(p)
+    return list(dict.fromkeys(out))

@@ -287,20 +287,9 @@ def _iter_parquet(path: Path, stats: UrlListStats) -> Iterator[Submission]:
 
 def expand_url_lists(patterns: list[str]) -> list[str]:
     """Paths and glob patterns, like ``--dump``."""
-    import glob
+    from .io import expand_globs
 
-    from .config import ConfigError
-
-    out: list[str] = []
-    for p in patterns:
-        if any(c in p for c in "*?["):
-            found = sorted(glob.glob(p))
-            if not found:
-                raise ConfigError(f"no URL list matches {p!r}")
-            out.extend(found)
-        else:
-            out.append(p)
-    return list(dict.fromkeys(out))
+    return expand_globs(patterns, "URL list")
 
 
 def list_format(path: Path, head: bytes) -> str:
