@@ -635,7 +635,8 @@ def add_demo(sub):
               f"{h['bits_per_byte']:.3f} bits/byte (val loss {r['train']['val'][0][1]:.3f} -> {r['train']['val'][-1][1]:.3f})")
         print("sample:", r["eval"]["sample"])
         b = out / "build"
-        print(f"\nshards:     {b / 'shards'} (manifest.json)\nWARCs:      {b / 'fetch' / 'warc'}\n"
+        print(f"\nshards:     {b / 'shards'} (data/*.parquet, README.md dataset card, manifest.json)\n"
+              f"likeness:   {b / 'likeness.md'} and likeness.png\nWARCs:      {b / 'fetch' / 'warc'}\n"
               f"funnel:     {b / 'funnel.json'} and funnel.png\ncheckpoint: {Path(r['train_dir']) / 'ckpt.pt'}\n"
               f"loss plot:  {Path(r['train_dir']) / 'loss.png'}\neval:       {Path(r['train_dir']) / 'eval.json'}")
 
