@@ -263,7 +263,7 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     html, charset = decode_html(body, ctype)
     signal.setitimer(signal.ITIMER_REAL, cfg.page_timeout_s)
     try:
-        text, date = extract_page(html, uri, cfg)
+        text, pub_date = extract_page(html, uri, cfg)
     except _PageTimeout:
         return key, None, "extract_timeout"
     except Exception:
@@ -273,7 +273,8 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     if not text or not text.strip():
         return key, None, "no_main_text"
     return key, {
-        "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": date,
+        "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": pub_date,
+        # fetched_at is the record's WARC-Date: the fetch time, or an archived page's capture time
         "status": status, "fetched_at": date, "warc_file": path, "warc_offset": offset, "charset": charset,
     }, None
 

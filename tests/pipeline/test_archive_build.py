@@ -288,4 +288,15 @@ def test_demo_build_with_half_its_web_dead_recovers_the_archived_pages(tmp_path)
     assert docs_b == docs_a
     assert sum(1 for u in docs_b if u in dead) >= 10  # recovered pages made it into the shards
     assert all("LATER VERSION" not in t for t in docs_b.values())
+    # fetched_at is when the bytes were taken: an archived page's capture time, a live page's fetch time
+    # (not the page's own publication date, which is the "date" column)
+    fetched = {}
+    for f in sorted((tmp_path / "B" / "shards" / "data").glob("*.parquet")):
+        for row in pq.read_table(f, columns=["url", "fetched_at"]).to_pylist():
+            fetched[row["url"]] = row["fetched_at"]
+    for u, at in fetched.items():
+        if u in dead:
+            assert at == datetime.strptime(expect[u], "%Y%m%d%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ"), (u, at)
+        else:
+            assert at is not None and at.startswith(time.strftime("%Y-", time.gmtime())), (u, at)
     assert took_b < 60, took_b
