@@ -14,6 +14,7 @@ from pipeline.config import DedupConfig, FilterConfig
 from pipeline.dedup import dedup_documents
 from pipeline.filters import filter_documents
 from pipeline.io import DamagedPart
+from pipeline.links import read_links
 
 REPO = Path(__file__).resolve().parents[2]
 WEBTEXT = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
@@ -157,8 +158,8 @@ def test_a_full_disk_ends_in_one_sentence_and_the_rerun_with_space_completes(tmp
         ref = subprocess.run(WEBTEXT + ["links", "--dump", str(dump), "--out", str(tmp_path / "ref")], cwd=REPO,
                              capture_output=True, text=True, timeout=120, env=env)
         assert ref.returncode == 0
-        got = pq.read_table(mnt / "links" / "links.parquet").sort_by("url_norm")
-        want = pq.read_table(tmp_path / "ref" / "links.parquet").sort_by("url_norm")
+        got = read_links(mnt / "links").sort_by("url_norm")
+        want = read_links(tmp_path / "ref").sort_by("url_norm")
         assert got.column("url_norm").to_pylist() == want.column("url_norm").to_pylist() and got.num_rows > 0
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -338,7 +338,8 @@ def test_url_list_merges_with_dump_links_and_is_kept_by_later_builds(tmp_path):
     # A later dump-only run into the same directory (what `webtext build` does) keeps the list's links,
     # and reads neither file again.
     again = harvest_dump_links([dump], out, LinksConfig())
-    assert again.n_out == s.n_out and again.extra["harvested_now"] == []
+    assert again.n_in == again.n_out == 0 and again.extra["run"] is None and again.extra["harvested_now"] == []
+    assert {r["url_norm"] for r in iter_links(out, columns=("url_norm",))} == set(rows)
     assert sorted(again.extra["reused_parts"]) == sorted([str(dump), str(lst)])
 
 
