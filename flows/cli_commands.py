@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -477,31 +478,51 @@ def add_build(sub):
         "a Prefect artifact with the funnel. Incremental: re-running with new months does only the new work, and a "
         "killed run resumes. Without PREFECT_API_URL, Prefect starts a temporary local server for the run.",
     )
-    p.add_argument("--dump", action="extend", nargs="+", required=True, metavar="FILE_OR_GLOB",
+    p.add_argument("--dump", action="extend", nargs="+", default=[], metavar="FILE_OR_GLOB",
                    help="dump files or glob patterns (quoted); may be repeated")
+    p.add_argument("--urls", action="extend", nargs="+", default=[], metavar="FILE_OR_GLOB",
+                   help="URL lists (as `webtext links --urls`), with or instead of dumps; may be repeated")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--publish", metavar="URI", help="copy shards + manifest to a pyarrow filesystem URI (s3://, gs://, file://)")
-    p.add_argument("--no-prefect", action="store_true", help="run the stages directly, without Prefect")
+    p.add_argument("--no-prefect", action="store_true", help="run the stages directly, without Prefect (the same driver)")
     _add_config(p)
     _add_runner(p)
 
     def run(args):
         cfg = _config(args)
+        from pipeline.config import ConfigError
+
+        if not args.dump and not args.urls:
+            raise ConfigError("give --dump FILE_OR_GLOB ... and/or --urls FILE_OR_GLOB ...")
         if args.no_prefect:
             from pipeline.build import expand_dumps, funnel_table, run_build
-            from pipeline.config import ConfigError
+            from pipeline.urllists import expand_url_lists
 
             if args.task_runner != "threads" or args.dask_address or args.workers:
                 raise ConfigError("--task-runner, --dask-address and --workers need the Prefect flow; drop --no-prefect")
-            print(funnel_table(run_build(expand_dumps(args.dump), args.out, cfg)))
+            print(funnel_table(run_build(expand_dumps(args.dump), args.out, cfg,
+                                         url_lists=expand_url_lists(args.urls) if args.urls else [])))
             return
         from flows.corpus import build_corpus, preflight, task_runner
 
-        preflight(args.dump, args.out, cfg, args.dask_address if args.task_runner == "dask" else None)
+        preflight(args.dump, args.out, cfg, args.dask_address if args.task_runner == "dask" else None, url_lists=args.urls)
         runner = task_runner(args.task_runner, args.dask_address, args.workers)
-        build_corpus.with_options(task_runner=runner)(args.dump, args.out, cfg.to_dict(), args.publish)
+        build_corpus.with_options(task_runner=runner)(args.dump, args.out, cfg.to_dict(), args.publish, urls=args.urls)
 
     p.set_defaults(func=run)
+
+
+@register
+def add_stages(sub):
+    from pipeline.stages import describe
+
+    p = sub.add_parser("stages", formatter_class=FORMATTER, help="list the stages of a build (the stage registry)",
+                       description="The stages `webtext build` runs, in order, from pipeline/stages.py: what each "
+                       "reads and writes under the build directory, what it counts, and how its work is split into "
+                       "partitions (mapped as tasks on a Dask cluster).\n\n" + describe(),
+                       )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.set_defaults(func=lambda args: print(describe()))
 
 
 @register

@@ -27,13 +27,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from pipeline.build import build_lock, expand_dumps
 from pipeline.config import Config, ConfigError
-from pipeline.summary import RunSummary, atomic_write_json, build_history, plot_funnel
+from pipeline.stages import BuildContext, Stage, part_label
+from pipeline.summary import RunSummary, atomic_write_json
 
 # The event a build emits when it adds a shard version; the training deployment's
 # trigger listens for it and takes the build directory and version from its resource.
@@ -53,17 +55,19 @@ def check_dask_address(address: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"Dask scheduler at {address} is unreachable: {exc}") from exc
 
 
-def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str | None = None) -> list[str]:
+def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str | None = None,
+              url_lists: list[str] | None = None) -> list[str]:
     """Fails with a clear message, before any work, on: a bad configuration, a
-    missing dump file, an output directory that cannot be written, an
-    unreachable Dask scheduler. Returns the expanded dump list."""
+    missing dump file or URL list, no input at all, an output directory that cannot
+    be written, an unreachable Dask scheduler. Returns the expanded dump list."""
     cfg.validate()
-    files = expand_dumps(dumps)
-    if not files:
-        raise ConfigError("no dump files given")
-    missing = [f for f in files if not Path(f).is_file()]
+    files = expand_dumps(dumps or [])
+    lists = expand_url_lists(url_lists or [])
+    if not files and not lists:
+        raise ConfigError("no dump files given" + (" and no URL lists" if url_lists is not None else ""))
+    missing = [f for f in files + lists if not Path(f).is_file()]
     if missing:
-        raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
+        raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
     if dask_address:
         check_dask_address(dask_address)
     out = Path(out)
@@ -77,79 +81,52 @@ def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str 
     return files
 
 
-# --- corpus tasks -------------------------------------------------------------------------
+def expand_url_lists(patterns: list[str]) -> list[str]:
+    from pipeline.urllists import expand_url_lists as expand
+
+    return expand(patterns) if patterns else []
 
 
-def dump_label(path: str) -> str:
-    """RS_2017-07.zst -> RS_2017-07 (the month, as the UI names the task run)."""
-    name = Path(path).name
-    for ext in (".zst", ".xz", ".bz2", ".gz", ".ndjson", ".jsonl", ".json", ".plain", ".long31"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    return name
+# --- corpus tasks: the stages of pipeline/stages.py as Prefect tasks ---------------------
 
 
-@task(name="links-dump", task_run_name="links-{label}", retries=1, retry_delay_seconds=5)
-def harvest_dump_task(dump: str, links_dir: str, links_cfg: dict, label: str) -> dict:
-    """No Prefect result cache: the links stage keeps its own (one part per dump,
-    keyed by the file's fingerprint and the configuration), and a Prefect result
-    file is a pickle that a cache hit would load."""
-    from pipeline.links import harvest_dump_part
+@task(name="stage", cache_policy=NO_CACHE)
+def stage_task(stage: str, what: str, ctx: BuildContext, *args):
+    """One stage's ``run``/``run_part``/``finish`` (looked up by name on whichever worker
+    runs it). No Prefect result cache: each stage keeps its own on-disk state, which is
+    finer than a cache key, and a Prefect result file is a pickle a cache hit would load."""
+    from pipeline.stages import BY_NAME
 
-    return harvest_dump_part(dump, links_dir, Config.from_dict({"links": links_cfg}).links)
-
-
-@task(name="links-merge", task_run_name="links-merge")
-def merge_links_task(links_dir: str, links_cfg: dict, since: float) -> dict:
-    from pipeline.links import merge_link_parts
-
-    return merge_link_parts(links_dir, Config.from_dict({"links": links_cfg}).links, since).to_dict()
+    return getattr(BY_NAME[stage], what)(ctx, *args)
 
 
-@task(name="fetch", task_run_name="fetch", retries=2, retry_delay_seconds=10)
-def fetch_task(links_dir: str, fetch_dir: str, fetch_cfg: dict) -> dict:
-    from pipeline.fetch import fetch_links
-    from pipeline.links import iter_links
+class PrefectRunner:
+    """The build's runner inside the flow: each stage (or its finishing step) is a task
+    run named after it; partitions are task runs (``links-RS_2017-07``, ``filter-part-00000``,
+    ``fetch-p0003``, ``extract-f0003``, ``dedup-part-00000``) mapped by the flow's task runner,
+    which on Dask puts them on the cluster's workers."""
 
-    # created_utc: the first submission's time, which an archived capture is chosen closest to
-    rows = iter_links(links_dir, columns=("id", "url", "url_norm", "created_utc"))
-    return fetch_links(rows, fetch_dir, Config.from_dict({"fetch": fetch_cfg}).fetch).to_dict()
+    def __init__(self):
+        from prefect.context import FlowRunContext
+        from prefect.task_runners import ThreadPoolTaskRunner
 
+        ctx = FlowRunContext.get()
+        self.distributed = ctx is not None and not isinstance(ctx.task_runner, ThreadPoolTaskRunner)
 
-@task(name="extract", task_run_name="extract", retries=1)
-def extract_task(fetch_dir: str, links_dir: str, extract_dir: str, extract_cfg: dict) -> dict:
-    from pipeline.extract import extract_documents, load_reddit_meta, tasks_from_fetch
+    def call(self, stage: Stage, what: str, ctx: BuildContext, *args):
+        if what == "parts":  # listing the work is cheap and happens in the flow
+            return stage.parts(ctx)
+        name = stage.name if what == "run" else (stage.finish_name or stage.name)
+        # submitted, not called: a called task runs in the flow's process, a submitted one
+        # where the task runner puts it (a cluster's worker)
+        return stage_task.with_options(name=name, task_run_name=name, retries=stage.retries,
+                                       retry_delay_seconds=5).submit(stage.name, what, ctx, *args).result()
 
-    cfg = Config.from_dict({"extract": extract_cfg}).extract
-    return extract_documents(tasks_from_fetch(fetch_dir), extract_dir, cfg, load_reddit_meta([links_dir])).to_dict()
-
-
-@task(name="filter-part", task_run_name="filter-{label}", retries=1)
-def filter_part_task(part: str, filter_dir: str, filter_cfg: dict, label: str) -> dict:
-    from pipeline.filters import filter_documents
-
-    return filter_documents(part, filter_dir, Config.from_dict({"filter": filter_cfg}).filter, write_dropped=True).to_dict()
-
-
-@task(name="dedup-signatures", task_run_name="signatures-{label}", retries=1)
-def dedup_signatures_task(part: str, sig_file: str, dedup_cfg: dict, label: str) -> dict:
-    from pipeline.dedup import part_signatures
-
-    return part_signatures(part, sig_file, Config.from_dict({"dedup": dedup_cfg}).dedup)
-
-
-@task(name="dedup", task_run_name="dedup")
-def dedup_task(filter_dir: str, dedup_dir: str, dedup_cfg: dict) -> dict:
-    from pipeline.dedup import dedup_documents
-
-    return dedup_documents(filter_dir, dedup_dir, Config.from_dict({"dedup": dedup_cfg}).dedup).to_dict()
-
-
-@task(name="shards", task_run_name="shards")
-def shards_task(dedup_dir: str, shards_dir: str, shard_cfg: dict, build_info: dict) -> dict:
-    from pipeline.shards import shard_documents
-
-    return shard_documents(dedup_dir, shards_dir, Config.from_dict({"shards": shard_cfg}).shards, build_info).to_dict()
+    def map(self, stage: Stage, ctx: BuildContext, parts: list[str]) -> list[dict]:
+        futures = [stage_task.with_options(name=f"{stage.name}-part", task_run_name=f"{stage.name}-{part_label(stage, p)}",
+                                           retries=stage.retries, retry_delay_seconds=5)
+                   .submit(stage.name, "run_part", ctx, p) for p in parts]
+        return [f.result() for f in futures]
 
 
 @task(name="publish", task_run_name="publish", retries=2, retry_delay_seconds=10)
@@ -161,16 +138,6 @@ def publish_task(shards_dir: str, dest: str) -> str:
     fs.create_dir(path, recursive=True)
     pafs.copy_files(str(Path(shards_dir).resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     return dest
-
-
-def combine(stage: str, parts: list[dict], unit: str) -> RunSummary:
-    s = RunSummary(stage, unit=unit)
-    for p in parts:
-        s.n_in += p["in"]
-        s.n_out += p["out"]
-        for r, n in p["dropped"].items():
-            s.drop(r, n)
-    return s
 
 
 def share_bar(part: int, whole: int, width: int = 20) -> str:
@@ -216,93 +183,49 @@ def announce_version(out: Path, version: int, rows: int) -> bool:
 
 
 @flow(name="build-corpus", log_prints=True)
-def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish: str | None = None) -> dict:
-    """links -> fetch -> extract -> filter -> dedup -> shards over DUMPS into OUT.
+def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish: str | None = None,
+                 urls: list[str] | None = None) -> dict:
+    """links -> fetch -> extract -> filter -> dedup -> shards over DUMPS (and URL lists
+    URLS) into OUT: ``pipeline.build.run_stages``, each stage a task, partitions mapped.
 
     Incremental: a dump harvested before is not read again, URLs fetched before
     are not fetched again, pages extracted before are not extracted again, and new
     documents are deduplicated against every document kept so far; new shards go
     under a new manifest version."""
     cfg = Config.from_dict(config or {})
-    files = preflight(dumps, out, cfg)
+    files = preflight(dumps, out, cfg, url_lists=urls or [])
+    lists = expand_url_lists(urls or [])
     o = Path(out).resolve()
     with build_lock(o):
-        return _build(files, o, cfg, publish)
+        return _build(files, lists, o, cfg, publish)
 
 
-def _map_signatures(o: Path, cfg: Config, d: dict) -> None:
-    """On a Dask cluster, the dedup signatures of each new filtered part are a task on
-    the workers; the dedup task then finds them made. (With the local thread runner
-    the dedup task computes them itself in a process pool: threads would share one
-    core.)"""
-    from prefect.context import FlowRunContext
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    ctx = FlowRunContext.get()
-    if ctx is None or isinstance(ctx.task_runner, ThreadPoolTaskRunner):
-        return
-    from pipeline.dedup import pending_parts, signature_file
-
-    parts = pending_parts(o / "filter", o / "dedup", cfg.dedup)
-    futures = dedup_signatures_task.map([str(p) for p in parts], [str(signature_file(o / "dedup", p)) for p in parts],
-                                        unmapped(d["dedup"]), [p.name.split(".")[0] for p in parts])
-    for f in futures:
-        f.result()
-
-
-def _build(files: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
-    logger = get_run_logger()
-    started = time.time()
-    d = cfg.to_dict()
-    futures = [harvest_dump_task.submit(str(Path(f).resolve()), str(o / "links"), d["links"], dump_label(f))
-               for f in files]
-    # A dump harvested before returns its part's meta, written when it was harvested: "now" is decided by when.
-    fresh = sum(f.result()["harvested_at"] >= started for f in futures)
-    logger.info("links: %d dump(s), %d harvested now, %d reused", len(futures), fresh, len(futures) - fresh)
-    stages = [merge_links_task(str(o / "links"), d["links"], started)]
-    stages.append(fetch_task(str(o / "links"), str(o / "fetch"), d["fetch"]))
-    stages.append(extract_task(str(o / "fetch"), str(o / "links"), str(o / "extract"), d["extract"]))
-    parts = sorted(p for p in (o / "extract").glob("part-*.parquet"))
-    filter_futures = filter_part_task.map([str(p) for p in parts], unmapped(str(o / "filter")), unmapped(d["filter"]),
-                                          [p.name.split(".")[0] for p in parts])
-    fs = combine("filter", [f.result() for f in filter_futures], "documents")
-    fs.check()
-    fs.finish().write(o / "filter")
-    stages.append(fs.to_dict())
-    _map_signatures(o, cfg, d)
-    stages.append(dedup_task(str(o / "filter"), str(o / "dedup"), d["dedup"]))
-    info = {"config": d, "funnel": list(stages), "dumps": files}
-    stages.append(shards_task(str(o / "dedup"), str(o / "shards"), d["shards"], info))
+def _build(files: list[str], lists: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
+    from pipeline.build import run_stages, write_build_record
+    from pipeline.report import likeness_markdown
     from pipeline.shards import load_manifest
 
+    logger = get_run_logger()
+    ctx = BuildContext(o, cfg, tuple(str(Path(f).resolve()) for f in files),
+                       tuple(str(Path(u).resolve()) for u in lists), progress=False)
+    stages = run_stages(ctx, PrefectRunner())
+    links = stages[0]["extra"]
+    logger.info("links: %d input(s), %d harvested now, %d reused", len(files) + len(lists),
+                len(links.get("harvested_now", [])), len(links.get("reused_parts", [])))
+    report = write_build_record(o, stages, ctx.started, cfg.report)
     manifest = load_manifest(o / "shards")
     version = manifest["versions"][-1]["version"] if manifest["versions"] else None
     added = stages[-1]["out"]
-    # The record of this build: the latest at OUT/funnel.{json,png}, and one per build
-    # under OUT/reports/ that later builds never overwrite.
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
-    report = o / "reports" / (f"build-{stamp}" + (f"-v{version:04d}" if added else ""))
-    report.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(report / "funnel.json", stages)
-    plot_funnel(stages, report / "funnel.png")
-    atomic_write_json(o / "funnel.json", stages)
-    plot_funnel(stages, o / "funnel.png", build_history(o / "reports"))  # the latest, and every build below it
-    from pipeline.report import likeness_markdown, write_report
-
-    # each version's profile is computed once (shards/profiles/): this reads only the new shards
-    rcfg = d.get("report") or {}
-    likeness = write_report(o / "shards", report, rcfg.get("webtext_domains"), rcfg.get("token_sample", 20_000),
-                            progress_bar=False)
-    for name in ("likeness.json", "likeness.md", "likeness.png"):
-        if (report / name).is_file():
-            shutil.copyfile(report / name, o / name)
+    likeness = json.loads((report / "likeness.json").read_text()) if (report / "likeness.json").is_file() else None
     fetch = next(s for s in stages if s["stage"] == "fetch")
-    head = (f"# webtext build {stamp}\n\n{len(files)} dump(s) into `{o}`; "
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ctx.started))
+    head = (f"# webtext build {stamp}\n\n{len(files)} dump(s), {len(lists)} URL list(s) into `{o}`; "
             + (f"new shard version **v{version}** ({added:,} documents)" if added else "no new documents: no new version")
             + f"; corpus: {manifest['total_rows']:,} documents in {len(manifest['shards'])} shards."
             + f"\n\nURLs waiting for a retry: {fetch['extra'].get('waiting_retry', 0):,}; given up: "
             + f"{fetch['extra'].get('given_up', 0):,}. Report files: `{report}`\n\n")
-    create_markdown_artifact(key="build-funnel", markdown=head + funnel_markdown(stages) + "\n\n" + likeness_markdown(likeness),
+    create_markdown_artifact(key="build-funnel", markdown=head + funnel_markdown(stages)
+                             + ("\n\n" + likeness_markdown(likeness) if likeness else ""),
                              description="what this build did, per stage and drop reason")
     create_table_artifact(key="build-funnel-table", table=funnel_rows(stages),
                           description=f"build {stamp}: items kept and dropped per stage and reason")
@@ -520,7 +443,13 @@ def stop_unfinished_runs(deployments: list[str], grace_s: float = 20.0) -> list[
 
 def task_runner(kind: str, dask_address: str | None = None, workers: int | None = None):
     if kind == "dask":
+        import dask
         from prefect_dask import DaskTaskRunner
+
+        # extract's partitions run trafilatura in a child process (a page past its time
+        # limit is stopped by a signal, which only a process's main thread gets): the
+        # workers of a cluster started here may have children
+        dask.config.set({"distributed.worker.daemon": False})
 
         if dask_address:
             check_dask_address(dask_address)

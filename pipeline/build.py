@@ -2,9 +2,11 @@
 
     links -> fetch (WARC) -> extract -> filter -> dedup -> shards (+ manifest)
 
-Plain Python, no orchestrator: the Prefect flows wrap the same stage entry points.
-The funnel (every stage's in/out/dropped-by-reason) is written to
-``OUT/funnel.json`` and into the shard manifest's version entry.
+``run_stages`` is the one driver of a build (the stages are declared in
+``pipeline/stages.py``); ``run_build`` runs it in this process, the Prefect flow
+runs the same driver with a runner that makes tasks. The funnel (every stage's
+in/out/dropped-by-reason) is written to ``OUT/funnel.json``, into the shard
+manifest's version entry and, per build, under ``OUT/reports/``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,12 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import time
+from dataclasses import replace
+
 from .config import Config, ConfigError
-from .dedup import dedup_documents
-from .extract import extract_documents, load_reddit_meta, tasks_from_fetch
-from .fetch import fetch_links
-from .filters import filter_documents
-from .links import harvest_dump_links, iter_links
-from .shards import shard_documents
-from .summary import RunSummary, atomic_write_json, plot_funnel
+from .stages import STAGES, BuildContext, Stage
+from .summary import RunSummary, atomic_write_json, build_history, plot_funnel
 
 LOCK = ".build.lock"
 
@@ -61,33 +61,77 @@ def build_lock(out_dir: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config) -> list[RunSummary]:
-    cfg.validate()
-    missing = [str(d) for d in dumps if not Path(d).is_file()]
-    if missing:
-        raise FileNotFoundError(f"dump file(s) not found: {', '.join(missing)}")
-    with build_lock(out_dir):
-        return _run_build(dumps, Path(out_dir), cfg)
+class LocalRunner:
+    """Runs stages in this process, one after another (each may use its own process
+    pool); a stage whose partitions fan out everywhere runs them one by one."""
+
+    distributed = False
+
+    def call(self, stage: Stage, what: str, ctx: BuildContext, *args):
+        return getattr(stage, what)(ctx, *args)
+
+    def map(self, stage: Stage, ctx: BuildContext, parts: list[str]) -> list[dict]:
+        return [stage.run_part(ctx, p) for p in parts]
 
 
-def _run_build(dumps: list[str | Path], out: Path, cfg: Config) -> list[RunSummary]:
-    stages = []
-    stages.append(harvest_dump_links(dumps, out / "links", cfg.links))
-    stages.append(fetch_links(iter_links(out / "links", columns=("id", "url", "url_norm", "created_utc")),
-                              out / "fetch", cfg.fetch))
-    stages.append(extract_documents(tasks_from_fetch(out / "fetch"), out / "extract", cfg.extract,
-                                    load_reddit_meta([out / "links"])))
-    stages.append(filter_documents(out / "extract", out / "filter", cfg.filter, write_dropped=True))
-    stages.append(dedup_documents(out / "filter", out / "dedup", cfg.dedup))
-    funnel = [s.to_dict() for s in stages]
-    stages.append(shard_documents(out / "dedup", out / "shards", cfg.shards,
-                               {"config": cfg.to_dict(), "funnel": funnel, "dumps": [str(d) for d in dumps]}))
-    atomic_write_json(out / "funnel.json", [s.to_dict() for s in stages])
-    plot_funnel([s.to_dict() for s in stages], out / "funnel.png")
+def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGES) -> list[dict]:
+    """The one driver of a build: every stage in order, each with the summaries of
+    those before it. RUNNER decides where work runs (``LocalRunner``, or the Prefect
+    flow's, which maps partitions as tasks on a cluster). Returns the funnel."""
+    runner = runner or LocalRunner()
+    funnel: list[dict] = []
+    for st in stages:
+        c = replace(ctx, funnel=tuple(funnel))
+        if st.parts is not None and (st.fan_out == "always" or runner.distributed):
+            results = runner.map(st, c, runner.call(st, "parts", c))
+            funnel.append(runner.call(st, "finish", c, results))
+        else:
+            funnel.append(runner.call(st, "run", c))
+    return funnel
+
+
+def write_build_record(out: Path, stages: list[dict], started: float, report_cfg) -> Path:
+    """What a build leaves for people: OUT/reports/build-<UTC>[-vNNNN]/ (funnel.json,
+    funnel.png, likeness.{json,md,png}; never overwritten by a later build) and the
+    latest at OUT/funnel.{json,png} (with every build's history) and OUT/likeness.*."""
+    import shutil
+
     from .report import write_report
+    from .shards import load_manifest
 
-    write_report(out / "shards", out, cfg.report.webtext_domains, cfg.report.token_sample)
-    return stages
+    manifest = load_manifest(out / "shards")
+    added = stages[-1]["out"]
+    version = manifest["versions"][-1]["version"] if manifest["versions"] and added else None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    report = out / "reports" / (f"build-{stamp}" + (f"-v{version:04d}" if version else ""))
+    report.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(report / "funnel.json", stages)
+    plot_funnel(stages, report / "funnel.png")
+    atomic_write_json(out / "funnel.json", stages)
+    plot_funnel(stages, out / "funnel.png", build_history(out / "reports"))
+    # each version's profile is computed once (shards/profiles/): this reads only the new shards
+    write_report(out / "shards", report, report_cfg.webtext_domains, report_cfg.token_sample, progress_bar=False)
+    for name in ("likeness.json", "likeness.md", "likeness.png"):
+        if (report / name).is_file():
+            shutil.copyfile(report / name, out / name)
+    return report
+
+
+def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config, url_lists: list[str | Path] = (),
+              runner=None) -> list[RunSummary]:
+    """``webtext build --no-prefect``: the whole build in this process, through the same
+    driver as the Prefect flow."""
+    cfg.validate()
+    missing = [str(d) for d in list(dumps) + list(url_lists) if not Path(d).is_file()]
+    if missing:
+        raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
+    out = Path(out_dir).resolve()
+    with build_lock(out):
+        ctx = BuildContext(out, cfg, tuple(str(Path(d).resolve()) for d in dumps),
+                           tuple(str(Path(u).resolve()) for u in url_lists))
+        stages = run_stages(ctx, runner)
+        write_build_record(out, stages, ctx.started, cfg.report)
+    return [RunSummary.from_dict(s) for s in stages]
 
 
 def funnel_table(stages: list[RunSummary]) -> str:

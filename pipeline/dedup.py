@@ -835,9 +835,9 @@ def _write_kept(parts: list[Path], batch: Batch, keep: np.ndarray, path: Path) -
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    from .io import write_parquet_atomic
+
+    write_parquet_atomic(table, path)
 
 
 def read_duplicates(dedup_dir: str | Path) -> pa.Table:

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from .config import ExtractConfig
 from .html import decode_content_encoding, decode_html
-from .summary import RunSummary, atomic_write_bytes, progress
+from .io import write_parquet_atomic
+from .summary import RunSummary, atomic_write_bytes, atomic_write_json, progress
 from .urls import InvalidURL, normalize_url, url_id
 
 CHUNK = 256
@@ -409,9 +410,7 @@ def extract_documents(
                 kept.append(doc["url_norm"])
             part = out / f"part-{next_part:05d}.parquet"
             if docs:
-                tmp = part.with_name(f".{part.name}.tmp")
-                pq.write_table(pa.Table.from_pylist(docs, schema=DOC_SCHEMA), tmp, compression="zstd")
-                os.replace(tmp, part)
+                write_parquet_atomic(pa.Table.from_pylist(docs, schema=DOC_SCHEMA), part)
             atomic_write_bytes(part.with_name(f"part-{next_part:05d}.done.json"),
                                orjson.dumps({"kept": kept, "dropped": dropped}))
             next_part += 1
@@ -420,6 +419,180 @@ def extract_documents(
     summary.check()
     summary.finish().write(out)
     return summary
+
+
+# --- the build's extract: a fetch directory's outcome logs, each read once ------------------
+#
+# A fetch directory's outcome logs only grow (one line per attempt). Each log is a
+# partition of this stage: a ledger per log (LEDGER_DIR/<label>.json) records how many
+# of its bytes were consumed and the next part number, so a later build reads only
+# the lines appended since, and nothing is read twice. A chunk of CHUNK pages writes
+# part-<label>-NNNNN.parquet, then the ledger: parts numbered at or past the ledger's
+# next_part are a killed run's and are deleted and redone.
+
+LEDGER_DIR = "ledger"
+META_FIELDS = ("score", "score_total", "subreddits", "reddit_ids", "created_utc")
+
+
+def outcome_logs(fetch_dir: str | Path) -> dict[str, Path]:
+    """{label: outcome log} of a fetch directory: the single log of the first layout
+    (label ``f-all``) and the per-partition logs (``outcomes/part-0003.jsonl`` -> ``f0003``)."""
+    fetch_dir = Path(fetch_dir)
+    logs = {}
+    if (fetch_dir / "outcomes.jsonl").is_file():
+        logs["f-all"] = fetch_dir / "outcomes.jsonl"
+    for p in sorted((fetch_dir / "outcomes").glob("part-*.jsonl")):
+        logs["f" + p.stem.split("-", 1)[1]] = p
+    return logs
+
+
+def _ledger(out: Path, label: str) -> dict:
+    p = out / LEDGER_DIR / f"{label}.json"
+    return orjson.loads(p.read_bytes()) if p.is_file() else {"consumed": 0, "next_part": 0, "pages": 0}
+
+
+def pending_logs(fetch_dir: str | Path, out_dir: str | Path) -> list[str]:
+    """The labels of the outcome logs with lines this stage has not read yet."""
+    out = Path(out_dir)
+    return [label for label, p in outcome_logs(fetch_dir).items() if p.stat().st_size > _ledger(out, label)["consumed"]]
+
+
+def _ok_records(path: Path, start: int, bad: list[int]) -> Iterator[tuple[dict, int]]:
+    """(ok outcome record, byte offset just past its line) from START on; only whole
+    lines (a line still being written is left for the next run). Unreadable lines
+    are counted in BAD."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        pos = start
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            pos += len(line)
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                bad[0] += 1
+                continue
+            if rec.get("outcome") == "ok" and rec.get("warc_file"):
+                yield rec, pos
+            else:
+                yield None, pos
+
+
+def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, label: str,
+                links_dir: str | Path | None = None, workers: int | None = None,
+                start_method: str = "forkserver", progress_bar: bool = True) -> dict:
+    """One partition of the build's extract: the pages of outcome log LABEL of FETCH_DIR
+    not read by an earlier run. A pure function of its files (any process, a Dask
+    worker's included). Returns its summary as a dict.
+
+    Reddit fields come with each ok outcome record (fetch copies them from the
+    links); records of an older fetch that lack them are joined from LINKS_DIR."""
+    cfg.validate()
+    check_extractor()
+    fetch_dir, out = Path(fetch_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = outcome_logs(fetch_dir)[label]
+    led = _ledger(out, label)
+    for p in out.glob(f"part-{label}-*.parquet"):  # a killed run's uncommitted parts
+        if int(p.stem.rsplit("-", 1)[1]) >= led["next_part"]:
+            p.unlink()
+    # A directory of the first layout (part-NNNNN.done.json per chunk): its keys are done.
+    done_before = done_keys(out)[0] if led["consumed"] == 0 else set()
+    summary = RunSummary("extract", unit="pages")
+    summary.extra.update(log=label, pages_done_before=led["pages"])
+    meta_of_links: dict | None = None
+    bad = [0]
+    end = log.stat().st_size
+    in_run: set[str] = set()
+    n_workers = workers or cfg.workers or os.cpu_count() or 1
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(["pipeline.extract"])
+
+    def commit(pool, chunk: list, records: dict, upto: int) -> None:
+        nonlocal meta_of_links
+        docs = []
+        for key, doc, reason in pool.imap(extract_one, chunk, chunksize=4):
+            if doc is None:
+                summary.drop(reason.split(":", 1)[0])
+                continue
+            rec = records[key]
+            if not any(f in rec for f in META_FIELDS) and links_dir is not None:
+                if meta_of_links is None:  # an outcome log written before fetch carried them
+                    meta_of_links = load_reddit_meta([links_dir])
+                rec = meta_of_links.get(key, {})
+            doc.update(id=url_id(key), **{f: rec.get(f) for f in META_FIELDS})
+            docs.append(doc)
+        part = out / f"part-{label}-{led['next_part']:05d}.parquet"
+        if docs:
+            write_parquet_atomic(pa.Table.from_pylist(docs, schema=DOC_SCHEMA), part)
+        summary.n_out += len(docs)
+        led.update(consumed=upto, next_part=led["next_part"] + 1, pages=led["pages"] + len(chunk))
+        atomic_write_json(out / LEDGER_DIR / f"{label}.json", led)
+
+    if mp.current_process().daemon:
+        raise ExtractorUnavailable(
+            "extract runs trafilatura in child processes, which a daemonic process (a Dask worker started with "
+            "distributed.worker.daemon: true, Dask's default) may not start: start the workers with "
+            "DASK_DISTRIBUTED__WORKER__DAEMON=False (webtext's own local cluster does)")
+    with ctx.Pool(n_workers, initializer=_init_worker, initargs=({"cfg": asdict(cfg)},), maxtasksperchild=2000) as pool, \
+            progress(total=end - led["consumed"], desc=f"extract {label}", unit="B", unit_scale=True,
+                     disable=None if progress_bar else True) as bar:
+        chunk, records, pos = [], {}, led["consumed"]
+        for rec, pos_next in _ok_records(log, led["consumed"], bad):
+            if pos_next > end:  # appended after this run started: the next run's
+                break
+            bar.update(pos_next - pos)
+            pos = pos_next
+            if rec is None:
+                continue
+            summary.n_in += 1
+            key = rec["url_norm"]
+            if key in done_before:
+                summary.drop("already_extracted")
+            elif key in in_run or key in records:
+                summary.drop("duplicate_capture")
+            else:
+                wf = Path(rec["warc_file"])
+                path = wf if wf.is_absolute() else fetch_dir / "warc" / wf
+                chunk.append((str(path.resolve()), rec["warc_offset"], key))
+                records[key] = rec
+            if len(chunk) >= CHUNK:
+                commit(pool, chunk, records, pos)
+                in_run.update(records)
+                chunk, records = [], {}
+        if chunk or pos > led["consumed"]:
+            commit(pool, chunk, records, pos)
+    if bad[0]:
+        summary.note(f"{log.name}: {bad[0]} unreadable line(s) skipped")
+        summary.extra["unreadable_outcome_lines"] = bad[0]
+    summary.check()
+    return summary.finish().to_dict()
+
+
+def extract_fetched(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig,
+                    links_dir: str | Path | None = None, progress_bar: bool = True) -> RunSummary:
+    """The build's extract: every outcome log's new pages (``extract_log`` for each
+    log with unread lines, one after another, each on all cores); writes and returns
+    the stage's summary."""
+    parts = [extract_log(fetch_dir, out_dir, cfg, label, links_dir, progress_bar=progress_bar)
+             for label in pending_logs(fetch_dir, out_dir)]
+    return finish_extract(out_dir, parts)
+
+
+def finish_extract(out_dir: str | Path, parts: list[dict]) -> RunSummary:
+    """The stage's summary from its partitions' (``extract_log``) summaries."""
+    from .summary import combine_summaries
+
+    s = combine_summaries("extract", "pages", parts)
+    s.extra["pages_done_before"] = sum(p["extra"].get("pages_done_before", 0) for p in parts)
+    s.extra["logs_read"] = [p["extra"]["log"] for p in parts]
+    s.check()
+    s.finish().write(out_dir)
+    return s
 
 
 def read_documents(src: str | Path, columns: list[str] | None = None, pattern: str = "*.parquet") -> pa.Table:

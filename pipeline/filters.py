@@ -176,6 +176,19 @@ def apply_filters(docs: Iterable[Doc], cfg: FilterConfig, summary: RunSummary | 
 from .io import DamagedPart, read_part
 
 
+def pending_filter_parts(src: str | Path, out_dir: str | Path) -> list[Path]:
+    """The document parts of SRC that no filter run finished (the build maps
+    ``filter_documents`` over them; a finished part is never read again)."""
+    import orjson
+
+    src, out = Path(src), Path(out_dir)
+    done_log = out / "filter_done.jsonl"
+    done = set()
+    if done_log.is_file():
+        done = {orjson.loads(line)["file"] for line in done_log.read_bytes().splitlines() if line.strip()}
+    return [p for p in sorted(src.glob("*.parquet")) if not p.name.startswith(".") and p.name not in done]
+
+
 def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, write_dropped: bool = False) -> RunSummary:
     """``webtext filter``: Parquet documents in ``src`` -> kept documents in ``out_dir``
     (one output part per input file, so a re-run skips finished files)."""
@@ -237,7 +250,6 @@ def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, wr
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    from .io import write_parquet_atomic
+
+    write_parquet_atomic(table, path)

@@ -35,6 +35,21 @@ def read_part(path: str | Path, columns: list[str] | None = None) -> pa.Table:
         raise DamagedPart(path, str(exc).splitlines()[0][:300]) from exc
 
 
+def write_parquet_atomic(table: pa.Table, path: str | Path, compression: str = "zstd", **kwargs) -> Path:
+    """Write TABLE to PATH so that PATH is either absent or whole: a temporary file
+    beside it (named by pid and thread, so concurrent writers never share one), then
+    a rename. Every stage writes its Parquet files through here."""
+    import os
+    import threading
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    pq.write_table(table, tmp, compression=compression, **kwargs)
+    os.replace(tmp, path)
+    return path
+
+
 def conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     """T with SCHEMA's columns in its order: types cast, missing columns as nulls
     (parts written by different versions of a stage go into one file)."""
@@ -192,3 +207,13 @@ def expand_globs(patterns: list[str], what: str) -> list[str]:
         else:
             out.append(p)
     return list(dict.fromkeys(out))
+
+
+def input_label(path: str | Path) -> str:
+    """RS_2017-07.zst -> RS_2017-07: an input file as a build names its work (task runs, logs)."""
+    name = Path(path).name
+    for ext in (".zst", ".xz", ".bz2", ".gz", ".ndjson", ".jsonl", ".json", ".plain", ".long31", ".zst_blocks",
+                ".parquet", ".csv", ".tsv", ".txt"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return name

@@ -112,6 +112,21 @@ class RunSummary:
         print(self.table(), file=file or sys.stderr)
 
 
+def combine_summaries(stage: str, unit: str, parts: list[dict]) -> RunSummary:
+    """One stage's summary from its partitions' summaries (dicts): counts and drop
+    reasons added, notes kept in order; each partition's ``extra`` under
+    ``extra["partitions"]``."""
+    s = RunSummary(stage, unit=unit)
+    for p in parts:
+        s.n_in += p["in"]
+        s.n_out += p["out"]
+        for r, n in p["dropped"].items():
+            s.drop(r, n)
+        s.notes.extend(p.get("notes", []))
+    s.extra["partitions"] = len(parts)
+    return s
+
+
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar on stderr, quiet when not attached to a terminal unless asked."""
     from tqdm.auto import tqdm

@@ -81,7 +81,12 @@ def test_incremental_month_by_month_equals_one_build(prefect_api, world, web, cf
     assert len(pages_1) > 20
     again = {k: (hits_after_1[k], web.hits[k]) for k in pages_1 if web.hits[k] != hits_after_1[k]}
     assert not again, f"month-1 pages fetched again: {again}"
-    assert stage(r2, "extract")["dropped"]["already_extracted"] == stage(r1, "extract")["out"]
+    # Extract read only the outcome lines fetch appended since: exactly the pages fetched now.
+    e1, e2 = stage(r1, "extract"), stage(r2, "extract")
+    assert e2["in"] == f2["out"] and "already_extracted" not in e2["dropped"]
+    assert e2["extra"]["pages_done_before"] == e1["in"] == f1["out"]
+    # Filter read only the new extracted parts.
+    assert stage(r2, "filter")["in"] == e2["out"] and "already_filtered" not in stage(r2, "filter")["dropped"]
     assert stage(r2, "links")["extra"]["harvested_now"] == [str(m2)]
     # Dedup and shards read only what is new: month 2's parts, not month 1's again.
     d1, d2 = stage(r1, "dedup"), stage(r2, "dedup")
@@ -104,19 +109,30 @@ def test_incremental_month_by_month_equals_one_build(prefect_api, world, web, cf
 
 
 def test_build_on_a_dask_cluster_of_two_worker_processes_equals_the_local_run(prefect_api, world, cfg, single_build, tmp_path):
+    """Every stage runs on the cluster's workers: one task per partition (links per dump,
+    fetch per host partition, extract per outcome log, filter and dedup signatures per
+    document part) and one per stage's finishing step (links merge, fetch and extract
+    combine, filter combine, the dedup global step, shards)."""
+    import dask
     from distributed import Client, LocalCluster, get_task_stream
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as cluster, \
+    # extract's partitions start a child process (the per-page time limit): non-daemonic workers
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as cluster, \
             Client(cluster) as client:
         runner = task_runner("dask", dask_address=cluster.scheduler_address)  # an existing cluster, by address
         with get_task_stream(client) as stream:
             r = build_corpus.with_options(task_runner=runner)([str(p) for p in world[1]], str(tmp_path), cfg.to_dict())
-        # The per-dump and per-part tasks ran on the cluster's workers: 2 links-dump, one
-        # filter-part and one dedup-signatures task per extracted part.
         ran = [t for t in stream.data if t.get("worker")]
-        parts = len(list((tmp_path / "extract").glob("part-*.parquet")))
-        assert parts >= 1 and len(ran) >= 2 + 2 * parts and len(client.scheduler_info()["workers"]) == 2
-        assert not list((tmp_path / "dedup" / "signatures").glob("*.parquet"))  # consumed by the dedup run
+        workers = {t["worker"] for t in ran}
+        assert len(client.scheduler_info()["workers"]) == 2 and len(workers) == 2
+    fetch_parts = r["stages"][1]["extra"]["partitions"]
+    extract_logs = len(list((tmp_path / "fetch" / "outcomes").glob("part-*.jsonl")))
+    doc_parts = len(list((tmp_path / "extract").glob("part-*.parquet")))
+    assert fetch_parts >= 2 and extract_logs >= 2 and doc_parts >= 2
+    expected = (2 + 1) + (fetch_parts + 1) + (extract_logs + 1) + (doc_parts + 1) + (doc_parts + 1) + 1
+    assert len({t["key"] for t in ran}) == expected, sorted(t["key"] for t in ran)
+    assert not list((tmp_path / "dedup" / "signatures").glob("*.parquet"))  # consumed by the dedup run
     assert shard_docs(tmp_path) == single_build[2]
     assert [s["out"] for s in r["stages"]] == [s["out"] for s in single_build[1]["stages"]]
 

@@ -1,0 +1,270 @@
+"""The stages of a corpus build, declared once.
+
+Every stage says what it reads and writes under the build directory OUT, what it
+counts, how its work is partitioned, and how to run it:
+
+- ``run(ctx)``: the whole stage in this process (it may use its own process pool);
+- ``parts(ctx)``: the partitions that have work in this build (dump files, fetch
+  partitions, outcome logs, document parts), ``run_part(ctx, part)``: one of them, a
+  pure function of its files and the configuration that may run in any process (a
+  Dask worker), and ``finish(ctx, results)``: the stage's summary from its
+  partitions' (and, for dedup, the global step after the signatures).
+
+``pipeline.build.run_stages`` walks this list with a runner: the local runner (the
+CLI's ``--no-prefect``) and the Prefect flow (``flows/corpus.py``) use the same
+driver; on a cluster the flow maps ``run_part`` over ``parts`` as tasks. Stages whose
+``fan_out`` is "always" are mapped on every runner (their partitions are cheap and
+single-core); the others parallelise themselves on one machine and fan out only on
+a cluster. Every stage resumes from its own on-disk state (see each module), so a
+partition that is done is not redone and a killed build resumes.
+
+Nothing here imports Prefect; every function is module-level (picklable by name).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .config import Config
+
+# The columns of the links that fetch carries into its outcome records (extract reads them
+# from there, not from the links again): created_utc also picks an archived capture.
+FETCH_COLUMNS = ("id", "url", "url_norm", "created_utc", "score", "score_total", "subreddits", "reddit_ids")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every stage of one build gets: the build directory, the configuration,
+    the inputs, when the build started, and the summaries of the stages before it."""
+
+    out: Path
+    cfg: Config
+    dumps: tuple[str, ...] = ()
+    url_lists: tuple[str, ...] = ()
+    started: float = field(default_factory=time.time)
+    funnel: tuple[dict, ...] = ()
+    progress: bool = True  # progress bars (on a terminal); off in tasks
+
+    def dir(self, name: str) -> Path:
+        return self.out / name
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # as the funnel names it
+    reads: tuple[str, ...]  # directories under OUT (or "dumps")
+    writes: str
+    unit: str
+    partition: str  # what one partition is, in words
+    run: Callable[[BuildContext], dict]
+    parts: Callable[[BuildContext], list[str]] | None = None
+    run_part: Callable[[BuildContext, str], dict] | None = None
+    finish: Callable[[BuildContext, list[dict]], dict] | None = None
+    fan_out: str = "cluster"  # "always": parts are tasks on every runner; "cluster": only on a cluster
+    retries: int = 0
+    finish_name: str | None = None  # the finishing task's name (default: the stage's)
+    doc: str = ""
+
+
+# --- links ------------------------------------------------------------------------------
+
+
+def _links_parts(ctx: BuildContext) -> list[str]:
+    return [str(p) for p in ctx.dumps] + [str(p) for p in ctx.url_lists]
+
+
+def _links_part(ctx: BuildContext, path: str) -> dict:
+    from .links import harvest_dump_part, harvest_url_list_part
+
+    harvest = harvest_url_list_part if path in ctx.url_lists else harvest_dump_part
+    return harvest(path, ctx.dir("links"), ctx.cfg.links)
+
+
+def _links_finish(ctx: BuildContext, results: list[dict]) -> dict:
+    from .links import merge_link_parts
+
+    return merge_link_parts(ctx.dir("links"), ctx.cfg.links, since=ctx.started).to_dict()
+
+
+def _links_run(ctx: BuildContext) -> dict:
+    return _links_finish(ctx, [_links_part(ctx, p) for p in _links_parts(ctx)])
+
+
+# --- fetch ------------------------------------------------------------------------------
+
+
+def _fetch_rows(ctx: BuildContext):
+    from .links import iter_links
+
+    return iter_links(ctx.dir("links"), columns=FETCH_COLUMNS)
+
+
+def _fetch_parts(ctx: BuildContext) -> list[str]:
+    from .fetch import spool_links
+
+    return [str(p) for p in spool_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch)]
+
+
+def _fetch_part(ctx: BuildContext, part: str) -> dict:
+    from .fetch import fetch_partition
+
+    return fetch_partition(ctx.dir("fetch"), ctx.cfg.fetch, int(part))
+
+
+def _fetch_finish(ctx: BuildContext, results: list[dict]) -> dict:
+    from .fetch import combine_fetch
+
+    return combine_fetch(ctx.dir("fetch"), ctx.cfg.fetch, results).to_dict()
+
+
+def _fetch_run(ctx: BuildContext) -> dict:
+    from .fetch import fetch_links
+
+    return fetch_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch).to_dict()
+
+
+# --- extract ----------------------------------------------------------------------------
+
+
+def _extract_parts(ctx: BuildContext) -> list[str]:
+    from .extract import pending_logs
+
+    return pending_logs(ctx.dir("fetch"), ctx.dir("extract"))
+
+
+def _extract_part(ctx: BuildContext, label: str) -> dict:
+    from .extract import extract_log
+
+    # one process per partition on a cluster: the cluster's workers are the parallelism
+    return extract_log(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, label, ctx.dir("links"), workers=1,
+                       progress_bar=False)
+
+
+def _extract_finish(ctx: BuildContext, results: list[dict]) -> dict:
+    from .extract import finish_extract
+
+    return finish_extract(ctx.dir("extract"), results).to_dict()
+
+
+def _extract_run(ctx: BuildContext) -> dict:
+    from .extract import extract_fetched
+
+    return extract_fetched(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, ctx.dir("links"),
+                           progress_bar=ctx.progress).to_dict()
+
+
+# --- filter -----------------------------------------------------------------------------
+
+
+def _filter_parts(ctx: BuildContext) -> list[str]:
+    from .filters import pending_filter_parts
+
+    return [str(p) for p in pending_filter_parts(ctx.dir("extract"), ctx.dir("filter"))]
+
+
+def _filter_part(ctx: BuildContext, part: str) -> dict:
+    from .filters import filter_documents
+
+    return filter_documents(part, ctx.dir("filter"), ctx.cfg.filter, write_dropped=True).to_dict()
+
+
+def _filter_finish(ctx: BuildContext, results: list[dict]) -> dict:
+    from .summary import combine_summaries
+
+    s = combine_summaries("filter", "documents", results)
+    for r in results:
+        for k, v in r.get("extra", {}).items():
+            if k == "mojibake_fixed":
+                s.extra[k] = s.extra.get(k, 0) + v
+            elif k == "damaged_parts":
+                s.extra.setdefault(k, []).extend(v)
+    s.check()
+    s.finish().write(ctx.dir("filter"))
+    return s.to_dict()
+
+
+def _filter_run(ctx: BuildContext) -> dict:
+    return _filter_finish(ctx, [_filter_part(ctx, p) for p in _filter_parts(ctx)])
+
+
+# --- dedup ------------------------------------------------------------------------------
+
+
+def _dedup_parts(ctx: BuildContext) -> list[str]:
+    from .dedup import pending_parts
+
+    return [str(p) for p in pending_parts(ctx.dir("filter"), ctx.dir("dedup"), ctx.cfg.dedup)]
+
+
+def _dedup_part(ctx: BuildContext, part: str) -> dict:
+    from .dedup import part_signatures, signature_file
+
+    return part_signatures(part, signature_file(ctx.dir("dedup"), Path(part)), ctx.cfg.dedup)
+
+
+def _dedup_finish(ctx: BuildContext, results: list[dict]) -> dict:
+    """The global step: candidates from the band keys of the new signatures (made by the
+    partitions; any missing are made here), verification, clusters, the keep rule."""
+    from .dedup import dedup_documents
+
+    return dedup_documents(ctx.dir("filter"), ctx.dir("dedup"), ctx.cfg.dedup).to_dict()
+
+
+def _dedup_run(ctx: BuildContext) -> dict:
+    return _dedup_finish(ctx, [])
+
+
+# --- shards -----------------------------------------------------------------------------
+
+
+def _shards_run(ctx: BuildContext) -> dict:
+    from .shards import shard_documents
+
+    info = {"config": ctx.cfg.to_dict(), "funnel": list(ctx.funnel), "dumps": list(ctx.dumps) + list(ctx.url_lists)}
+    return shard_documents(ctx.dir("dedup"), ctx.dir("shards"), ctx.cfg.shards, info).to_dict()
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("links", ("dumps",), "links", "submissions", "one per dump file or URL list",
+          _links_run, _links_parts, _links_part, _links_finish, fan_out="always", retries=1, finish_name="links-merge",
+          doc="outbound links of submissions with >= 3 karma; each input harvested once, then merged"),
+    Stage("fetch", ("links",), "fetch", "urls", "one per hash of the URL's host (politeness stays inside one)",
+          _fetch_run, _fetch_parts, _fetch_part, _fetch_finish, retries=2, finish_name="fetch-combine",
+          doc="pages into WARC, politely, safely, resumably; archives for dead links"),
+    Stage("extract", ("fetch", "links"), "extract", "pages", "one per fetch outcome log (its unread lines)",
+          _extract_run, _extract_parts, _extract_part, _extract_finish, retries=1, finish_name="extract-combine",
+          doc="main text with trafilatura, consent banners removed"),
+    Stage("filter", ("extract",), "filter", "documents", "one per extracted part",
+          _filter_run, _filter_parts, _filter_part, _filter_finish, fan_out="always", retries=1,
+          finish_name="filter-combine", doc="Wikipedia, length, language, junk; dropped documents kept aside"),
+    Stage("dedup", ("filter",), "dedup", "documents", "signatures: one per filtered part; then one global step",
+          _dedup_run, _dedup_parts, _dedup_part, _dedup_finish, finish_name="dedup",
+          doc="MinHash LSH near-duplicates against every document kept so far"),
+    Stage("shard", ("dedup",), "shards", "documents", "one (a new version's shards)", _shards_run,
+          doc="Parquet shards under a new manifest version, dataset card"),
+)
+
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def part_label(stage: Stage, part: str) -> str:
+    """A partition as the UI names its task run: RS_2017-07, p0003, f0003, part-00000."""
+    if stage.name == "links":
+        from .io import input_label
+
+        return input_label(part)
+    if stage.name == "fetch":
+        return f"p{int(part):04d}"
+    return Path(part).name.split(".")[0]
+
+
+def describe() -> str:
+    """The registry as a table (``webtext stages``)."""
+    rows = [("stage", "reads", "writes", "unit", "partitions", "fans out")]
+    rows += [(s.name, ", ".join(s.reads), s.writes, s.unit, s.partition,
+              "everywhere" if s.fan_out == "always" else ("on a cluster" if s.parts else "no")) for s in STAGES]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
