@@ -469,11 +469,13 @@ def _ok_records(path: Path, start: int, bad: list[int]) -> Iterator[tuple[dict, 
                 break
             pos += len(line)
             if not line.strip():
+                yield None, pos
                 continue
             try:
                 rec = orjson.loads(line)
             except orjson.JSONDecodeError:
                 bad[0] += 1
+                yield None, pos
                 continue
             if rec.get("outcome") == "ok" and rec.get("warc_file"):
                 yield rec, pos
@@ -590,6 +592,9 @@ def finish_extract(out_dir: str | Path, parts: list[dict]) -> RunSummary:
     s = combine_summaries("extract", "pages", parts)
     s.extra["pages_done_before"] = sum(p["extra"].get("pages_done_before", 0) for p in parts)
     s.extra["logs_read"] = [p["extra"]["log"] for p in parts]
+    bad = sum(p["extra"].get("unreadable_outcome_lines", 0) for p in parts)
+    if bad:
+        s.extra["unreadable_outcome_lines"] = bad
     s.check()
     s.finish().write(out_dir)
     return s

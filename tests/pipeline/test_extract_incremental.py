@@ -1,0 +1,144 @@
+"""The build's extract reads each fetch outcome log once: a later build reads only
+the lines fetch appended since, a run killed between writing a part and its ledger
+redoes that chunk (nothing lost, nothing twice), an extract directory of the first
+layout is taken over, unreadable lines are counted and a line still being written is
+left for the next run. Real pages (../shared AEB) served on 127.0.0.1, real WARC."""
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+import pipeline.extract as ex
+from pipeline.config import ExtractConfig
+from pipeline.extract import (extract_documents, extract_fetched, outcome_logs, pending_logs, read_documents,
+                              tasks_from_fetch)
+from pipeline.fetch import fetch_links
+from pipeline.urls import normalize_url, url_id
+
+from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+
+
+@pytest.fixture(scope="module")
+def pages():
+    return [p["html"] for p in aeb_pages(60)]
+
+
+def rows(base, idx):
+    out = []
+    for i in idx:
+        u = f"{base}/page/{i}"
+        out.append({"id": url_id(normalize_url(u)), "url": u, "url_norm": normalize_url(u), "created_utc": 1_500_000_000 + i,
+                    "score": 3 + i, "score_total": 3 + i, "subreddits": ["news"], "reddit_ids": [f"t3_{i}"]})
+    return out
+
+
+def docs_of(out) -> dict[str, str]:
+    t = read_documents(out, ["id", "text"], pattern="part-*.parquet").to_pylist()
+    ids = [d["id"] for d in t]
+    assert len(ids) == len(set(ids)), "a document twice"
+    return {d["id"]: d["text"] for d in t}
+
+
+@pytest.fixture(scope="module")
+def fetched(pages, tmp_path_factory):
+    """One fetch directory built in two runs (40 pages, then 20 more), and the reference:
+    every page extracted in one go."""
+    base = tmp_path_factory.mktemp("fx")
+    with WebServer(pages) as srv:
+        fetch_links(rows(srv.url, range(40)), base / "fetch", test_fetch_config())
+        size_after_first = {k: p.stat().st_size for k, p in outcome_logs(base / "fetch").items()}
+        fetch_links(rows(srv.url, range(60)), base / "fetch", test_fetch_config())
+    cfg = ExtractConfig(workers=2)
+    extract_documents(tasks_from_fetch(base / "fetch"), base / "reference", cfg)
+    return base, size_after_first, docs_of(base / "reference")
+
+
+def ok_lines(fetch) -> int:
+    return sum(1 for p in outcome_logs(fetch).values() for l in p.read_bytes().splitlines()
+               if l.strip() and orjson.loads(l).get("outcome") == "ok")
+
+
+def copy_fetch(src, dst, cut: dict | None = None):
+    """A copy of the fetch directory (its logs cut to CUT bytes: as after the first run)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for label, p in outcome_logs(dst).items():
+        if cut is not None:
+            with open(p, "r+b") as fh:
+                fh.truncate(cut.get(label, 0))
+    return dst
+
+
+def test_a_later_run_reads_only_the_new_outcome_lines(fetched, tmp_path):
+    base, first, reference = fetched
+    cfg = ExtractConfig(workers=2)
+    fetch = copy_fetch(base / "fetch", tmp_path / "fetch", cut=first)
+    n_first = ok_lines(fetch)
+    s1 = extract_fetched(fetch, tmp_path / "ex", cfg)
+    for label, p in outcome_logs(base / "fetch").items():  # fetch's second run appends
+        (outcome_logs(fetch)[label]).write_bytes(p.read_bytes())
+    assert pending_logs(fetch, tmp_path / "ex")
+    s2 = extract_fetched(fetch, tmp_path / "ex", cfg)
+    n_all = ok_lines(fetch)
+    assert 30 < n_first < n_all and n_all >= 50
+    assert s1.n_in == n_first and s2.n_in == n_all - n_first and s2.extra["pages_done_before"] == n_first
+    assert "already_extracted" not in s2.dropped and s1.balanced() and s2.balanced()
+    assert docs_of(tmp_path / "ex") == reference
+    # nothing new: nothing read
+    assert pending_logs(fetch, tmp_path / "ex") == []
+    s3 = extract_fetched(fetch, tmp_path / "ex", cfg)
+    assert s3.n_in == 0 and docs_of(tmp_path / "ex") == reference
+    # the Reddit fields travel with the documents (from the outcome records, or joined from the links)
+    t = read_documents(tmp_path / "ex", ["url_norm", "score", "created_utc"], pattern="part-*.parquet").to_pylist()
+    assert all(d["created_utc"] == 1_500_000_000 + int(d["url_norm"].rsplit("/", 1)[1]) for d in t if d["score"] is not None)
+
+
+def test_a_run_killed_between_a_part_and_its_ledger_redoes_that_chunk(fetched, tmp_path, monkeypatch):
+    base, _, reference = fetched
+    fetch = copy_fetch(base / "fetch", tmp_path / "fetch")
+    monkeypatch.setattr(ex, "CHUNK", 8)
+    real = ex.atomic_write_json
+    calls = {"n": 0}
+
+    def dies_on_the_third_ledger(path, obj):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the part of chunk 3 is written, its ledger entry never is
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    monkeypatch.setattr(ex, "atomic_write_json", dies_on_the_third_ledger)
+    with pytest.raises(KeyboardInterrupt):
+        extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=1))
+    orphans = sorted(p.name for p in (tmp_path / "ex").glob("part-*-00002.parquet"))
+    assert orphans, "the killed chunk's part should be on disk"
+    monkeypatch.setattr(ex, "atomic_write_json", real)
+    s = extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=1))
+    assert s.extra["pages_done_before"] == 16 and s.n_in == ok_lines(fetch) - 16
+    assert docs_of(tmp_path / "ex") == reference
+
+
+def test_an_extract_directory_of_the_first_layout_is_taken_over(fetched, tmp_path):
+    base, _, reference = fetched
+    fetch = copy_fetch(base / "fetch", tmp_path / "fetch")
+    old = extract_documents(tasks_from_fetch(fetch), tmp_path / "ex", ExtractConfig(workers=2))  # part-NNNNN + done files
+    s = extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=2))
+    assert s.dropped["already_extracted"] == old.n_in and s.n_out == 0
+    assert docs_of(tmp_path / "ex") == reference
+    assert extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=2)).n_in == 0
+
+
+def test_unreadable_and_unfinished_outcome_lines(fetched, tmp_path):
+    base, _, reference = fetched
+    fetch = copy_fetch(base / "fetch", tmp_path / "fetch")
+    label, log = sorted(outcome_logs(fetch).items())[0]
+    good = log.read_bytes()
+    lines = good.splitlines(keepends=True)
+    ok_line = next(l for l in lines if orjson.loads(l).get("outcome") == "ok")
+    log.write_bytes(good + b"{not json\n" + ok_line[:-5])  # a torn line, then one still being written
+    s = extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=2))
+    assert s.extra["unreadable_outcome_lines"] == 1
+    assert any("unreadable line" in n for n in s.notes)
+    led = orjson.loads((tmp_path / "ex" / "ledger" / f"{label}.json").read_bytes())
+    assert led["consumed"] == len(good) + len(b"{not json\n")  # the unfinished line is the next run's
+    assert docs_of(tmp_path / "ex") == reference
