@@ -93,21 +93,6 @@ class Blocklist:
         return None
 
 
-def _max(a: int | None, b: int | None) -> int | None:
-    """The higher known score (None: unknown)."""
-    return b if a is None else a if b is None else max(a, b)
-
-
-def _total(a: int | None, b: int | None) -> int | None:
-    """A score total stays unknown once one part of it is (a URL-list entry without karma)."""
-    return None if a is None or b is None else a + b
-
-
-def _first_created(values) -> int:
-    """The earliest known time (0: unknown)."""
-    return min((v for v in values if v), default=0)
-
-
 class LinkSelector:
     """Applies the selection rules to submissions and aggregates them per URL.
 
@@ -123,30 +108,45 @@ class LinkSelector:
         self.blocklist = Blocklist.load(cfg.blocklist_path)
         self.after = cfg.after_ts
         self.before = cfg.before_ts
-        # url_norm -> [url, domain, max_score, total_score, ids, subs, created, titles]
-        self.by_url: dict[str, list] = {}
+        # Columns, not a dict per URL: the URLs in first-seen order (url_norm -> number),
+        # and one entry per accepted submission in each flat list; ``table`` groups them
+        # in Arrow. Host verdicts (blocklisted, Reddit) are cached per host.
+        self._index: dict[str, int] = {}
+        self._urls: list[str] = []
+        self._keys: list[str] = []
+        self._hosts: list[str] = []
+        self._of: list[int] = []  # the URL number of each submission
+        self._ids: list[str] = []
+        self._subs: list[str] = []
+        self._created: list[int] = []
+        self._titles: list[str] = []
+        self._scores: list[int | None] = []
+        self._host_kind: dict[str, str] = {}
+
+    @property
+    def n_urls(self) -> int:
+        return len(self._keys)
 
     def add(self, s: Submission) -> None:
         summary = self.summary
         summary.n_in += 1
         reason = self._reason(s)
         if reason is not None:
-            summary.drop(reason)
+            summary.dropped[reason] += 1
             return
-        url = self._url
         key = self._key
-        score = s.score if s.score is not None else (None if self.from_list else 0)
-        created = created_ts(s.created_utc)
-        entry = self.by_url.get(key)
-        if entry is None:
-            self.by_url[key] = [url, self._host, score, score, [s.id or ""], [s.subreddit or ""], [created or 0], [s.title or ""]]
-        else:
-            entry[2] = _max(entry[2], score)
-            entry[3] = _total(entry[3], score)
-            entry[4].append(s.id or "")
-            entry[5].append(s.subreddit or "")
-            entry[6].append(created or 0)
-            entry[7].append(s.title or "")
+        i = self._index.get(key)
+        if i is None:
+            i = self._index[key] = len(self._keys)
+            self._keys.append(key)
+            self._urls.append(self._url)
+            self._hosts.append(self._host)
+        self._of.append(i)
+        self._ids.append(s.id or "")
+        self._subs.append(s.subreddit or "")
+        self._created.append(self._created_ts or 0)
+        self._titles.append(s.title or "")
+        self._scores.append(s.score if s.score is not None else (None if self.from_list else 0))
 
     def _reason(self, s: Submission) -> str | None:
         cfg = self.cfg
@@ -157,8 +157,8 @@ class LinkSelector:
             return "self_post"
         if cfg.exclude_nsfw and s.over_18:
             return "nsfw"
+        created = self._created_ts = created_ts(s.created_utc)
         if self.after is not None or self.before is not None:
-            created = created_ts(s.created_utc)
             if created is None:
                 if not self.from_list:
                     return "missing_created_utc"
@@ -176,47 +176,96 @@ class LinkSelector:
         except InvalidURL:
             return "invalid_url"
         host = key.split("/", 1)[0].split(":", 1)[0]
-        media = self.blocklist.reason(host, key[len(host):].split("?", 1)[0])
-        if media:
-            return media
-        if host_matches(host, REDDIT_DOMAINS):
+        kind = self._host_kind.get(host)
+        if kind is None:
+            kind = ("media_host" if host_matches(host, self.blocklist.domains)
+                    else "reddit" if host_matches(host, REDDIT_DOMAINS) else "")
+            if len(self._host_kind) < HOST_CACHE:
+                self._host_kind[host] = kind
+        if kind == "media_host":
+            return kind
+        last = key[len(host):].split("?", 1)[0].rsplit("/", 1)[-1]
+        if "." in last and last.rsplit(".", 1)[-1].lower() in self.blocklist.extensions:
+            return "media_extension"
+        if kind == "reddit":
             return "crosspost" if s.crosspost_parent else "reddit_internal"
         self._url, self._key, self._host = url, key, host
         return None
 
-    def rows(self, per_url_rules: bool = True) -> list[dict]:
-        """The unique URLs, after the per-URL rules; adds the merge/total drops to the summary.
+    def table(self, per_url_rules: bool = True) -> pa.Table:
+        """The unique URLs as a LINKS_SCHEMA table sorted by (created_utc, url_norm),
+        after the per-URL rules; adds the merge/total drops to the summary.
 
         ``per_url_rules=False``: every URL, no per-URL drops, ``n_out`` left alone
         (a per-dump part, merged with the other months later)."""
-        out = []
-        summary = self.summary
-        for key, (url, host, smax, stotal, ids, subs, created, titles) in self.by_url.items():
-            n = len(ids)
-            if per_url_rules and self.cfg.score_mode == "sum" and stotal is not None and stotal < self.cfg.min_score:
-                summary.drop("low_score_total", n)
-                continue
-            if per_url_rules and n > 1:
-                summary.drop("duplicate_url", n - 1)
-            out.append(
-                {
-                    "id": url_id(key),
-                    "url": url,
-                    "url_norm": key,
-                    "domain": host,
-                    "score": smax,
-                    "score_total": stotal,
-                    "n_submissions": n,
-                    "created_utc": _first_created(created),
-                    "reddit_ids": ids,
-                    "subreddits": subs,
-                    "created_utcs": created,
-                    "titles": titles,
-                }
-            )
+        n = len(self._keys)
+        of = np.array(self._of, np.int64)
+        order = np.argsort(of, kind="stable")  # each URL's submissions together, in reading order
+        counts = np.bincount(of, minlength=n)
+        offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
+        starts = offsets[:-1]
+        take = pa.array(order)
+        scores = pa.array(self._scores, pa.int64()).take(take)
+        created = np.array(self._created, np.int64)[order]
+        cols = {
+            "id": pa.array([url_id(k) for k in self._keys], pa.string()),
+            "url": pa.array(self._urls, pa.string()),
+            "url_norm": pa.array(self._keys, pa.string()),
+            "domain": pa.array(self._hosts, pa.string()),
+            "score": _reduce_ints(scores, starts, "max") if n else pa.array([], pa.int64()),
+            "score_total": _reduce_ints(scores, starts, "sum") if n else pa.array([], pa.int64()),
+            "n_submissions": pa.array(counts, pa.int32()),
+            "created_utc": pa.array(_first_nonzero_min(created, starts) if n else [], pa.int64()),
+        }
+        for name, values, typ in (("reddit_ids", self._ids, pa.string()), ("subreddits", self._subs, pa.string()),
+                                  ("created_utcs", created, pa.int64()), ("titles", self._titles, pa.string())):
+            flat = pa.array(values, typ) if name == "created_utcs" else pa.array(values, typ).take(take)
+            cols[name] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat)
+        t = pa.table(cols, schema=LINKS_SCHEMA)
         if per_url_rules:
-            summary.n_out = len(out)
-        return out
+            summary = self.summary
+            keep = np.ones(n, bool)
+            if self.cfg.score_mode == "sum" and n:
+                below = pc.fill_null(pc.less(t.column("score_total"), self.cfg.min_score), False).to_numpy(zero_copy_only=False)
+                if below.any():
+                    summary.drop("low_score_total", int(counts[below].sum()))
+                keep = ~below
+            dups = int((counts[keep] - 1).sum())
+            if dups:
+                summary.drop("duplicate_url", dups)
+            t = t.filter(pa.array(keep))
+            summary.n_out = t.num_rows
+        return t.take(pc.sort_indices(t, [("created_utc", "ascending"), ("url_norm", "ascending")])) if t.num_rows else t
+
+    def rows(self, per_url_rules: bool = True) -> list[dict]:
+        """``table`` as a list of dicts."""
+        return self.table(per_url_rules).to_pylist()
+
+
+HOST_CACHE = 1 << 20  # hosts whose blocklist/Reddit verdict is cached (~100 B each)
+
+
+def _reduce_ints(values: pa.Array, starts: np.ndarray, how: str) -> pa.Array:
+    """Per group (rows from each of STARTS to the next): the max of the known values
+    (null when none is known), or the sum (null once one is unknown)."""
+    isnull = values.is_null().to_numpy(zero_copy_only=False)
+    if how == "max":
+        v = pc.fill_null(values, np.iinfo(np.int64).min).to_numpy().astype(np.int64)
+        return pa.array(np.maximum.reduceat(v, starts), pa.int64(), mask=np.add.reduceat(~isnull, starts) == 0)
+    v = pc.fill_null(values, 0).to_numpy().astype(np.int64)
+    return pa.array(np.add.reduceat(v, starts), pa.int64(), mask=np.add.reduceat(isnull, starts) > 0)
+
+
+def _first_nonzero_min(created: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per group: the earliest known time (0: unknown)."""
+    big = np.iinfo(np.int64).max
+    m = np.minimum.reduceat(np.where(created > 0, created, big), starts)
+    return np.where(m == big, 0, m)
+
+
+def write_links_table(table: pa.Table, path: str | Path) -> Path:
+    """Write a LINKS_SCHEMA table as one zstd Parquet file, atomically."""
+    return write_parquet_atomic(table, path)
 
 
 def write_links(rows: list[dict], path: str | Path) -> Path:
@@ -382,9 +431,9 @@ def _harvest_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, kind:
     if kind == "urls" and stats.no_created and (cfg.after_ts is not None or cfg.before_ts is not None):
         notes.append(f"{dump.name}: {stats.no_created:,} of {stats.records:,} URL-list entries carry no date: the "
                      "date window is not applied to them (created_utc 0)")
-    rows = selector.rows(per_url_rules=False)
-    accepted = sum(r["n_submissions"] for r in rows)
-    write_links(rows, part)
+    table = selector.table(per_url_rules=False)
+    accepted = int(pc.sum(table.column("n_submissions")).as_py() or 0)
+    write_links_table(table, part)
     meta = {"dump": str(dump), "kind": kind, "part": part.name, "in": summary.n_in, "accepted": accepted,
             "dropped": dict(summary.dropped), "file": stats.to_dict(), "notes": notes, "harvested_at": time.time()}
     assert summary.n_in == accepted + summary.n_dropped, meta
@@ -464,29 +513,16 @@ def _aggregate(t: pa.Table) -> pa.Table:
         return t
     gid = np.repeat(np.arange(starts.size), sizes)
 
-    def reduced_int(name: str, how: str) -> pa.Array:
-        col = t.column(name)
-        isnull = col.is_null().to_numpy(zero_copy_only=False)
-        if how == "max":
-            v = pc.fill_null(col, np.iinfo(np.int64).min).to_numpy().astype(np.int64)
-            out = np.maximum.reduceat(v, starts)
-            mask = np.add.reduceat(~isnull, starts) == 0  # no known score
-        else:
-            v = pc.fill_null(col, 0).to_numpy().astype(np.int64)
-            out = np.add.reduceat(v, starts)
-            mask = np.add.reduceat(isnull, starts) > 0  # one unknown part: total unknown
-        return pa.array(out, type=col.type, mask=mask)
-
     created = t.column("created_utc").to_numpy()
     earliest = np.where(created > 0, created, np.iinfo(np.int64).max)
     rep = np.lexsort((earliest, gid))[starts]  # stable: ties keep the first row
     cols = {}
     for f in LINKS_SCHEMA:
         name = f.name
-        if name in ("score",):
-            cols[name] = reduced_int(name, "max")
+        if name == "score":
+            cols[name] = _reduce_ints(t.column(name), starts, "max")
         elif name == "score_total":
-            cols[name] = reduced_int(name, "sum")
+            cols[name] = _reduce_ints(t.column(name), starts, "sum")
         elif name == "n_submissions":
             cols[name] = pa.array(np.add.reduceat(t.column(name).to_numpy().astype(np.int64), starts), pa.int32())
         elif pa.types.is_list(f.type):

@@ -1,9 +1,11 @@
+import random
+
 import pytest
 
 from pipeline.config import ConfigError, LinksConfig
 from pipeline.dumps import Submission
 from pipeline.links import Blocklist, select_links
-from pipeline.urls import InvalidURL, clean_url, host_of, normalize_url
+from pipeline.urls import _FAST_URL, InvalidURL, _url_forms_parsed, clean_url, host_of, normalize_url, url_forms
 
 from webtext_testlib import shared
 
@@ -114,3 +116,51 @@ def test_date_window_and_bad_configuration():
 
 def test_host_of():
     assert host_of("https://De.Wikipedia.org/wiki/X") == "de.wikipedia.org"
+
+
+def _forms(fn, url):
+    try:
+        return fn(url)
+    except InvalidURL as exc:
+        return ("invalid", type(exc).__name__)
+
+
+def test_fast_url_path_equals_the_urlsplit_path_on_every_real_url():
+    """url_forms builds the common URL shapes with string operations; on every URL of the
+    real dumps and the API sample it must give exactly what the urlsplit path gives."""
+    import lzma
+
+    import orjson
+
+    urls = []
+    for name in ("RS_v2_2005-06.xz", "RS_v2_2005-07.xz", "api_submissions.ndjson.xz"):
+        for line in lzma.decompress(shared("reddit", name).read_bytes()).splitlines():
+            rec = orjson.loads(line)
+            urls += [rec[k] for k in ("url", "url_overridden_by_dest") if rec.get(k)]
+    assert len(urls) > 7000
+    fast = [u for u in urls if _FAST_URL.fullmatch(u.strip())]
+    assert len(fast) > 0.9 * len(urls)  # the fast path really is the common one
+    assert [_forms(url_forms, u) for u in urls] == [_forms(_url_forms_parsed, u) for u in urls]
+
+
+def test_fast_url_path_equals_the_urlsplit_path_on_edge_cases():
+    rng = random.Random(1)
+    pick = lambda xs, k: "".join(rng.choice(xs) for _ in range(rng.randint(0, k)))
+    schemes = ["http://", "HTTPS://", "https://", "hTTp://", "//", "", "ftp://", "http:/"]
+    hosts = ["a.com", "www.Ex.Co.uk", "WWW.a-b.org", "localhost", "a..com", "a.com.", "é.com", "\u212a.com",
+             "user:pw@a.com", "[::1]", "a_b.com", "1.2.3.4", ""]
+    ports = ["", "", ":80", ":443", ":8080", ":99999", ":0", ":080", ":", ":x"]
+    path = ["/", "//", "a", "b/", "%20", "%", "A.JPG", "~", "-", ".", "@", ":", ";", "=", "&", "+", " ", "\t", "é",
+            "\u017f", "\x7f", "\\", "|", '"', "<"]
+    query = ["&", "=", "a=1", "b=", "utm_source=x", "UTM_Medium=y", "fbclid=1", "x=1=2", "+", " ", "%41", "%", "%zz",
+             "%e9", "%C3%A9", ";", "amp;", '"', "'", "<", "|", "\\", "^", "`", "~", "é", "\t", "?"]
+    urls = []
+    for _ in range(60_000):
+        u = rng.choice(schemes) + rng.choice(hosts) + rng.choice(ports) + ("/" + pick(path, 5) if rng.random() < .8 else "")
+        if rng.random() < .6:
+            u += "?" + pick(query, 6)
+        if rng.random() < .2:
+            u += "#" + pick(query, 2)
+        urls.append(rng.choice(["", " ", "\t"]) + u + rng.choice(["", " "]))
+    assert sum(1 for u in urls if _FAST_URL.fullmatch(u.strip())) > 2_000  # the fast path is exercised
+    assert [_forms(url_forms, u) for u in urls] == [_forms(_url_forms_parsed, u) for u in urls]
