@@ -390,7 +390,7 @@ def add_eval(sub):
 
     def run(args):
         from model.checkpoint import load_model, resolve_checkpoint
-        from model.evaluate import format_table, heldout, lambada, ptb_detokenize, wikitext_ppl, word_ppl
+        from model.evaluate import evaluate_all, format_table
         from model.tokenizer import Tokenizer
         from pipeline.summary import atomic_write_json
 
@@ -404,15 +404,8 @@ def add_eval(sub):
             raise FileNotFoundError(f"evaluation input(s) not found: {', '.join(missing)}")
         model, ckpt = load_model(args.checkpoint, args.device)
         tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
-        res = {}
-        if args.data:
-            res["heldout"] = heldout(model, args.data, tok, args.device, args.limit, stride=args.stride)
-        if args.lambada:
-            res["lambada"] = lambada(model, args.lambada, tok, args.device, args.limit)
-        if args.wikitext2:
-            res["wikitext2"] = wikitext_ppl(model, args.wikitext2, tok, args.device, args.limit, stride=args.stride)
-        if args.ptb:
-            res["ptb"] = word_ppl(model, args.ptb, tok, ptb_detokenize, args.device, args.limit, stride=args.stride)
+        res = evaluate_all(model, tok, args.data, args.lambada, args.wikitext2, args.ptb, args.device, args.limit,
+                           args.stride)
         out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).with_name("eval.json")
         atomic_write_json(out, res)
         print(format_table(res, model, args.limit))

@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
-from pipeline.build import build_lock, expand_dumps
+from pipeline.build import build_lock, check_inputs
 from pipeline.config import Config, ConfigError
 from pipeline.stages import BuildContext, Stage, part_label
 from pipeline.summary import RunSummary, atomic_write_json
@@ -57,34 +57,13 @@ def check_dask_address(address: str, timeout_s: float = 5.0) -> None:
 
 def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str | None = None,
               url_lists: list[str] | None = None) -> list[str]:
-    """Fails with a clear message, before any work, on: a bad configuration, a
-    missing dump file or URL list, no input at all, an output directory that cannot
-    be written, an unreachable Dask scheduler. Returns the expanded dump list."""
-    cfg.validate()
-    files = expand_dumps(dumps or [])
-    lists = expand_url_lists(url_lists or [])
-    if not files and not lists:
-        raise ConfigError("no dump files given" + (" and no URL lists" if url_lists is not None else ""))
-    missing = [f for f in files + lists if not Path(f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
-    if dask_address:
+    """``pipeline.build.check_inputs`` (configuration, inputs, a writable OUT), and a
+    reachable Dask scheduler, before any work. Returns the expanded dump list."""
+    if dask_address:  # before check_inputs makes OUT
+        cfg.validate()
         check_dask_address(dask_address)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output directory {out} is not writable: {exc}") from exc
+    files, _ = check_inputs(dumps, url_lists or [], out, cfg)
     return files
-
-
-def expand_url_lists(patterns: list[str]) -> list[str]:
-    from pipeline.urllists import expand_url_lists as expand
-
-    return expand(patterns) if patterns else []
 
 
 # --- corpus tasks: the stages of pipeline/stages.py as Prefect tasks ---------------------
@@ -193,8 +172,7 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     documents are deduplicated against every document kept so far; new shards go
     under a new manifest version."""
     cfg = Config.from_dict(config or {})
-    files = preflight(dumps, out, cfg, url_lists=urls or [])
-    lists = expand_url_lists(urls or [])
+    files, lists = check_inputs(dumps, urls or [], out, cfg)
     o = Path(out).resolve()
     with build_lock(o):
         return _build(files, lists, o, cfg, publish)
@@ -264,19 +242,14 @@ def train_task(tokens_dir: str, train_dir: str, preset: str, overrides: list[str
 @task(name="evaluate", task_run_name="evaluate")
 def evaluate_task(train_dir: str, tokens_dir: str, eval_files: dict, limit: int | None, prompt: str) -> dict:
     from model.checkpoint import load_model
-    from model.evaluate import heldout, lambada, ptb_detokenize, wikitext_ppl, word_ppl
+    from model.evaluate import evaluate_all
     from model.generate import generate
     from model.tokenizer import Tokenizer
 
     model, _ = load_model(train_dir)
     tok = Tokenizer.load("gpt2")
-    res = {"heldout": heldout(model, tokens_dir, tok, max_docs=limit)}
-    if eval_files.get("lambada"):
-        res["lambada"] = lambada(model, eval_files["lambada"], tok, limit=limit)
-    if eval_files.get("wikitext2"):
-        res["wikitext2"] = wikitext_ppl(model, eval_files["wikitext2"], tok, max_docs=limit)
-    if eval_files.get("ptb"):
-        res["ptb"] = word_ppl(model, eval_files["ptb"], tok, ptb_detokenize, max_words=limit)
+    res = evaluate_all(model, tok, tokens_dir, eval_files.get("lambada"), eval_files.get("wikitext2"),
+                       eval_files.get("ptb"), limit=limit)
     out = generate(model, [tok.encode(prompt)], 40, temperature=0.8, top_k=40, seed=1)[0]
     res["sample"] = prompt + tok.decode(out)
     atomic_write_json(Path(train_dir) / "eval.json", res)

@@ -223,6 +223,24 @@ def word_ppl(model: GPT, path: str | Path, tokenizer: Tokenizer, detok, device="
     return documents_word_ppl(model, [raw], tokenizer, detok, device, stride)
 
 
+def evaluate_all(model: GPT, tokenizer: Tokenizer, data: str | Path | None = None, lambada_file: str | Path | None = None,
+                 wikitext2: str | Path | None = None, ptb: str | Path | None = None, device="cpu",
+                 limit: int | None = None, stride: int | None = None) -> dict:
+    """Everything ``webtext eval`` and the train-model flow report, from the inputs given:
+    held-out perplexity on DATA's val split, LAMBADA, WikiText-2 (per article), PTB.
+    LIMIT: held-out documents / LAMBADA examples / WikiText-2 articles / PTB words."""
+    res = {}
+    if data:
+        res["heldout"] = heldout(model, data, tokenizer, device, limit, stride=stride)
+    if lambada_file:
+        res["lambada"] = lambada(model, lambada_file, tokenizer, device, limit)
+    if wikitext2:
+        res["wikitext2"] = wikitext_ppl(model, wikitext2, tokenizer, device, limit, stride=stride)
+    if ptb:
+        res["ptb"] = word_ppl(model, ptb, tokenizer, ptb_detokenize, device, limit, stride=stride)
+    return res
+
+
 def closest_paper_size(model: GPT) -> str:
     n = model.num_params()
     sizes = {"gpt2": 124e6, "gpt2-medium": 355e6, "gpt2-large": 774e6, "gpt2-xl": 1558e6}

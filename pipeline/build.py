@@ -117,18 +117,40 @@ def write_build_record(out: Path, stages: list[dict], started: float, report_cfg
     return report
 
 
+def check_inputs(dumps: list[str], url_lists: list[str], out: str | Path, cfg: Config) -> tuple[list[str], list[str]]:
+    """Fails with one clear sentence, before any work, on: a bad configuration, no
+    input, a missing dump file or URL list, an output directory that cannot be
+    written. Returns the dump files and URL lists, globs expanded."""
+    from .urllists import expand_url_lists
+
+    cfg.validate()
+    files = expand_dumps(list(dumps or []))
+    lists = expand_url_lists(list(url_lists)) if url_lists else []
+    if not files and not lists:
+        raise ConfigError("no dump files given" + (" and no URL lists" if url_lists else ""))
+    missing = [f for f in files + lists if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory {out} is not writable: {exc}") from exc
+    return files, lists
+
+
 def run_build(dumps: list[str | Path], out_dir: str | Path, cfg: Config, url_lists: list[str | Path] = (),
               runner=None) -> list[RunSummary]:
     """``webtext build --no-prefect``: the whole build in this process, through the same
     driver as the Prefect flow."""
-    cfg.validate()
-    missing = [str(d) for d in list(dumps) + list(url_lists) if not Path(d).is_file()]
-    if missing:
-        raise FileNotFoundError(f"input file(s) not found: {', '.join(missing)}")
+    files, lists = check_inputs([str(d) for d in dumps], [str(u) for u in url_lists], out_dir, cfg)
     out = Path(out_dir).resolve()
     with build_lock(out):
-        ctx = BuildContext(out, cfg, tuple(str(Path(d).resolve()) for d in dumps),
-                           tuple(str(Path(u).resolve()) for u in url_lists))
+        ctx = BuildContext(out, cfg, tuple(str(Path(d).resolve()) for d in files),
+                           tuple(str(Path(u).resolve()) for u in lists))
         stages = run_stages(ctx, runner)
         write_build_record(out, stages, ctx.started, cfg.report)
     return [RunSummary.from_dict(s) for s in stages]
