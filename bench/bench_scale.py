@@ -17,7 +17,17 @@ Goals (issue 12): dedup RAM <= 1.5 KB per indexed document (the slope of peak RS
 over N) and peak RSS independent of text size; +5k within 2x the CPU of 5k fresh
 for dedup and shards.
 
-    .venv/bin/python bench/bench_scale.py [--sizes 10000 30000 90000] [--rounds 3]
+  links M months     harvest + merge of M synthetic months in one build (a fresh process)
+  links +1 month     one more month after the largest M (its part and a merge run), against
+  links 1 month      the same month into an empty directory (the incremental goal: within 2x)
+
+Synthetic months are shaped like real dumps: ~60% of submissions below 3 karma or
+self posts, URLs over a Zipf of 20,000 hosts (a third with a query, some with
+tracking parameters), ~10% of a month's submissions resubmit a URL of an earlier
+month, records of ~700 bytes with the fields of a Pushshift record.
+
+    .venv/bin/python bench/bench_scale.py [--stages links dedup shards] [--sizes 10000 30000 90000]
+        [--link-months 2 4 8] [--month-subs 50000] [--rounds 3]
 
 Rounds repeat the +5k / 5k pair (interleaved) and report the median ratio with the
 spread.
@@ -74,12 +84,75 @@ def make_parts(out: Path, n: int, start: int, words_per_doc: int = 850, seed: in
     return files
 
 
+WEBTEXT_SUBMISSIONS, WEBTEXT_LINKS, WEBTEXT_URLS = 430_000_000, 45_000_000, 20_000_000
+MONTH_T0 = 1_451_606_400  # 2016-01-01: inside the WebText window (before 2018)
+
+
+def make_months(out: Path, n_months: int, subs: int, seed: int = 0) -> list[Path]:
+    """N_MONTHS synthetic monthly dumps (zstd NDJSON) of SUBS submissions each."""
+    import orjson
+    import zstandard
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    hosts = [("www." if i % 3 == 0 else "") + f"site{i}.example.com" for i in range(20_000)]
+    host_p = 1.0 / np.arange(1, len(hosts) + 1) ** 1.1
+    host_p /= host_p.sum()
+    earlier: list[str] = []
+    files = []
+    for m in range(n_months):
+        path = out / f"RS_2016-{m + 1:02d}.zst" if m < 12 else out / f"RS_2017-{m - 11:02d}.zst"
+        files.append(path)
+        host_ix = rng.choice(len(hosts), size=subs, p=host_p)
+        score = np.where(rng.random(subs) < 0.55, rng.integers(0, 3, subs), rng.integers(3, 2000, subs))
+        is_self = rng.random(subs) < 0.05
+        resub = rng.random(subs) < (0.10 if earlier else 0.0)
+        kind = rng.random(subs)
+        new_urls = []
+        lines = []
+        for j in range(subs):
+            sid = f"m{m}x{j:x}"
+            if is_self[j]:
+                url = f"https://www.reddit.com/r/sub{j % 500}/comments/{sid}/a_title/"
+            elif resub[j]:
+                url = earlier[int(rng.integers(len(earlier)))]
+            else:
+                h = hosts[host_ix[j]]
+                if kind[j] < 0.05:
+                    url = f"https://i.imgur.com/{sid}.jpg"
+                elif kind[j] < 0.25:
+                    url = f"https://{h}/story.php?id={j}&utm_source=reddit&ref=front"
+                elif kind[j] < 0.35:
+                    url = f"http://{h}/a?q={sid}&page={j % 7}"
+                else:
+                    url = f"https://{h}/{2016 + m // 12}/{m % 12 + 1:02d}/{sid}-some-words-of-the-title/"
+                new_urls.append(url)
+            rec = {"archived": False, "author": f"user{j % 9973}", "created_utc": MONTH_T0 + m * 2_592_000 + j * 2_592_000 // subs,
+                   "domain": url.split("/")[2], "edited": False, "gilded": 0, "id": sid, "is_self": bool(is_self[j]),
+                   "num_comments": int(score[j] // 3), "over_18": False, "permalink": f"/r/sub{j % 500}/comments/{sid}/a_title/",
+                   "score": int(score[j]), "selftext": "", "stickied": False, "subreddit": f"sub{j % 500}",
+                   "subreddit_id": f"t5_{j % 500:x}", "thumbnail": "default", "title": f"A title of some words, number {j}",
+                   "url": url, "media": None, "secure_media": None, "link_flair_text": None, "spoiler": False,
+                   "locked": False, "hide_score": False, "contest_mode": False, "distinguished": None, "author_flair_text": None}
+            lines.append(orjson.dumps(rec))
+        earlier.extend(new_urls[:: 4])  # a sample of this month's URLs may come back later
+        params = zstandard.ZstdCompressionParameters.from_level(3, window_log=20)
+        path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(b"\n".join(lines) + b"\n"))
+    return files
+
+
 def child(args) -> None:
     """Run one stage in this process and print its costs as JSON."""
     from pipeline.config import DedupConfig, ShardConfig
 
     t0 = time.time()
-    if args.child == "dedup":
+    if args.child == "links":
+        from pipeline.config import LinksConfig
+        from pipeline.links import harvest_dump_links
+
+        s = harvest_dump_links(sorted(args.src.glob("RS_*.zst")), args.out, LinksConfig())
+        s.n_in = s.to_dict()["in"]
+    elif args.child == "dedup":
         from pipeline.dedup import dedup_documents
 
         s = dedup_documents(args.src, args.out, DedupConfig(workers=1))
@@ -115,7 +188,11 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs=3, default=[10_000, 30_000, 90_000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
-    ap.add_argument("--child", choices=["dedup", "shards"])
+    ap.add_argument("--stages", nargs="+", choices=["links", "dedup", "shards"], default=["links", "dedup", "shards"],
+                    help="which parts to measure (shards needs dedup's output, so it runs dedup too)")
+    ap.add_argument("--link-months", type=int, nargs=3, default=[2, 4, 8], help="months per links size")
+    ap.add_argument("--month-subs", type=int, default=50_000, help="submissions per synthetic month")
+    ap.add_argument("--child", choices=["links", "dedup", "shards"])
     ap.add_argument("--src", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -123,6 +200,86 @@ def main() -> None:
         return child(args)
     work = args.work or Path(tempfile.mkdtemp(prefix="webtext-scale-"))
     work.mkdir(parents=True, exist_ok=True)
+    print(f"\n# bench_scale {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; one process per measurement")
+    if "links" in args.stages:
+        bench_links(args, work)
+    if "dedup" in args.stages or "shards" in args.stages:
+        bench_dedup_shards(args, work)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_links(args, work: Path) -> None:
+    sizes = args.link_months
+    big = max(sizes)
+    print(f"generating {big} + 1 months of {args.month_subs:,} submissions ...", file=sys.stderr)
+    months = make_months(work / "months", big + 1, args.month_subs)
+    extra = months[-1]
+    rows = []
+    for n in sizes:
+        src = work / f"lmonths-{n}"
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir()
+        for f in months[:n]:
+            os.link(f, src / f.name)
+        out = work / f"links-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        r = run("links", src, out)
+        ledger = json.loads((out / "runs" / "ledger.json").read_text())
+        r.update(n=n, subs=n * args.month_subs, links=sum(x["links"] for x in ledger["runs"]),
+                 parts_bytes=du(out / "parts"), runs_bytes=du(out / "runs", "links-*.parquet"),
+                 index_bytes=du(out / "runs", "*.arrow"), dump_bytes=du(src))
+        rows.append(r)
+        print(f"  {n} months: {r['cpu']:.1f} CPU-s {r['rss_mb']:.0f} MB", file=sys.stderr)
+    inc = {"plus": [], "alone": []}
+    for rd in range(args.rounds):
+        base, fresh = work / f"linc-{rd}", work / f"lfresh-{rd}"
+        for d in (base, fresh):
+            shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(work / f"links-{big}", base / "out")
+        (base / "src").mkdir()
+        for f in months:
+            os.link(f, base / "src" / f.name)
+        (fresh / "src").mkdir(parents=True)
+        os.link(extra, fresh / "src" / extra.name)
+        inc["plus"].append(run("links", base / "src", base / "out"))
+        inc["alone"].append(run("links", fresh / "src", fresh / "out"))
+    print(f"\n## links: {args.month_subs:,} synthetic submissions a month\n")
+    print("| months | submissions | links | CPU-s | peak RSS MB | parts on disk MB | links runs MB | key index MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['n']} | {r['subs']:,} | {r['links']:,} | {r['cpu']:.1f} | {r['rss_mb']:.0f} | {r['parts_bytes'] / 1e6:.1f} | "
+              f"{r['runs_bytes'] / 1e6:.1f} | {r['index_bytes'] / 1e6:.2f} |")
+    xs = [r["subs"] for r in rows]
+    links_per_sub = rows[-1]["links"] / rows[-1]["subs"]
+    print(f"\n| cost | per submission (fitted slope) | per link | fixed part | at WebText ({WEBTEXT_SUBMISSIONS / 1e6:.0f}M submissions, "
+          f"{WEBTEXT_LINKS / 1e6:.0f}M links, {WEBTEXT_URLS / 1e6:.0f}M URLs) |\n|---|---:|---:|---:|---:|")
+    for key, get in (("CPU-s (one build of every month)", lambda r: r["cpu"]),
+                     ("peak RSS (one build of every month)", lambda r: r["rss_mb"] * 2**20),
+                     ("parts on disk", lambda r: r["parts_bytes"]), ("links runs on disk", lambda r: r["runs_bytes"]),
+                     ("key index on disk", lambda r: r["index_bytes"])):
+        slope, icpt = fit(xs, [get(r) for r in rows])
+        per_link = slope / links_per_sub
+        if "CPU" in key:
+            print(f"| {key} | {slope * 1e6:.1f} µs | {per_link * 1e6:.1f} µs | {icpt:.1f} s | "
+                  f"{(slope * WEBTEXT_SUBMISSIONS + icpt) / 3600:.1f} CPU-h |")
+        else:
+            if key.startswith(("peak", "parts")):  # these follow the submissions read
+                at, note = slope * WEBTEXT_SUBMISSIONS + (icpt if "RSS" in key else 0), " (x 430M submissions)"
+            else:  # these follow the unique URLs linked
+                at, note = per_link * WEBTEXT_URLS, " (per link x 20M URLs)"
+            print(f"| {key} | {slope:,.0f} B | {per_link:,.0f} B | {icpt / 1e6:.0f} MB | {at / 1e9:.1f} GB{note} |")
+    v = [a["cpu"] / b["cpu"] for a, b in zip(inc["plus"], inc["alone"])]
+    rss = [a["rss_mb"] for a in inc["plus"]], [b["rss_mb"] for b in inc["alone"]]
+    print(f"\n+1 month after {big} months vs the same month into an empty directory (median of {args.rounds} [min-max]):\n")
+    print("| case | CPU-s | peak RSS MB |\n|---|---:|---:|")
+    print(f"| +1 month after {big} | {statistics.median(x['cpu'] for x in inc['plus']):.2f} | {statistics.median(rss[0]):.0f} |")
+    print(f"| 1 month alone | {statistics.median(x['cpu'] for x in inc['alone']):.2f} | {statistics.median(rss[1]):.0f} |")
+    print(f"\nCPU ratio {statistics.median(v):.2f}x [{min(v):.2f}-{max(v):.2f}] (goal <= 2); peak RSS ratio "
+          f"{statistics.median(a / b for a, b in zip(*rss)):.2f}x")
+
+
+def bench_dedup_shards(args, work: Path) -> None:
     print(f"work dir {work}; generating {max(args.sizes):,} + 5,000 documents ...", file=sys.stderr)
     big = max(args.sizes)
     all_parts = make_parts(work / "docs", big, 0)
@@ -170,7 +327,7 @@ def main() -> None:
     d20 = run("dedup", big_text[0].parent, work / "dedup-20k")
     d5 = rows[0]["dedup"]
 
-    print(f"\n# bench_scale {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; one process per measurement\n")
+    print("\n## dedup and shards\n")
     print("| documents | dedup CPU-s | dedup peak RSS MB | index on disk MB | shards CPU-s | shards peak RSS MB | shards on disk MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -207,8 +364,6 @@ def main() -> None:
           f"({d20['rss_mb'] / d5['rss_mb']:.2f}x for 4x the text).")
     slope = per["dedup peak RSS (bytes)"][0]
     print(f"Dedup RAM per indexed document (slope of peak RSS): {slope / 1024:.2f} KB (goal <= 1.5 KB).")
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
