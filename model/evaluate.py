@@ -15,15 +15,14 @@ tokens. bench/bench_eval_harness.py checks the agreement.
 
 from __future__ import annotations
 
-import lzma
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .evalsets import ptb_detokenize, read_text, wikitext_articles, wikitext_detokenize  # noqa: F401
 from .gpt import GPT
 from .tokenizer import Tokenizer
 
@@ -34,16 +33,6 @@ PAPER_TABLE3 = {
     "gpt2-large": {"params": "762M", "lambada_ppl": 10.87, "lambada_acc": 60.12, "wikitext2_ppl": 19.93, "ptb_ppl": 40.31},
     "gpt2-xl": {"params": "1542M", "lambada_ppl": 8.63, "lambada_acc": 63.24, "wikitext2_ppl": 18.34, "ptb_ppl": 35.76},
 }
-
-
-def read_text(path: str | Path) -> str:
-    p = Path(path)
-    data = p.read_bytes()
-    if p.suffix == ".xz":
-        data = lzma.decompress(data)
-    # CRLF copies of the sets (e.g. a WikiText raw file saved on Windows) read like the originals:
-    # the de-tokenizers' " \n" rules and the article split see the same lines
-    return data.decode("utf-8").replace("\r\n", "\n")
 
 
 @torch.no_grad()
@@ -135,56 +124,6 @@ def lambada(model: GPT, path: str | Path, tokenizer: Tokenizer, device="cpu", li
     n = max(1, len(lines))
     return {"examples": len(lines), "acc": 100.0 * correct / n, "ppl": math.exp(nll / n),
             "token_ppl": math.exp(nll / max(1, ntok)), "target_tokens": ntok}
-
-
-def wikitext_detokenize(s: str) -> str:
-    """Invertible de-tokenizer for WikiText's tokenization (as in Megatron-LM's
-    zero-shot evaluation, after the GPT-2 paper)."""
-    s = s.replace("s '", "s'")
-    s = re.sub(r"/' [0-9]/", r"/'[0-9]/", s)
-    s = s.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".")
-    s = s.replace(" : ", ": ").replace(" ; ", "; ").replace(" . ", ". ").replace(" ! ", "! ").replace(" ? ", "? ")
-    s = s.replace(" , ", ", ")
-    s = re.sub(r"\(\s*([^\)]*?)\s*\)", r"(\1)", s)
-    s = re.sub(r"\[\s*([^\]]*?)\s*\]", r"[\1]", s)
-    s = re.sub(r"{\s*([^}]*?)\s*}", r"{\1}", s)
-    s = re.sub(r"\"\s*([^\"]*?)\s*\"", r'"\1"', s)
-    s = re.sub(r"'\s*([^']*?)\s*'", r"'\1'", s)
-    s = s.replace("= = = =", "====").replace("= = =", "===").replace("= =", "==")
-    s = s.replace(" " + chr(176) + " ", chr(176)).replace(" \n", "\n").replace("\n ", "\n")
-    s = s.replace(" N ", " 1 ").replace(" 's", "'s")
-    return s
-
-
-def ptb_detokenize(s: str) -> str:
-    s = s.replace(" 's", "'s").replace(" n't", "n't").replace(" 're", "'re").replace(" 've", "'ve").replace(" 'm", "'m")
-    s = s.replace(" 'll", "'ll").replace(" 'd", "'d").replace(" , ", ", ").replace(" . ", ". ")
-    s = s.replace("<unk>", "<unk>").replace(" \n", "\n").replace("\n ", "\n")
-    return s
-
-
-def wikitext_articles(text: str) -> list[str]:
-    """WikiText split into its articles, the documents of EleutherAI's
-    ``wikitext_document_level`` (what lm-evaluation-harness's ``wikitext`` task reads):
-    an article starts at each top-level heading line (`` = Title = ``; `` = = Section = = ``
-    lines stay inside it) and is its lines joined by newlines; whitespace-only pieces
-    are dropped."""
-    articles: list[str] = []
-    lines: list[str] = []
-
-    def close():
-        page = "\n".join(lines)
-        if page.strip():
-            articles.append(page)
-
-    for line in text.split("\n"):
-        head = line.replace("= = =", "===").replace("= =", "==").strip()
-        if head.startswith("= ") and head.endswith(" ="):
-            close()
-            lines = []
-        lines.append(line)
-    close()
-    return articles
 
 
 def documents_word_ppl(model: GPT, docs: list[str], tokenizer: Tokenizer, detok, device="cpu",

@@ -35,7 +35,7 @@ def ngrams(text: str, n: int) -> set[int]:
 def read_examples(name: str, path: str | Path) -> list[str]:
     """Examples of an evaluation set, by its kind: the set's name when it is
     lambada / wikitext2 / ptb, else guessed from the file name."""
-    from model.evaluate import ptb_detokenize, read_text, wikitext_detokenize
+    from model.evalsets import ptb_detokenize, read_text, wikitext_detokenize
 
     text = read_text(path)
     p = f"{name} {Path(path).name}".lower()
