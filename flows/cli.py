@@ -61,7 +61,14 @@ def cmd_links(args) -> int:
         subs = [s for part in args.reddit for s in part.split(",")]
         summary = harvest_subreddits(reddit, subs, args.out, lc, listings=args.listing.split(","), limit=args.limit)
     summary.print()
-    print(f"wrote {Path(args.out) / 'links.parquet'} ({summary.n_out:,} unique URLs)")
+    run = summary.extra.get("run")
+    if args.reddit:
+        print(f"wrote {Path(args.out) / 'links.parquet'} ({summary.n_out:,} unique URLs)")
+    elif run is None:
+        print(f"nothing new: every input was merged before ({Path(args.out) / 'runs'})")
+    else:
+        print(f"merge run {run}: {summary.n_out:,} new links in {Path(args.out) / 'runs' / f'links-{run:04d}.parquet'} "
+              "(every run's links: pipeline.links.read_links(DIR))")
     return 0
 
 
@@ -74,10 +81,11 @@ def add_links(sub) -> None:
             "Reads Pushshift/Arctic-Shift submission dumps (xz, bz2, zst incl. --long=31, Arctic Shift's zst_blocks, "
             "gzip, plain NDJSON; the codec is detected from the file), plain URL lists (--urls), or live subreddit "
             "listings through praw, keeps link posts "
-            "with at least 3 karma, and writes OUT/links.parquet (one row per unique normalised URL with every "
+            "with at least 3 karma, and writes OUT/runs/links-NNNN.parquet (one row per normalised URL that became a link in this run, with every "
             "submission's ids, subreddits, scores, times and titles) and OUT/summary.links.json (the funnel). "
             "Each dump or list is read once into OUT/parts/ (keyed by its content fingerprint and the configuration); "
-            "links.parquet merges every part, so a later call with next month's dump reads only that file. "
+            "each merge run reads only the parts no run consumed and looks their URLs up in the earlier runs' key index, "
+            "so a later call with next month's dump reads and writes only that month. "
             "Credentials for --reddit come from praw.ini or the praw_client_id/praw_client_secret/"
             "praw_user_agent environment variables, never from the command line."
         ),

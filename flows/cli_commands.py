@@ -149,7 +149,7 @@ def _links_rows(links_dir):
 def add_fetch(sub):
     p = sub.add_parser(
         "fetch", formatter_class=FORMATTER, help="fetch the links' pages into WARC files (or replay WARCs)",
-        description="Fetches every URL of LINKS/links.parquet that has no final outcome yet in OUT/outcomes.jsonl, politely "
+        description="Fetches every URL of the links directory LINKS (every merge run) that has no final outcome yet, politely "
         "(per-host limit and delay, a user agent naming the project, robots.txt) and safely (time-outs, size and "
         "redirect caps, no private addresses), writing raw responses to OUT/warc/*.warc.gz and one outcome per URL. "
         "Stopped and started again, it fetches only what is left. Transient failures (time-outs, connection and DNS "
@@ -157,7 +157,7 @@ def add_fetch(sub):
         "attempt) up to [fetch] max_attempts attempts, then counted as given up. With --from-warc, pages come from existing WARC "
         "files (ours, Common Crawl's) instead of the network.",
     )
-    p.add_argument("--links", required=True, metavar="DIR", help="a directory holding links.parquet")
+    p.add_argument("--links", required=True, metavar="DIR", help="a links directory (`webtext links --out`)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--from-warc", nargs="+", metavar="FILE", help="replay these WARC files instead of fetching")
     p.add_argument("--workers", type=int, help=f"threads (default {FetchConfig().workers})")
