@@ -644,6 +644,9 @@ class LinkIndex:
         return state, (pa.concat_tables(pending) if pending else None)
 
 
+MERGE_BATCH_ROWS = 4_000_000  # URL rows of parts per merge run (~0.6 KB of memory each)
+
+
 def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None = None) -> RunSummary:
     """Merge the parts in ``out_dir/parts`` (made under this configuration) that no
     earlier merge consumed into a new run, ``out_dir/runs/links-NNNN.parquet``: the
@@ -671,6 +674,48 @@ def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None 
     if others:
         summary.note(f"{len(others)} part(s) harvested under another links configuration are not used")
     new_parts = [p for p in parts if p.name not in consumed]
+    if not new_parts:
+        return _merge_run(out_dir, cfg, cfp, index, summary, [], since, len(consumed))
+    # Parts are merged in batches of at most MERGE_BATCH_ROWS URL rows, one run each, in
+    # name (month) order: a backlog of many months never sits in memory at once, and
+    # the runs equal one merge's links (a later batch looks up the earlier ones).
+    batches, batch, rows = [], [], 0
+    for p in new_parts:
+        n = pq.ParquetFile(p).metadata.num_rows
+        if batch and rows + n > MERGE_BATCH_ROWS:
+            batches.append(batch)
+            batch, rows = [], 0
+        batch.append(p)
+        rows += n
+    batches.append(batch)
+    results = []
+    for k, b in enumerate(batches):
+        s = summary if k == 0 else RunSummary("links", unit="submissions")
+        results.append(_merge_run(out_dir, cfg, cfp, index if k == 0 else LinkIndex(out_dir, cfp, s), s, b, since,
+                                  len(consumed)))
+    if len(results) == 1:
+        return results[0]
+    total = RunSummary("links", unit="submissions")
+    for r in results:
+        total.n_in += r.n_in
+        total.n_out += r.n_out
+        total.dropped.update(r.dropped)
+        total.notes.extend(r.notes)
+    total.extra.update(results[0].extra)
+    total.extra["files"] = [x for r in results for x in r.extra["files"]]
+    total.extra["harvested_now"] = [x for r in results for x in r.extra["harvested_now"]]
+    total.extra["reused_parts"] = sorted({x for r in results for x in r.extra["reused_parts"]}
+                                         - set(total.extra["harvested_now"]))
+    total.extra.update(run=results[-1].extra["run"], runs=[r.extra["run"] for r in results],
+                       new_links=sum(r.extra["new_links"] for r in results))
+    total.check()
+    total.finish().write(out_dir)
+    return total
+
+
+def _merge_run(out_dir: Path, cfg: LinksConfig, cfp: str, index: "LinkIndex", summary: RunSummary,
+               new_parts: list[Path], since: float | None, n_consumed: int) -> RunSummary:
+    """One merge run over NEW_PARTS (see ``merge_link_parts``)."""
     files, harvested, reused, tables, dumps = [], [], list(index.earlier_dumps()), [], []
     for p in new_parts:
         meta = orjson.loads(p.with_suffix(".json").read_bytes())
@@ -689,7 +734,7 @@ def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None 
     extra = dict(files=files, harvested_now=harvested, reused_parts=reused,
                  config={k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
     if not new_parts:
-        summary.note(f"no new part: the {len(consumed)} part(s) here were merged by earlier runs")
+        summary.note(f"no new part: the {n_consumed} part(s) here were merged by earlier runs")
         summary.extra.update(run=None, new_links=0, **extra)
         summary.check()
         summary.finish().write(out_dir)

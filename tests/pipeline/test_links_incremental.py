@@ -138,3 +138,21 @@ def test_merge_with_nothing_new_writes_no_run(tmp_path):
     again = merge_link_parts(tmp_path, LinksConfig())
     assert again.extra["run"] is None and again.n_in == 0 and link_runs(tmp_path) == [0]
     assert read_links(tmp_path).num_rows == first.n_out
+
+
+@pytest.mark.parametrize("mode", ["max", "sum"])
+def test_a_backlog_is_merged_in_bounded_batches_equal_to_one_merge(tmp_path, mode, monkeypatch):
+    """Many months at once are merged in batches of parts (one run each), so memory
+    follows a batch, not the backlog; the links equal one unbatched merge's."""
+    import pipeline.links as links
+
+    cfg = LinksConfig(score_mode=mode, created_before=None)
+    dumps = three_months(tmp_path)
+    once = harvest_dump_links(dumps, tmp_path / "once", cfg)
+    monkeypatch.setattr(links, "MERGE_BATCH_ROWS", 1)  # one part per run
+    batched = harvest_dump_links(dumps, tmp_path / "batched", cfg)
+    assert batched.extra["runs"] == [0, 1, 2] == link_runs(tmp_path / "batched")
+    assert batched.balanced() and batched.n_in == once.n_in and batched.n_out == once.n_out
+    assert sorted(batched.extra["harvested_now"]) == sorted(str(d) for d in dumps)
+    assert key(read_links(tmp_path / "batched")) == key(read_links(tmp_path / "once"))
+    assert batched.dropped.get("already_linked", 0) > 0
