@@ -147,9 +147,12 @@ def child(args) -> None:
 
     t0 = time.time()
     if args.child == "links":
+        from pipeline import links
         from pipeline.config import LinksConfig
         from pipeline.links import harvest_dump_links
 
+        if args.merge_batch_rows:
+            links.MERGE_BATCH_ROWS = args.merge_batch_rows
         s = harvest_dump_links(sorted(args.src.glob("RS_*.zst")), args.out, LinksConfig())
         s.n_in = s.to_dict()["in"]
     elif args.child == "dedup":
@@ -166,8 +169,8 @@ def child(args) -> None:
                       "n_in": s.n_in, "n_out": s.n_out}))
 
 
-def run(stage: str, src: Path, out: Path) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--child", stage, "--src", str(src), "--out", str(out)],
+def run(stage: str, src: Path, out: Path, *extra: str) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", stage, "--src", str(src), "--out", str(out), *extra],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if r.returncode:
         raise SystemExit(f"{stage} failed:\n{r.stderr[-3000:]}")
@@ -195,6 +198,7 @@ def main() -> None:
     ap.add_argument("--child", choices=["links", "dedup", "shards"])
     ap.add_argument("--src", type=Path)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--merge-batch-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -231,6 +235,15 @@ def bench_links(args, work: Path) -> None:
                  index_bytes=du(out / "runs", "*.arrow"), dump_bytes=du(src))
         rows.append(r)
         print(f"  {n} months: {r['cpu']:.1f} CPU-s {r['rss_mb']:.0f} MB", file=sys.stderr)
+    # The same biggest backlog merged in batches of two months' parts (one run each): the
+    # merge's peak should follow a batch, not the backlog.
+    import pyarrow.parquet as pq
+
+    two = sorted((work / f"links-{big}" / "parts").glob("*.parquet"))[:2]
+    batch_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in two)
+    shutil.rmtree(work / "links-batched", ignore_errors=True)
+    batched = run("links", work / f"lmonths-{big}", work / "links-batched", "--merge-batch-rows", str(batch_rows))
+    two_months = next((r for r in rows if r["n"] == 2), None)
     inc = {"plus": [], "alone": []}
     for rd in range(args.rounds):
         base, fresh = work / f"linc-{rd}", work / f"lfresh-{rd}"
@@ -269,6 +282,10 @@ def bench_links(args, work: Path) -> None:
             else:  # these follow the unique URLs linked
                 at, note = per_link * WEBTEXT_URLS, " (per link x 20M URLs)"
             print(f"| {key} | {slope:,.0f} B | {per_link:,.0f} B | {icpt / 1e6:.0f} MB | {at / 1e9:.1f} GB{note} |")
+    print(f"\n{big} months merged in batches of {batch_rows:,} URL rows of parts (about 2 months, one run each): "
+          f"{batched['cpu']:.1f} CPU-s, peak RSS {batched['rss_mb']:.0f} MB"
+          + (f" (2 months in one run: {two_months['rss_mb']:.0f} MB; {big} in one run: {rows[-1]['rss_mb']:.0f} MB)"
+             if two_months else ""))
     v = [a["cpu"] / b["cpu"] for a, b in zip(inc["plus"], inc["alone"])]
     rss = [a["rss_mb"] for a in inc["plus"]], [b["rss_mb"] for b in inc["alone"]]
     print(f"\n+1 month after {big} months vs the same month into an empty directory (median of {args.rounds} [min-max]):\n")

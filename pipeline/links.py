@@ -644,7 +644,7 @@ class LinkIndex:
         return state, (pa.concat_tables(pending) if pending else None)
 
 
-MERGE_BATCH_ROWS = 4_000_000  # URL rows of parts per merge run (~0.6 KB of memory each)
+MERGE_BATCH_ROWS = 1_000_000  # URL rows of parts per merge run (~1.1 KB of memory each, bench_scale)
 
 
 def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None = None) -> RunSummary:
