@@ -16,8 +16,6 @@ import http.client
 import io
 import os
 import shutil
-import socket
-import subprocess
 import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
@@ -35,7 +33,7 @@ from pipeline.extract import extract_documents, read_documents, tasks_from_fetch
 from pipeline.fetch import fetch_links, read_outcomes
 from pipeline.urls import normalize_url, url_id
 
-from webtext_testlib import ROOT, WebServer, test_fetch_config
+from webtext_testlib import WebServer, test_fetch_config, wayback
 
 import random
 
@@ -81,59 +79,16 @@ def write_warc(path: Path, caps) -> None:
                                                 warc_headers_dict={"WARC-Date": day + "T10:00:00Z"}))
 
 
-def pywb_bin() -> Path:
-    for d in (os.environ.get("WEBTEXT_PYWB_BIN"), ROOT / ".venv-pywb" / "bin",
-              Path(shutil.which("wayback")).parent if shutil.which("wayback") else None):
-        if d and (Path(d) / "wayback").is_file() and (Path(d) / "wb-manager").is_file():
-            return Path(d)
-    pytest.skip("pywb not installed: python -m venv .venv-pywb && .venv-pywb/bin/pip install -c constraints-pywb.txt "
-                "pywb (see README, Archive fallback); or set WEBTEXT_PYWB_BIN")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def pywb(tmp_path_factory):
     """A real pywb wayback on 127.0.0.1 with collections "wb" and "cc"."""
-    bindir = pywb_bin()
     root = tmp_path_factory.mktemp("pywb")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    warcs = {}
     for coll in ("wb", "cc"):
-        warc = root / f"{coll}-00000.warc.gz"
-        write_warc(warc, [c for c in CAPTURES if c[0] == coll])
-        subprocess.run([bindir / "wb-manager", "init", coll], cwd=root, check=True, capture_output=True, env=env)
-        subprocess.run([bindir / "wb-manager", "add", coll, str(warc)], cwd=root, check=True, capture_output=True,
-                       env=env)
-    port = free_port()
-    log = open(root / "wayback.log", "wb")
-    proc = subprocess.Popen([bindir / "wayback", "-p", str(port), "-b", "127.0.0.1"], cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 30
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/wb/cdx?url=example.org&output=json")
-            if c.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"pywb did not start: {(root / 'wayback.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    try:
+        warcs[coll] = root / f"{coll}-00000.warc.gz"
+        write_warc(warcs[coll], [c for c in CAPTURES if c[0] == coll])
+    with wayback(root, warcs) as port:
         yield {"port": port, "root": root}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 class Front(LoopbackServer):

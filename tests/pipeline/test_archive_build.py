@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-import http.client
-import importlib.util
 import io
 import os
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,17 +40,8 @@ from pipeline.demo import DemoWeb, DemoWorld, article_text, demo_config, page
 from pipeline.fetch import read_outcomes
 from pipeline.links import iter_links
 
+from webtext_testlib import pywb_bin, wayback
 
-def _archive_test_helpers():
-    """pywb_bin and free_port from test_archive.py (tests/pipeline is no package)."""
-    spec = importlib.util.spec_from_file_location("_webtext_test_archive_helpers",
-                                                  Path(__file__).with_name("test_archive.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.pywb_bin, mod.free_port
-
-
-pywb_bin, free_port = _archive_test_helpers()
 
 DAY = 86_400
 COLL = "wb"
@@ -159,36 +147,10 @@ def archive_from_build(out: Path, dest: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def wayback(root: Path, warc: Path):
+def wayback_of(root: Path, warc: Path):
     """A real pywb wayback on 127.0.0.1 with one collection, COLL, holding WARC."""
-    bindir = pywb_bin()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    subprocess.run([bindir / "wb-manager", "init", COLL], cwd=root, check=True, capture_output=True, env=env)
-    subprocess.run([bindir / "wb-manager", "add", COLL, str(warc)], cwd=root, check=True, capture_output=True, env=env)
-    port = free_port()
-    with open(root / "wayback.log", "wb") as log:
-        proc = subprocess.Popen([bindir / "wayback", "-p", str(port), "-b", "127.0.0.1"], cwd=root, stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    c.request("GET", f"/{COLL}/cdx?url=example.org&output=json")
-                    if c.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"pywb did not start: {(root / 'wayback.log').read_text()[-2000:]}")
-                time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with wayback(root, {COLL: warc}) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def stage(funnel: list[dict], name: str) -> dict:
@@ -224,7 +186,7 @@ def test_demo_build_with_half_its_web_dead_recovers_the_archived_pages(tmp_path)
     world_b = DemoWorld()
     for key in [k for k in world_b.pages if is_dead(k)]:
         del world_b.pages[key]  # DemoWeb answers 404 for a page it does not hold
-    with wayback(arch, tmp_path / "captures.warc.gz") as base, DemoWeb(world_b) as web_b:
+    with wayback_of(arch, tmp_path / "captures.warc.gz") as base, DemoWeb(world_b) as web_b:
         cfg = build_cfg(world_b, web_b)
         cfg.fetch.source = "live-then-archive"
         cfg.fetch.archive_cdx = [{"name": ARCHIVE, "kind": "cdx", "cdx_url": f"{base}/{COLL}/cdx",
