@@ -179,9 +179,18 @@ class FetchConfig:
     # "none" allows any capture.
     archive_cutoff: str | None = "2017-12-31"
     archive_timeout_s: float = 120.0  # all archive requests for one URL, retries and waits included
+    # URLs are split by a hash of their host into this many partitions (fixed for a fetch
+    # directory), each fetched by one process with its own outcome log and WARC files:
+    # a host's politeness limits stay inside one partition.
+    partitions: int = 16
+    processes: int = 0  # partitions fetched at once, one process each; 0: all cores
 
     def validate(self) -> None:
         check_types(self, "fetch")
+        if self.partitions < 1 or self.partitions > 4096:
+            raise ConfigError("fetch.partitions must be between 1 and 4096")
+        if self.processes < 0:
+            raise ConfigError("fetch.processes must be >= 0 (0: all cores)")
         if self.source not in ("live", "archive", "live-then-archive"):
             raise ConfigError(f"fetch.source must be 'live', 'archive' or 'live-then-archive', not {self.source!r}")
         _parse_date(self.archive_cutoff, "fetch.archive_cutoff")

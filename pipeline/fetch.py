@@ -1,6 +1,9 @@
 """Fetching pages politely and safely into WARC files, resumably, or replaying WARCs.
 
-Every URL ends in exactly one recorded outcome, appended to ``outcomes.jsonl``:
+URLs are partitioned by a hash of their host (see "partitions" below); each
+partition is fetched by one process with its own outcome log
+(``outcomes/part-PPPP.jsonl``) and WARC files. Every URL ends in exactly one
+recorded outcome, appended to its partition's log:
 
     ok            HTML kept (a response record in a WARC)
     http_<code>   a non-2xx final status (404, 410, 500 after retries, ...)
@@ -412,6 +415,7 @@ class OutcomeLog:
             if torn:
                 with open(path, "r+b") as fh:
                     fh.truncate(good_end)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.fh = open(path, "ab")
 
     def _remember(self, rec: dict, outcomes: dict | None = None) -> None:
@@ -448,14 +452,15 @@ class OutcomeLog:
         self.fh.close()
 
 
-def repair_warcs(warc_dir: Path, ends: dict[str, int]) -> list[str]:
-    """Trim each WARC file back to the end of its last record that has an outcome
-    line (``ends``: file name -> end offset; a killed run can leave a torn or
-    outcome-less tail). Returns what was trimmed."""
+def repair_warcs(warc_dir: Path, ends: dict[str, int], prefix: str = "") -> list[str]:
+    """Trim each WARC file (named PREFIX-...: the files of one outcome log) back to
+    the end of its last record that has an outcome line (``ends``: file name -> end
+    offset; a killed run can leave a torn or outcome-less tail). Returns what was
+    trimmed."""
     trimmed = []
     if not warc_dir.is_dir():
         return trimmed
-    for path in sorted(warc_dir.glob("*.warc.gz")):
+    for path in sorted(warc_dir.glob(f"{prefix}-*.warc.gz" if prefix else "*.warc.gz")):
         size = path.stat().st_size
         end = ends.get(path.name, 0)
         if end < size:
@@ -732,32 +737,20 @@ def _interleave_by_host(rows: list) -> list:
     return out
 
 
-def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, reuse_outcomes: Iterable[str | Path] = (),
-                retry_failed: bool = False) -> RunSummary:
-    """``webtext fetch``: fetch every link that has no final outcome yet into ``out_dir``.
-
-    A link whose last outcome was transient is fetched again once its back-off
-    has passed (``retry_failed``: now, given up or not); see the module's docstring.
-    ``reuse_outcomes``: other fetch directories whose outcomes count as done (an
-    incremental build reuses earlier WARCs instead of fetching again).
-
-    ``cfg.source``: "live", "archive" (every URL from the archives) or
-    "live-then-archive" (the archives for URLs whose live fetch failed for good,
-    ``archive.wants_archive``). A URL whose last outcome is such a failure from an
-    earlier live run is looked up in the archives without being fetched live again.
-    A link's ``created_utc`` (its first Reddit submission), when the rows have it,
-    is the time the archived capture is chosen closest to."""
-    cfg.validate()
-    out = Path(out_dir)
+def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, warc_prefix: str,
+           reuse_outcomes: Iterable[str | Path] = (), retry_failed: bool = False, progress_bar: bool = True) -> RunSummary:
+    """Fetch LINKS with the outcome log LOG_PATH and WARC files named WARC_PREFIX-...
+    (one partition, or a whole directory of the first layout); returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
-    log = OutcomeLog(out / OUTCOMES)
+    log = OutcomeLog(log_path)
     summary = RunSummary("fetch", unit="urls")
-    for note in repair_warcs(out / "warc", log.warc_ends):
+    for note in repair_warcs(out / "warc", log.warc_ends, warc_prefix):
         summary.note(note)
     earlier: set[str] = set()
     for d in reuse_outcomes:
-        p = Path(d) / OUTCOMES
-        if p.is_file() and Path(d).resolve() != out.resolve():
+        if Path(d).resolve() == out.resolve():
+            continue
+        for p in iter_outcome_files(d):
             with open(p, "rb") as fh:
                 for line in fh:
                     if line.strip():
@@ -773,11 +766,12 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     for r in links:
         summary.n_in += 1
         prev = log.state(r["url_norm"])
-        row = (r.get("id"), r["url"], r["url_norm"], r.get("created_utc"), False)
+        meta = {f: r[f] for f in LINK_FIELDS if r.get(f) is not None} or None
+        row = (r.get("id"), r["url"], r["url_norm"], r.get("created_utc"), False, meta)
         if prev is not None:
             if cfg.source != "live" and prev["outcome"] in ARCHIVE_FALLBACK:
                 archive_only += 1  # dead in an earlier live run, never asked of the archives
-                todo.append(row[:4] + (True,))
+                todo.append(row[:4] + (True, meta))
                 continue
             state = retry_state(prev, cfg, now, retry_failed)
             if state != "retry":
@@ -791,12 +785,12 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
             todo.append(row)
     del earlier
     todo = _interleave_by_host(todo)
-    sink = WarcSink(out / "warc", cfg.warc_max_bytes)
+    sink = WarcSink(out / "warc", cfg.warc_max_bytes, prefix=warc_prefix)
     fetcher = Fetcher(cfg)
     archives = ArchiveClient(cfg, fetcher, out) if cfg.source != "live" else None
 
     def work(row: tuple) -> dict:
-        doc_id, raw_url, url_norm, created_utc, skip_live = row
+        doc_id, raw_url, url_norm, created_utc, skip_live, meta = row
         url = without_credentials(raw_url)
         fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         prev = log.state(url_norm)
@@ -828,6 +822,8 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
         rec["outcome"] = outcome
         if outcome == "ok":
             rec["source"] = f"archive:{page.archive}" if page is not None else "live"
+            if meta:  # the link's Reddit fields travel with the page (extract reads them here)
+                rec.update(meta)
         trail = info.pop("_responses", [])
         rec.update({k: v for k, v in info.items() if v})
         for earlier_resp in trail:  # redirect hops and retried answers: recorded too, before the last
@@ -860,7 +856,8 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     # and outcomes are written from the first response on.
     window = max(4, 2 * cfg.workers)
     try:
-        with ThreadPoolExecutor(max_workers=cfg.workers) as pool, progress(total=len(todo), desc="fetch", unit="urls") as bar:
+        with ThreadPoolExecutor(max_workers=cfg.workers) as pool, \
+                progress(total=len(todo), desc=f"fetch {warc_prefix}", unit="urls", disable=None if progress_bar else True) as bar:
             inflight: set = set()
 
             def drain(block_until: int) -> None:
@@ -914,8 +911,223 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     summary.extra["waiting_retry"] = states.get("waiting_retry", 0)
     summary.extra["given_up"] = states.get("given_up", 0)
     summary.check()
-    summary.finish().write(out)
-    return summary
+    return summary.finish()
+
+
+def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, reuse_outcomes: Iterable[str | Path] = (),
+                retry_failed: bool = False) -> RunSummary:
+    """``webtext fetch``: fetch every link that has no final outcome yet into ``out_dir``.
+
+    A link whose last outcome was transient is fetched again once its back-off
+    has passed (``retry_failed``: now, given up or not); see the module's docstring.
+    ``reuse_outcomes``: other fetch directories whose outcomes count as done (an
+    incremental build reuses earlier WARCs instead of fetching again).
+
+    ``cfg.source``: "live", "archive" (every URL from the archives) or
+    "live-then-archive" (the archives for URLs whose live fetch failed for good,
+    ``archive.wants_archive``). A URL whose last outcome is such a failure from an
+    earlier live run is looked up in the archives without being fetched live again.
+    A link's ``created_utc`` (its first Reddit submission), when the rows have it,
+    is the time the archived capture is chosen closest to."""
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = spool_links(links, out, cfg)
+    procs = cfg.processes or os.cpu_count() or 1
+    if cfg.source != "live":
+        procs = 1  # the archives' request rates are per process: one keeps them as configured
+    args = [(str(out), cfg, p, retry_failed, tuple(str(d) for d in reuse_outcomes)) for p in parts]
+    if procs == 1 or len(parts) <= 1:
+        results = [fetch_partition(*a, progress_bar=True) for a in args]
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["pipeline.fetch"])
+        with ctx.Pool(min(procs, len(parts))) as pool, \
+                progress(total=len(parts), desc="fetch partitions", unit="partitions") as bar:
+            results = []
+            for r in pool.imap_unordered(_fetch_partition_args, args):
+                results.append(r)
+                bar.update(1)
+    return combine_fetch(out, cfg, results)
+
+
+# --- partitions -----------------------------------------------------------------------
+#
+# A fetch directory's URLs are split by a hash of their host into [fetch] partitions
+# partitions (recorded in partitions.json; another value later is refused). Each has its
+# own outcome log (outcomes/part-PPPP.jsonl), its own WARC files (warc/webtext-pPPPP-*)
+# and its own work list for this build (todo/part-PPPP.jsonl, written by spool_links),
+# so partitions run in separate processes (or on a cluster's workers) without sharing
+# anything, and a host's politeness limits stay inside one partition.
+
+LINK_FIELDS = ("created_utc", "score", "score_total", "subreddits", "reddit_ids")
+LEGACY = "outcomes.legacy.jsonl"  # the first layout's single log, once split into partitions
+LAYOUT = "partitions.json"
+
+
+def host_partition(url_norm: str, n: int) -> int:
+    """The partition of a normalised URL: a stable hash of its host (xxh64) mod N."""
+    import xxhash
+
+    return xxhash.xxh64_intdigest(url_norm.split("/", 1)[0].encode("utf-8", "surrogatepass")) % n
+
+
+def partition_log(fetch_dir: str | Path, part: int) -> Path:
+    return Path(fetch_dir) / "outcomes" / f"part-{part:04d}.jsonl"
+
+
+def layout(fetch_dir: str | Path, cfg: FetchConfig) -> dict:
+    """FETCH_DIR's partitioning ({"partitions": N, "legacy_prefix": {"PPPP": bytes}}),
+    made on first use. A directory of the first layout (one outcomes.jsonl) is taken
+    over: its lines are split into the partition logs (their first legacy_prefix bytes,
+    which extract knows it read as the old log) and the old log is kept as
+    outcomes.legacy.jsonl; its WARC files stay where they are. A different
+    ``partitions`` than the directory's is refused."""
+    out = Path(fetch_dir)
+    path = out / LAYOUT
+    if path.is_file():
+        lay = orjson.loads(path.read_bytes())
+        if lay["partitions"] != cfg.partitions:
+            from .config import ConfigError
+
+            raise ConfigError(f"{out}: fetched with [fetch] partitions = {lay['partitions']}, not {cfg.partitions}; "
+                              f"use {lay['partitions']} for this directory")
+        return lay
+    lay = {"partitions": cfg.partitions, "legacy_prefix": {}}
+    legacy = out / OUTCOMES if (out / OUTCOMES).is_file() else out / LEGACY
+    if legacy.is_file():  # split it; a kill on the way redoes the split (the logs are rewritten whole)
+        (out / "outcomes").mkdir(parents=True, exist_ok=True)
+        handles: dict[int, object] = {}
+        try:
+            with open(legacy, "rb") as fh:
+                for line in fh:
+                    try:
+                        rec = orjson.loads(line) if line.endswith(b"\n") else None
+                    except orjson.JSONDecodeError:
+                        rec = None
+                    if rec is None:
+                        break  # a torn last line of a killed run, as OutcomeLog reads it
+                    k = host_partition(rec["url_norm"], cfg.partitions)
+                    if k not in handles:
+                        handles[k] = open(partition_log(out, k).with_suffix(".jsonl.split"), "wb")
+                    handles[k].write(line)
+        finally:
+            for h in handles.values():
+                h.flush()
+                os.fsync(h.fileno())
+                h.close()
+        for k in handles:
+            os.replace(partition_log(out, k).with_suffix(".jsonl.split"), partition_log(out, k))
+            lay["legacy_prefix"][f"{k:04d}"] = partition_log(out, k).stat().st_size
+        if legacy.name == OUTCOMES:
+            os.replace(legacy, out / LEGACY)
+    from .summary import atomic_write_json
+
+    atomic_write_json(path, lay)
+    return lay
+
+
+def spool_links(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -> list[int]:
+    """Streams link rows into this build's per-partition work lists (todo/part-PPPP.jsonl;
+    memory: one open file per partition). Returns the partitions that have work."""
+    out = Path(fetch_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = layout(out, cfg)["partitions"]
+    todo = out / "todo"
+    if todo.is_dir():
+        for p in todo.glob("part-*.jsonl"):
+            p.unlink()
+    todo.mkdir(exist_ok=True)
+    handles: dict[int, object] = {}
+    try:
+        for r in rows:
+            k = host_partition(r["url_norm"], n)
+            fh = handles.get(k)
+            if fh is None:
+                fh = handles[k] = open(todo / f"part-{k:04d}.jsonl", "wb")
+            fh.write(orjson.dumps(r) + b"\n")
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return sorted(handles)
+
+
+def _todo_rows(path: Path):
+    if path.is_file():
+        with open(path, "rb") as fh:
+            for line in fh:
+                yield orjson.loads(line)
+
+
+def fetch_partition(fetch_dir: str | Path, cfg: FetchConfig, part: int, retry_failed: bool = False,
+                    reuse_outcomes: Iterable[str | Path] = (), progress_bar: bool = False) -> dict:
+    """One partition of the fetch stage: its work list from ``spool_links``, fetched with
+    its own outcome log and WARC files. A pure function of its files and CFG (any
+    process, a cluster's worker). Returns its summary as a dict."""
+    out = Path(fetch_dir)
+    layout(out, cfg)
+    s = _fetch(_todo_rows(out / "todo" / f"part-{part:04d}.jsonl"), out, cfg, partition_log(out, part),
+               f"webtext-p{part:04d}", reuse_outcomes, retry_failed, progress_bar)
+    s.extra["partition"] = part
+    return s.to_dict()
+
+
+def _fetch_partition_args(a: tuple) -> dict:
+    """A pool worker's entry: one partition. It ends itself if the process that started
+    it goes away (a killed build): a partition left running would write its outcome log
+    beside the next run's."""
+    out, cfg, part, retry_failed, reuse = a
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="webtext-parent-watch").start()
+    return fetch_partition(out, cfg, part, retry_failed, reuse)
+
+
+def combine_fetch(fetch_dir: str | Path, cfg: FetchConfig, parts: list[dict]) -> RunSummary:
+    """The fetch stage's summary from its partitions' (counts, drop reasons, and the
+    per-source and retry figures added up); writes summary.fetch.json."""
+    from .summary import combine_summaries
+
+    s = combine_summaries("fetch", "urls", parts)
+    s.notes = [n for n in s.notes if not n.startswith("pages by source: ")]
+    for p in parts:
+        for k, v in p.get("extra", {}).items():
+            if isinstance(v, dict):
+                d = s.extra.setdefault(k, {})
+                for kk, vv in v.items():
+                    d[kk] = d.get(kk, 0) + vv
+            elif isinstance(v, int) and not isinstance(v, bool) and k != "partition":
+                s.extra[k] = s.extra.get(k, 0) + v
+    for k in ("ok_by_source", "ok_by_source_all_runs", "outcomes_all_runs"):
+        if k in s.extra:
+            s.extra[k] = dict(sorted(s.extra[k].items(), key=lambda kv: (-kv[1], kv[0]) if k == "outcomes_all_runs"
+                                     else kv[0]))
+    s.extra["partitions"] = len(parts)
+    if "not_from_an_archive" in s.extra:
+        s.note("pages by source: " + (", ".join(f"{k} {v:,}" for k, v in s.extra.get("ok_by_source", {}).items())
+                                      or "none") + f"; in no archive {sum(s.extra['not_from_an_archive'].values()):,}")
+    s.check()
+    s.finish().write(fetch_dir)
+    return s
+
+
+def iter_outcome_files(fetch_dir: str | Path) -> list[Path]:
+    """The append-only outcome logs of a fetch directory: the first layout's single
+    log (kept as outcomes.legacy.jsonl once split), then each partition's."""
+    d = Path(fetch_dir)
+    files = [p for p in (d / OUTCOMES, d / LEGACY) if p.is_file()]
+    return files + sorted((d / "outcomes").glob("part-*.jsonl"))
+
+
+outcome_files = iter_outcome_files
 
 
 def _count_outcomes(outcomes: Iterable[str]) -> dict[str, int]:
@@ -926,9 +1138,10 @@ def _count_outcomes(outcomes: Iterable[str]) -> dict[str, int]:
 
 
 def read_outcomes(fetch_dir: str | Path) -> dict[str, dict]:
-    p = Path(fetch_dir) / OUTCOMES
+    """{url_norm: its last outcome record} over every outcome log of FETCH_DIR (in memory:
+    for tests and small directories; the stages stream the logs)."""
     out: dict[str, dict] = {}
-    if p.is_file():
+    for p in iter_outcome_files(fetch_dir):
         for line in p.read_bytes().splitlines():
             if line.strip():
                 try:
@@ -975,6 +1188,10 @@ def replay_links(links: Iterable[dict], out_dir: str | Path, warcs: list[str | P
     if missing:
         raise FileNotFoundError(f"WARC file(s) not found: {', '.join(missing)}")
     out = Path(out_dir)
+    if (out / LAYOUT).is_file():
+        from .config import ConfigError
+
+        raise ConfigError(f"{out} holds a fetch of the web (partitions.json); replay into a directory of its own")
     out.mkdir(parents=True, exist_ok=True)
     damaged: list[dict] = []
     index = index_warcs(warcs, damaged)

@@ -329,3 +329,10 @@ def wayback(root: Path, collections: dict[str, Path]):
                 proc.wait(10)
             except _subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def outcome_lines(fetch_dir) -> list[bytes]:
+    """Every line of a fetch directory's outcome logs (the partitions' and a first-layout log)."""
+    from pipeline.fetch import outcome_files
+
+    return [l for p in outcome_files(fetch_dir) for l in p.read_bytes().splitlines() if l.strip()]

@@ -30,7 +30,7 @@ from warcio.warcwriter import WARCWriter
 from pipeline.config import Config, ConfigError, ExtractConfig
 from pipeline.demo import LoopbackServer, article_text, page
 from pipeline.extract import extract_documents, read_documents, tasks_from_fetch
-from pipeline.fetch import fetch_links, read_outcomes
+from pipeline.fetch import fetch_links, outcome_files, read_outcomes
 from pipeline.urls import normalize_url, url_id
 
 from webtext_testlib import WebServer, test_fetch_config, wayback
@@ -283,7 +283,8 @@ def test_a_rerun_asks_the_cdx_nothing_and_earlier_dead_links_skip_the_live_web(t
         s = fetch_links(rows, tmp_path, cfg)
         assert len(front.requests) == n and s.dropped["already_fetched"] == 3
         # a run killed before its outcomes were written: the archive pages are fetched again, the CDX is not asked
-        (tmp_path / "outcomes.jsonl").unlink()
+        for log in outcome_files(tmp_path):
+            log.unlink()
         shutil.rmtree(tmp_path / "warc")
         s = fetch_links(rows, tmp_path, fetch_cfg(web, source="archive", archive_cdx=cfg.archive_cdx))
         assert len(front.cdx_requests()) == 3  # unchanged

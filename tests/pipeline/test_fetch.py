@@ -14,7 +14,7 @@ from pipeline.fetch import fetch_links, read_outcomes, replay_links
 from pipeline.links import write_links
 from pipeline.urls import normalize_url, url_id
 
-from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+from webtext_testlib import WebServer, aeb_pages, outcome_lines, test_fetch_config
 
 HOSTILE = {
     "/slow": "timeout",
@@ -117,8 +117,7 @@ def test_fetch_killed_and_restarted_gives_one_outcome_per_url(tmp_path, pages):
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.time() + 60
             while time.time() < deadline and proc.poll() is None:
-                p = out / "outcomes.jsonl"
-                if p.exists() and p.read_bytes().count(b"\n") >= target:
+                if len(outcome_lines(out)) >= target:
                     break
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
@@ -126,7 +125,7 @@ def test_fetch_killed_and_restarted_gives_one_outcome_per_url(tmp_path, pages):
         partial = len(read_outcomes(out))
         assert 0 < partial < len(rows)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lines = [orjson.loads(l) for l in (out / "outcomes.jsonl").read_bytes().splitlines()]
+    lines = [orjson.loads(l) for l in outcome_lines(out)]
     assert sorted(l["url_norm"] for l in lines) == sorted(r["url_norm"] for r in rows)  # exactly one each
     assert sum(l["outcome"] == "ok" for l in lines) == 40
     for w in (out / "warc").glob("*.warc.gz"):
@@ -308,7 +307,7 @@ def test_credentials_in_a_link_are_neither_sent_nor_stored(tmp_path, pages):
     stored = b"".join(p.read_bytes() for p in (tmp_path / "warc").glob("*.warc.gz"))
     import gzip
 
-    assert b"s3cret" not in gzip.decompress(stored) and b"s3cret" not in (tmp_path / "outcomes.jsonl").read_bytes()
+    assert b"s3cret" not in gzip.decompress(stored) and b"s3cret" not in b"".join(outcome_lines(tmp_path))
 
 
 @pytest.mark.parametrize("path", ["/slow-headers", "/slow-chunk", "/page/0 (robots.txt trickles)"])
