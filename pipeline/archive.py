@@ -324,7 +324,7 @@ class ArchiveClient:
     """Looks URLs up in the configured archives, politely; shared by the fetch workers."""
 
     def __init__(self, cfg: FetchConfig, fetcher, fetch_dir: Path):
-        from .fetch import HostThrottle
+        from .webclient import HostThrottle
 
         self.cfg = cfg
         self.fetcher = fetcher
@@ -351,7 +351,7 @@ class ArchiveClient:
         (a one-item list: seconds left for this URL)."""
         import requests
 
-        from .fetch import FetchRefused
+        from .netsafety import FetchRefused
 
         cfg = self.cfg
         throttle = self.throttles[archive.name]

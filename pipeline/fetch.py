@@ -19,7 +19,7 @@ recorded outcome, appended to its partition's log:
                   archive had the page (pipeline/archive.py); an ``ok`` page from
                   an archive has ``source = "archive:<name>"``, a live one ``"live"``
 
-Raw responses go to WARC (warcio): a request and a response record for every
+Raw responses go to WARC (warcio, pipeline/warcstore.py): a request and a response record for every
 HTTP response received, the body cut at ``max_bytes`` with ``WARC-Truncated``
 when it was too long. Each record is serialised in memory and written with one
 ``write`` + ``fsync`` before its outcome line is appended; a new run opens a new
@@ -44,36 +44,31 @@ the last line of a URL is its outcome.
 
 from __future__ import annotations
 
-import io
-import ipaddress
 import os
-import socket
 import sys
 import threading
 import time
-import urllib.robotparser
-import zlib
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import urljoin, urlsplit
 
 import orjson
-import requests
-import urllib3
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
+import xxhash
 
 from .config import FetchConfig
+from .netsafety import FetchRefused, check_public, is_public_address, without_credentials  # noqa: F401 (re-exported)
 from .summary import RunSummary, progress
-from .urls import InvalidURL, normalize_url
+from .warcstore import WarcSink, index_warcs, repair_warcs
+from .webclient import DEADLINES, Fetcher, HostThrottle, Response  # noqa: F401 (re-exported)
+
+# The stage's parts live in three modules: pipeline/netsafety.py (public addresses,
+# pinned connections, credentials), pipeline/webclient.py (Fetcher: HTTP, robots.txt,
+# throttle, deadlines, classify), pipeline/warcstore.py (WARC records, repair, index).
+# The names above stay importable from here for older callers.
 
 OUTCOMES = "outcomes.jsonl"
-HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
-BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"MZ", b"\x7fELF", b"RIFF", b"ID3", b"OggS")
 
 
 TRANSIENT = frozenset({"timeout", "connection_error", "dns_error", "fetch_error", "http_429", "archive_error"})
@@ -106,277 +101,30 @@ def retry_state(rec: dict, cfg: FetchConfig, now: float, retry_failed: bool = Fa
     return "retry" if now >= due else "waiting_retry"
 
 
-def without_credentials(url: str) -> str:
-    """The URL without ``user:password@``: credentials in a link are someone else's;
-    they are never sent (requests would turn them into ``Authorization: Basic``)
-    nor stored in a WARC record."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
-class FetchRefused(Exception):
-    def __init__(self, outcome: str, detail: str = ""):
-        super().__init__(f"{outcome}: {detail}")
-        self.outcome = outcome
-        self.detail = detail
 
 
-def is_public_address(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return addr.is_global and not addr.is_multicast and not addr.is_reserved
 
 
-def resolve_public(host: str, port: int) -> str:
-    """The first address of ``host``, after checking that every address it
-    resolves to is public (loopback, private, link-local, reserved refused)."""
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        # "no such host": the name does not exist (a dead domain; live-then-archive asks
-        # the archives), unlike a resolver that failed for now (EAI_AGAIN)
-        gone = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
-        raise FetchRefused("dns_error", f"{'no such host: ' if gone else ''}{host}: {exc}") from exc
-    for info in infos:
-        ip = info[4][0]
-        if not is_public_address(ip):
-            raise FetchRefused("refused_private_address", f"{host} resolves to {ip}")
-    return infos[0][4][0]
 
 
-def check_public(url: str) -> str:
-    """Refuse URLs whose host resolves to loopback, private, link-local or other
-    non-public addresses (checked on every redirect hop too); returns the address."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host:
-        raise FetchRefused("invalid_url", url)
-    return resolve_public(host, parts.port or (443 if parts.scheme == "https" else 80))
 
 
-class Deadlines:
-    """Whole-response deadlines that a server cannot stretch.
-
-    A socket read time-out restarts with every byte, so a server that trickles its
-    header lines, a chunk-size line or a robots.txt could hold a worker for as long
-    as it likes. Each GET registers its deadline here (``begin``); every socket its
-    connection uses (new or pooled) is attached to it; one watchdog thread shuts
-    down the sockets of a request whose deadline has passed, which ends any
-    blocked read at once. ``expired`` then tells the fetcher to record a time-out
-    rather than what the cut connection looked like."""
-
-    def __init__(self):
-        self.cv = threading.Condition()
-        self.active: dict[int, tuple[float, list]] = {}
-        self.expired_tokens: set[int] = set()
-        self.local = threading.local()
-        self.thread: threading.Thread | None = None
-        self.next_token = 0
-
-    def begin(self, deadline: float) -> int:
-        with self.cv:
-            self.next_token += 1
-            token = self.next_token
-            self.active[token] = (deadline, [])
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._watch, name="webtext-deadlines", daemon=True)
-                self.thread.start()
-            self.cv.notify()
-        self.local.token = token
-        return token
-
-    def attach(self, sock) -> None:
-        token = getattr(self.local, "token", None)
-        if token is None or sock is None:
-            return
-        with self.cv:
-            entry = self.active.get(token)
-            if entry is not None:
-                entry[1].append(sock)
-
-    def end(self, token: int) -> None:
-        with self.cv:
-            self.active.pop(token, None)
-            self.expired_tokens.discard(token)
-        self.local.token = None
-
-    def expired(self, token: int) -> bool:
-        with self.cv:
-            return token in self.expired_tokens
-
-    def _watch(self) -> None:
-        with self.cv:
-            while True:
-                now = time.monotonic()
-                for token, (deadline, socks) in list(self.active.items()):
-                    if now >= deadline and token not in self.expired_tokens:
-                        self.expired_tokens.add(token)
-                        for sock in socks:
-                            try:
-                                sock.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-                waits = [d - now for t, (d, _) in self.active.items() if t not in self.expired_tokens]
-                self.cv.wait(timeout=max(0.01, min(waits)) if waits else 5.0)
 
 
-DEADLINES = Deadlines()
 
 
-class RefusedAddress(OSError):
-    """Raised at connect time for a host that does not resolve to public addresses only."""
 
 
-class _PinnedConnection:
-    """Connects to the address that was checked, never to a second DNS answer.
-
-    Without this a host could answer the check with a public address and the
-    connection with 127.0.0.1 or 169.254.169.254 (DNS rebinding). TLS still
-    verifies the certificate against the host name (``self.host`` is unchanged;
-    only the socket's target is pinned)."""
-
-    pin = None  # set on the per-Fetcher subclasses: host -> address
-
-    def _new_conn(self):
-        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-        from urllib3.util import connection as u3conn
-
-        try:
-            ip = type(self).pin(self.host, self.port)
-        except FetchRefused as exc:
-            raise NewConnectionError(self, f"refused: {exc}") from RefusedAddress(str(exc))
-        try:
-            sock = u3conn.create_connection((ip, self.port), self.timeout, source_address=self.source_address,
-                                            socket_options=self.socket_options)
-        except socket.timeout as exc:
-            raise ConnectTimeoutError(self, f"Connection to {self.host} ({ip}) timed out") from exc
-        except OSError as exc:
-            raise NewConnectionError(self, f"Failed to establish a new connection to {ip}: {exc}") from exc
-        DEADLINES.attach(sock)
-        return sock
-
-    def request(self, *args, **kwargs):
-        DEADLINES.attach(self.sock)  # a pooled connection: its socket serves this request now
-        return super().request(*args, **kwargs)
 
 
-def pinned_adapter(pin, **kw) -> requests.adapters.HTTPAdapter:
-    """A requests adapter whose connections go to ``pin(host, port)``."""
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    conn = type("PinnedHTTPConnection", (_PinnedConnection, HTTPConnection), {"pin": staticmethod(pin)})
-    sconn = type("PinnedHTTPSConnection", (_PinnedConnection, HTTPSConnection), {"pin": staticmethod(pin)})
-    pool = type("PinnedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": conn})
-    spool = type("PinnedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": sconn})
-
-    class PinnedAdapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *a, **k):
-            super().init_poolmanager(*a, **k)
-            self.poolmanager.pool_classes_by_scheme = {"http": pool, "https": spool}
-
-    return PinnedAdapter(**kw)
 
 
-class HostThrottle:
-    """At most ``concurrency`` requests in flight per host and ``delay`` seconds
-    between the starts of two requests to one host."""
-
-    def __init__(self, concurrency: int, delay: float):
-        self.delay = delay
-        self.sems: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(concurrency))
-        self.next_ok: dict[str, float] = defaultdict(float)
-        self.lock = threading.Lock()
-
-    def acquire(self, host: str) -> None:
-        self.sems[host].acquire()
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                wait = self.next_ok[host] - now
-                if wait <= 0:
-                    self.next_ok[host] = now + self.delay
-                    return
-            time.sleep(min(wait, 1.0))
-
-    def release(self, host: str) -> None:
-        self.sems[host].release()
 
 
-@dataclass
-class Response:
-    url: str
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    truncated: str | None  # "length" when cut at max_bytes
-    http_version: str = "HTTP/1.1"
-    request_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class WarcSink:
-    """Appends request/response record pairs to rolling WARC files, one write each."""
-
-    def __init__(self, warc_dir: Path, max_bytes: int, prefix: str = "webtext"):
-        self.dir = warc_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self.prefix = prefix
-        self.lock = threading.Lock()
-        self.fh = None
-        self.path: Path | None = None
-        self.serial = 0
-
-    def _open(self) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
-        self.serial += 1
-        self.path = self.dir / f"{self.prefix}-{stamp}-{os.getpid()}-{self.serial:05d}.warc.gz"
-        self.fh = open(self.path, "ab")
-
-    def write(self, resp: Response, fetched_at: str, extra_headers: dict | None = None,
-              request: bool = True) -> tuple[str, int, int, int]:
-        """Returns (file name, offset and length of the response record, end of the pair).
-        ``extra_headers``: more WARC headers (an archived page's provenance, its
-        capture time as WARC-Date); ``request``: also write the request record."""
-        buf = io.BytesIO()
-        writer = WARCWriter(buf, gzip=True)
-        http_headers = StatusAndHeaders(f"{resp.status} {resp.reason}", resp.headers, protocol=resp.http_version)
-        warc_headers = {"WARC-Date": fetched_at, **(extra_headers or {})}
-        if resp.truncated:
-            warc_headers["WARC-Truncated"] = resp.truncated
-        record = writer.create_warc_record(
-            resp.url, "response", payload=io.BytesIO(resp.body), http_headers=http_headers,
-            warc_headers_dict=warc_headers,
-        )
-        writer.write_record(record)
-        response_len = buf.tell()
-        if request:
-            path = urlsplit(resp.url)
-            req_line = (path.path or "/") + (f"?{path.query}" if path.query else "")
-            req_headers = StatusAndHeaders(f"GET {req_line} HTTP/1.1", resp.request_headers, is_http_request=True)
-            req = writer.create_warc_record(resp.url, "request", http_headers=req_headers,
-                                            warc_headers_dict={"WARC-Date": fetched_at,
-                                                               "WARC-Concurrent-To": record.rec_headers.get_header("WARC-Record-ID")})
-            writer.write_record(req)
-        data = buf.getvalue()
-        with self.lock:
-            if self.fh is None or (self.fh.tell() + len(data) > self.max_bytes and self.fh.tell() > 0):
-                self.close()
-                self._open()
-            offset = self.fh.tell()
-            self.fh.write(data)
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            return self.path.name, offset, response_len, offset + len(data)
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
 
 
 class OutcomeLog:
@@ -452,270 +200,10 @@ class OutcomeLog:
         self.fh.close()
 
 
-def repair_warcs(warc_dir: Path, ends: dict[str, int], prefix: str = "") -> list[str]:
-    """Trim each WARC file (named PREFIX-...: the files of one outcome log) back to
-    the end of its last record that has an outcome line (``ends``: file name -> end
-    offset; a killed run can leave a torn or outcome-less tail). Returns what was
-    trimmed."""
-    trimmed = []
-    if not warc_dir.is_dir():
-        return trimmed
-    for path in sorted(warc_dir.glob(f"{prefix}-*.warc.gz" if prefix else "*.warc.gz")):
-        size = path.stat().st_size
-        end = ends.get(path.name, 0)
-        if end < size:
-            if end == 0:
-                path.unlink()
-            else:
-                with open(path, "r+b") as fh:
-                    fh.truncate(end)
-            trimmed.append(f"{path.name}: {size - end} bytes without an outcome trimmed")
-    return trimmed
 
 
-def sniff_binary(head: bytes) -> bool:
-    if head.startswith(BINARY_MAGIC):
-        return True
-    sample = head[:2048]
-    return b"\x00" in sample
 
 
-class Fetcher:
-    def __init__(self, cfg: FetchConfig):
-        cfg.validate()
-        self.cfg = cfg
-        self.throttle = HostThrottle(cfg.per_host_concurrency, cfg.per_host_delay_s)
-        self.local = threading.local()
-        self.robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
-        self.robots_lock = threading.Lock()
-        self.robots_pending: dict[str, threading.Lock] = {}
-        self.pins: dict[tuple[str, int], str] = {}  # (host, port) -> the checked address connections use
-
-    def _pin(self, host: str, port: int) -> str:
-        """The address to connect to: the one checked by this fetch (``check``),
-        or, for a connection nothing checked yet (robots.txt), checked now."""
-        if self.cfg.allow_private_addresses:
-            return host
-        ip = self.pins.get((host, port))
-        if ip is None:
-            ip = resolve_public(host, port)
-            self.pins[(host, port)] = ip
-        return ip
-
-    def check(self, url: str) -> None:
-        """Resolve and check the URL's host once; connections then go to that address."""
-        parts = urlsplit(url)
-        host = parts.hostname
-        if not host:
-            raise FetchRefused("invalid_url", url)
-        if host in self.cfg.resolve:
-            check_public(f"http://{self.cfg.resolve[host]}/")
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.pins[(host, port)] = resolve_public(host, port)
-
-    def session(self) -> requests.Session:
-        s = getattr(self.local, "session", None)
-        if s is None:
-            s = requests.Session()
-            adapter = pinned_adapter(self._pin, pool_connections=16, pool_maxsize=4, max_retries=0)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.trust_env = False  # no environment proxies or .netrc (see FetchConfig.proxy)
-            if self.cfg.proxy:
-                s.proxies = {"http": self.cfg.proxy, "https": self.cfg.proxy}
-            s.headers.update({"User-Agent": self.cfg.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
-                              "Accept-Encoding": "gzip, deflate"})
-            self.local.session = s
-        return s
-
-    def robots_allows(self, url: str) -> bool:
-        """robots.txt is fetched once per origin (other workers for that origin wait
-        for it) and through the per-host throttle, like any request to the host."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        with self.robots_lock:
-            if origin in self.robots:
-                rp = self.robots[origin]
-                return True if rp is None else rp.can_fetch(self.cfg.user_agent, url)
-            pending = self.robots_pending.setdefault(origin, threading.Lock())
-        with pending:
-            with self.robots_lock:
-                done = origin in self.robots
-            if not done:
-                rp: urllib.robotparser.RobotFileParser | None = urllib.robotparser.RobotFileParser()
-                host = parts.netloc.lower()
-                self.throttle.acquire(host)
-                try:
-                    r = self._get(origin + "/robots.txt", max_bytes=512 * 1024)
-                    if r.status in (401, 403):
-                        rp.disallow_all = True
-                    elif r.status >= 400:
-                        rp.allow_all = True
-                    else:
-                        rp.parse(r.body.decode("utf-8", "replace").splitlines())
-                except Exception:
-                    rp = None  # robots.txt unreachable: allowed, as crawlers commonly do
-                finally:
-                    self.throttle.release(host)
-                with self.robots_lock:
-                    self.robots[origin] = rp
-        rp = self.robots.get(origin)
-        return True if rp is None else rp.can_fetch(self.cfg.user_agent, url)
-
-    def _get(self, url: str, max_bytes: int, headers: dict | None = None) -> Response:
-        """One GET (no redirects), reading at most ``max_bytes`` of the raw body
-        before the whole-response deadline (``headers``: more request headers)."""
-        cfg = self.cfg
-        deadline = time.monotonic() + cfg.total_timeout_s
-        target, extra = url, dict(headers or {})
-        parts = urlsplit(url)
-        if parts.hostname in cfg.resolve:
-            target = parts._replace(scheme="http", netloc=cfg.resolve[parts.hostname]).geturl()
-            extra["Host"] = parts.netloc
-        token = DEADLINES.begin(deadline)
-        try:
-            return self._get_within(target, url, extra, max_bytes, deadline, token)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            if DEADLINES.expired(token) or time.monotonic() >= deadline:
-                raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s") from exc
-            raise
-        finally:
-            DEADLINES.end(token)
-
-    def _get_within(self, target: str, url: str, extra: dict, max_bytes: int, deadline: float, token: int) -> Response:
-        cfg = self.cfg
-        r = self.session().get(target, headers=extra, stream=True, allow_redirects=False,
-                               timeout=(cfg.connect_timeout_s, min(cfg.connect_timeout_s, cfg.total_timeout_s)))
-        try:
-            headers = list(r.raw.headers.items()) if r.raw is not None else list(r.headers.items())
-            truncated = None
-            declared = r.headers.get("Content-Length")
-            chunks = []
-            total = 0
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                truncated = "length"
-            else:
-                # read1 returns whatever arrived, so the deadline is checked even
-                # when a server trickles one byte at a time.
-                while True:
-                    try:
-                        chunk = r.raw.read1(65536, decode_content=False)
-                    except urllib3.exceptions.ReadTimeoutError as exc:
-                        raise requests.exceptions.ReadTimeout(str(exc)) from exc
-                    except urllib3.exceptions.ProtocolError as exc:
-                        raise requests.exceptions.ConnectionError(str(exc)) from exc
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    total += len(chunk)
-                    if total > max_bytes:
-                        truncated = "length"
-                        break
-                    if time.monotonic() > deadline:
-                        raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
-            if DEADLINES.expired(token):  # the watchdog cut the connection: what arrived is not the page
-                raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
-            body = b"".join(chunks)[:max_bytes]
-            version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(getattr(r.raw, "version", 11), "HTTP/1.1")
-            return Response(url, r.status_code, r.reason or "", headers, body, truncated, version,
-                            list(r.request.headers.items()))
-        finally:
-            r.close()
-
-    def fetch(self, url: str) -> tuple[str, Response | None, dict]:
-        """Fetch one URL following redirects by hand (each hop checked). Returns
-        (outcome, last response or None, details)."""
-        cfg = self.cfg
-        # "_responses": every response before the last (redirect hops, answers that were
-        # retried) so the WARC holds every response received, as its docs say.
-        info: dict = {"redirects": [], "_responses": []}
-        current = url
-        for hop in range(cfg.max_redirects + 1):
-            current = without_credentials(current)
-            if not cfg.allow_private_addresses:
-                self.check(current)
-            host = urlsplit(current).netloc.lower()
-            if cfg.respect_robots and not self.robots_allows(current):
-                return "robots_disallowed", None, info
-            attempt = 0
-            while True:
-                self.throttle.acquire(host)
-                try:
-                    resp = self._get(current, cfg.max_bytes)
-                    err = None
-                except FetchRefused:
-                    raise
-                except requests.exceptions.ConnectTimeout as exc:
-                    resp, err = None, ("timeout", exc)
-                except requests.exceptions.ReadTimeout as exc:
-                    resp, err = None, ("timeout", exc)
-                except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                    resp, err = None, ("connection_error", exc)
-                except requests.exceptions.InvalidURL as exc:
-                    resp, err = None, ("invalid_url", exc)
-                finally:
-                    self.throttle.release(host)
-                retryable = (err is not None and err[0] == "connection_error") or (
-                    resp is not None and (resp.status == 429 or 500 <= resp.status < 600)
-                )
-                if retryable and attempt < cfg.retries:
-                    attempt += 1
-                    wait = cfg.backoff_s * 2 ** (attempt - 1)
-                    if resp is not None:
-                        ra = dict((k.lower(), v) for k, v in resp.headers).get("retry-after", "")
-                        if ra.isdigit():
-                            wait = min(float(ra), 60.0)
-                    info["retries"] = attempt
-                    if resp is not None:
-                        info["_responses"].append(resp)
-                    time.sleep(wait)
-                    continue
-                break
-            if err is not None:
-                info["error"] = f"{type(err[1]).__name__}: {err[1]}"[:500]
-                return err[0], None, info
-            if resp.status in (301, 302, 303, 307, 308):
-                loc = dict((k.lower(), v) for k, v in resp.headers).get("location")
-                if not loc:
-                    return f"http_{resp.status}", resp, info
-                info["redirects"].append(current)
-                info["_responses"].append(resp)
-                current = urljoin(current, loc)
-                if urlsplit(current).scheme not in ("http", "https"):
-                    return "invalid_url", None, info
-                continue
-            return self.classify(resp), resp, info
-        return "too_many_redirects", None, info
-
-    def classify(self, resp: Response) -> str:
-        if not 200 <= resp.status < 300:
-            return f"http_{resp.status}"
-        headers = {k.lower(): v for k, v in resp.headers}
-        if resp.truncated:
-            return "too_large"
-        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype and ctype not in HTML_TYPES:
-            return "not_html"
-        enc = headers.get("content-encoding", "")
-        head = resp.body[:4096]
-        if enc:
-            from .html import decode_content_encoding
-
-            try:
-                head = decode_content_encoding(resp.body, enc, self.cfg.max_bytes, lenient=True)[:4096]
-            except ValueError:
-                return "decoded_too_large"
-            except zlib.error:
-                return "bad_content_encoding"
-        from .html import header_charset, utf16_bom
-
-        if utf16_bom(head) or (header_charset(headers.get("content-type", "")) or "").lower().replace("-", "") in (
-                "utf16", "utf16le", "utf16be"):
-            return "ok"  # UTF-16 text is full of NUL bytes: not a sign of binary here
-        if sniff_binary(head):
-            return "binary"
-        return "ok"
 
 
 def _interleave_by_host(rows: list) -> list:
@@ -738,9 +226,11 @@ def _interleave_by_host(rows: list) -> list:
 
 
 def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, warc_prefix: str,
-           reuse_outcomes: Iterable[str | Path] = (), retry_failed: bool = False, progress_bar: bool = True) -> RunSummary:
+           reuse_outcomes: Iterable[str | Path] = (), retry_failed: bool = False, progress_bar: bool = True,
+           part: tuple[int, int] | None = None) -> RunSummary:
     """Fetch LINKS with the outcome log LOG_PATH and WARC files named WARC_PREFIX-...
-    (one partition, or a whole directory of the first layout); returns the summary."""
+    (PART: (partition, partitions): only its URLs of REUSE_OUTCOMES are kept in memory);
+    returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     log = OutcomeLog(log_path)
     summary = RunSummary("fetch", unit="urls")
@@ -754,7 +244,9 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
             with open(p, "rb") as fh:
                 for line in fh:
                     if line.strip():
-                        earlier.add(orjson.loads(line)["url_norm"])
+                        u = orjson.loads(line)["url_norm"]
+                        if part is None or host_partition(u, part[1]) == part[0]:
+                            earlier.add(u)
     # The links are read as a stream; what is pending is kept as compact tuples
     # (~300 bytes a URL), then interleaved by host.
     todo: list[tuple] = []
@@ -969,8 +461,6 @@ LAYOUT = "partitions.json"
 
 def host_partition(url_norm: str, n: int) -> int:
     """The partition of a normalised URL: a stable hash of its host (xxh64) mod N."""
-    import xxhash
-
     return xxhash.xxh64_intdigest(url_norm.split("/", 1)[0].encode("utf-8", "surrogatepass")) % n
 
 
@@ -1067,9 +557,11 @@ def fetch_partition(fetch_dir: str | Path, cfg: FetchConfig, part: int, retry_fa
     its own outcome log and WARC files. A pure function of its files and CFG (any
     process, a cluster's worker). Returns its summary as a dict."""
     out = Path(fetch_dir)
-    layout(out, cfg)
+    n = layout(out, cfg)["partitions"]
+    if not 0 <= part < n:
+        raise ValueError(f"partition {part} of a fetch directory with {n} partitions")
     s = _fetch(_todo_rows(out / "todo" / f"part-{part:04d}.jsonl"), out, cfg, partition_log(out, part),
-               f"webtext-p{part:04d}", reuse_outcomes, retry_failed, progress_bar)
+               f"webtext-p{part:04d}", reuse_outcomes, retry_failed, progress_bar, (part, n))
     s.extra["partition"] = part
     return s.to_dict()
 
@@ -1155,29 +647,6 @@ def read_outcomes(fetch_dir: str | Path) -> dict[str, dict]:
 # --- replay -------------------------------------------------------------------------
 
 
-def index_warcs(paths: Iterable[str | Path], damaged: list[dict] | None = None) -> dict[str, tuple[str, int, int, int, str]]:
-    """url_norm -> (warc path, offset, length, status, fetched time) of each response record
-    (the last one wins, so a later successful capture replaces an earlier one).
-    Damaged stretches are skipped and appended to DAMAGED (``io.iter_warc_records``)."""
-    from .io import iter_warc_records
-
-    damaged = damaged if damaged is not None else []
-    index: dict[str, tuple[str, int, int, int, str]] = {}
-    for p in paths:
-        for offset, length, record in iter_warc_records(p, damaged):
-            if record.rec_type != "response":
-                continue
-            uri = record.rec_headers.get_header("WARC-Target-URI")
-            status = int(record.http_headers.get_statuscode() or 0) if record.http_headers else 0
-            date = record.rec_headers.get_header("WARC-Date") or ""
-            try:
-                key = normalize_url(uri)
-            except (InvalidURL, TypeError):
-                continue
-            prev = index.get(key)
-            if prev is None or not (200 <= prev[3] < 300) or 200 <= status < 300:
-                index[key] = (str(Path(p).resolve()), offset, length, status, date)
-    return index
 
 
 def replay_links(links: Iterable[dict], out_dir: str | Path, warcs: list[str | Path]) -> RunSummary:

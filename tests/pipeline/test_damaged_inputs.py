@@ -84,9 +84,9 @@ def test_a_corrupt_member_in_the_middle_of_a_warc_costs_only_its_own_record(tmp_
     five pages, before and after the damage, and name the damaged stretch."""
     from pipeline.config import ExtractConfig
     from pipeline.extract import extract_documents, tasks_from_warcs
-    from pipeline.fetch import fetch_links, index_warcs, read_outcomes, replay_links
-
+    from pipeline.fetch import fetch_links, read_outcomes, replay_links
     from pipeline.urls import normalize_url, url_id
+    from pipeline.warcstore import index_warcs
 
     from webtext_testlib import WebServer, aeb_pages, test_fetch_config
 

@@ -91,7 +91,7 @@ def test_private_addresses_refused_by_default_and_robots(tmp_path, pages):
 
 
 def test_private_address_check_covers_redirects(tmp_path):
-    from pipeline.fetch import FetchRefused, check_public, is_public_address
+    from pipeline.netsafety import FetchRefused, check_public, is_public_address
 
     assert not is_public_address("127.0.0.1") and not is_public_address("10.1.2.3")
     assert not is_public_address("169.254.169.254") and not is_public_address("::1")
@@ -185,7 +185,7 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
     import socket
     from http.server import BaseHTTPRequestHandler
 
-    import pipeline.fetch as fetch
+    import pipeline.netsafety as netsafety
     from pipeline.demo import LoopbackServer
 
     hits = {"public": 0, "private": 0}
@@ -220,7 +220,7 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
         return real(host, *a, **k)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    monkeypatch.setattr(fetch, "is_public_address", lambda ip: ip == "127.0.0.2")
+    monkeypatch.setattr(netsafety, "is_public_address", lambda ip: ip == "127.0.0.2")
     try:
         url = f"http://rebind.test:{port}/article"
         rows = [{"id": url_id(normalize_url(url)), "url": url, "url_norm": normalize_url(url)}]
