@@ -426,22 +426,28 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     out.mkdir(parents=True, exist_ok=True)
     parts = spool_links(links, out, cfg)
     procs = cfg.processes or os.cpu_count() or 1
+    reuse = tuple(str(d) for d in reuse_outcomes)
     if cfg.source != "live":
-        procs = 1  # the archives' request rates are per process: one keeps them as configured
-    args = [(str(out), cfg, p, retry_failed, tuple(str(d) for d in reuse_outcomes)) for p in parts]
-    if procs == 1 or len(parts) <= 1:
-        results = [fetch_partition(*a, progress_bar=True) for a in args]
+        # the archives' request rates are per ArchiveClient (one per partition): partitions
+        # one after another in one process keep them as configured
+        results = [fetch_partition(out, cfg, p, retry_failed, reuse, progress_bar=True) for p in parts]
+        return combine_fetch(out, cfg, results)
+    # Each process fetches its share of the partitions at once, its cfg.workers threads
+    # shared among them: a partition alone may hold too few hosts to keep them busy.
+    procs = max(1, min(procs, len(parts)))
+    groups = [(str(out), cfg, parts[i::procs], retry_failed, reuse) for i in range(procs)]
+    if procs == 1:
+        results = _fetch_group(groups[0]) if parts else []
     else:
         import multiprocessing as mp
 
-        ctx = mp.get_context("forkserver")
+        ctx = mp.get_context("forkserver")  # never fork: this process may have threads
         ctx.set_forkserver_preload(["pipeline.fetch"])
-        with ctx.Pool(min(procs, len(parts))) as pool, \
-                progress(total=len(parts), desc="fetch partitions", unit="partitions") as bar:
-            results = []
-            for r in pool.imap_unordered(_fetch_partition_args, args):
-                results.append(r)
-                bar.update(1)
+        results = []
+        with ctx.Pool(procs) as pool, progress(total=len(parts), desc="fetch partitions", unit="partitions") as bar:
+            for r in pool.imap_unordered(_fetch_group_in_worker, groups):
+                results += r
+                bar.update(len(r))
     return combine_fetch(out, cfg, results)
 
 
@@ -566,11 +572,23 @@ def fetch_partition(fetch_dir: str | Path, cfg: FetchConfig, part: int, retry_fa
     return s.to_dict()
 
 
-def _fetch_partition_args(a: tuple) -> dict:
-    """A pool worker's entry: one partition. It ends itself if the process that started
-    it goes away (a killed build): a partition left running would write its outcome log
-    beside the next run's."""
-    out, cfg, part, retry_failed, reuse = a
+def _fetch_group(a: tuple) -> list[dict]:
+    """Partitions fetched at the same time in this process (threads), cfg.workers
+    threads shared among them; their summaries."""
+    from dataclasses import replace
+
+    out, cfg, parts, retry_failed, reuse = a
+    if len(parts) == 1:
+        return [fetch_partition(out, cfg, parts[0], retry_failed, reuse)]
+    each = replace(cfg, workers=max(2, cfg.workers // len(parts)))
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="webtext-partition") as pool:
+        return list(pool.map(lambda p: fetch_partition(out, each, p, retry_failed, reuse), parts))
+
+
+def _fetch_group_in_worker(a: tuple) -> list[dict]:
+    """A pool worker's entry. It ends itself if the process that started it goes away
+    (a killed build): a partition left running would write its outcome log beside the
+    next run's."""
     parent = os.getppid()
 
     def watch() -> None:
@@ -580,7 +598,7 @@ def _fetch_partition_args(a: tuple) -> dict:
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="webtext-parent-watch").start()
-    return fetch_partition(out, cfg, part, retry_failed, reuse)
+    return _fetch_group(a)
 
 
 def combine_fetch(fetch_dir: str | Path, cfg: FetchConfig, parts: list[dict]) -> RunSummary:
