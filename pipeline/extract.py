@@ -439,22 +439,35 @@ def outcome_logs(fetch_dir: str | Path) -> dict[str, Path]:
     (label ``f-all``) and the per-partition logs (``outcomes/part-0003.jsonl`` -> ``f0003``)."""
     fetch_dir = Path(fetch_dir)
     logs = {}
-    if (fetch_dir / "outcomes.jsonl").is_file():
-        logs["f-all"] = fetch_dir / "outcomes.jsonl"
+    for name in ("outcomes.jsonl", "outcomes.legacy.jsonl"):  # the second: the first once split (fetch.layout)
+        if (fetch_dir / name).is_file() and "f-all" not in logs:
+            logs["f-all"] = fetch_dir / name
     for p in sorted((fetch_dir / "outcomes").glob("part-*.jsonl")):
         logs["f" + p.stem.split("-", 1)[1]] = p
     return logs
 
 
-def _ledger(out: Path, label: str) -> dict:
+def _start_of(fetch_dir: Path, label: str) -> int:
+    """Where a partition log's own lines begin: after the lines fetch copied into it
+    from the first layout's single log, which extract reads as that log (``f-all``)."""
+    lay = fetch_dir / "partitions.json"
+    if label == "f-all" or not lay.is_file():
+        return 0
+    return int(orjson.loads(lay.read_bytes()).get("legacy_prefix", {}).get(label[1:], 0))
+
+
+def _ledger(out: Path, label: str, fetch_dir: Path) -> dict:
     p = out / LEDGER_DIR / f"{label}.json"
-    return orjson.loads(p.read_bytes()) if p.is_file() else {"consumed": 0, "next_part": 0, "pages": 0}
+    if p.is_file():
+        return orjson.loads(p.read_bytes())
+    return {"consumed": _start_of(fetch_dir, label), "next_part": 0, "pages": 0}
 
 
 def pending_logs(fetch_dir: str | Path, out_dir: str | Path) -> list[str]:
     """The labels of the outcome logs with lines this stage has not read yet."""
-    out = Path(out_dir)
-    return [label for label, p in outcome_logs(fetch_dir).items() if p.stat().st_size > _ledger(out, label)["consumed"]]
+    out, fetch_dir = Path(out_dir), Path(fetch_dir)
+    return [label for label, p in outcome_logs(fetch_dir).items()
+            if p.stat().st_size > _ledger(out, label, fetch_dir)["consumed"]]
 
 
 def _ok_records(path: Path, start: int, bad: list[int]) -> Iterator[tuple[dict, int]]:
@@ -497,12 +510,12 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
     fetch_dir, out = Path(fetch_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = outcome_logs(fetch_dir)[label]
-    led = _ledger(out, label)
+    led = _ledger(out, label, fetch_dir)
     for p in out.glob(f"part-{label}-*.parquet"):  # a killed run's uncommitted parts
         if int(p.stem.rsplit("-", 1)[1]) >= led["next_part"]:
             p.unlink()
     # A directory of the first layout (part-NNNNN.done.json per chunk): its keys are done.
-    done_before = done_keys(out)[0] if led["consumed"] == 0 else set()
+    done_before = done_keys(out)[0] if not (out / LEDGER_DIR / f"{label}.json").is_file() else set()
     summary = RunSummary("extract", unit="pages")
     summary.extra.update(log=label, pages_done_before=led["pages"])
     meta_of_links: dict | None = None
@@ -590,8 +603,11 @@ def finish_extract(out_dir: str | Path, parts: list[dict]) -> RunSummary:
     from .summary import combine_summaries
 
     s = combine_summaries("extract", "pages", parts)
-    s.extra["pages_done_before"] = sum(p["extra"].get("pages_done_before", 0) for p in parts)
     s.extra["logs_read"] = [p["extra"]["log"] for p in parts]
+    # pages extracted by earlier runs: those of the logs read now, and of every other log
+    others = sum(orjson.loads(p.read_bytes()).get("pages", 0) for p in (Path(out_dir) / LEDGER_DIR).glob("*.json")
+                 if p.stem not in s.extra["logs_read"])
+    s.extra["pages_done_before"] = others + sum(p["extra"].get("pages_done_before", 0) for p in parts)
     bad = sum(p["extra"].get("unreadable_outcome_lines", 0) for p in parts)
     if bad:
         s.extra["unreadable_outcome_lines"] = bad

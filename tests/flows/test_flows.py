@@ -21,6 +21,8 @@ from pipeline.fetch import read_outcomes
 from pipeline.demo import DemoWeb, DemoWorld, demo_config
 from pipeline.shards import load_manifest, verify_shards
 
+from webtext_testlib import outcome_lines
+
 REPO = Path(__file__).resolve().parents[2]
 WEBTEXT = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
 
@@ -155,15 +157,12 @@ def test_build_killed_at_random_points_resumes_to_the_same_shards(prefect_api, w
     cmd = WEBTEXT + ["build", "--dump", str(world[1][0]), "--dump", str(world[1][1]), "--out", str(out), "--config", str(toml)]
     rng = random.Random(1234)
 
-    def lines(p):
-        return len(p.read_bytes().splitlines()) if p.is_file() else 0
-
     # Kill points chosen by progress, not by the clock (machines differ in speed):
     # mid-fetch after a random number of outcomes, at the end of extraction, after
     # filtering, after dedup; each with a random extra delay of up to 0.2 s.
     fetch_n = rng.randint(3, 30)
-    points = [lambda: lines(out / "fetch" / "outcomes.jsonl") >= fetch_n,
-              lambda: any((out / "extract").glob("part-*.done.json")),
+    points = [lambda: _lines(out / "fetch") >= fetch_n,
+              lambda: any((out / "extract" / "ledger").glob("*.json")),
               lambda: (out / "filter" / "summary.filter.json").is_file(),
               lambda: any((out / "dedup").glob("documents-*.parquet"))]
     kills = 0
@@ -230,8 +229,9 @@ def _wait_http(url: str, timeout_s: float) -> bool:
     return False
 
 
-def _lines(p: Path) -> int:
-    return len(p.read_bytes().splitlines()) if p.is_file() else 0
+def _lines(fetch_dir: Path) -> int:
+    """Outcome lines a fetch directory holds so far (every partition's log)."""
+    return len(outcome_lines(fetch_dir))
 
 
 def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, world, single_build, tmp_path):
@@ -246,7 +246,7 @@ def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, worl
     port = web.port
     cfg = demo_config(w, web.address)
     cfg.fetch.retry_after_s = 0  # the next build may retry at once (the default waits a day)
-    outcomes = tmp_path / "fetch" / "outcomes.jsonl"
+    outcomes = tmp_path / "fetch"
 
     def outage():
         t0 = time.monotonic()
@@ -267,8 +267,13 @@ def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, worl
         assert f2["extra"]["retried"] == f1["extra"]["waiting_retry"]
         assert f2["extra"]["waiting_retry"] == 0 and f2["extra"]["given_up"] == 0
         # Only the failed URLs were requested again (each page at most once in this build).
-        assert all(n == 1 for (h, path), n in back.hits.items() if path != "/robots.txt"), back.hits
-        assert sum(1 for (h, path) in back.hits if path != "/robots.txt") == f2["extra"]["retried"]
+        # A retried redirect (go.example/r1 -> dailyherald.example/2017/story-0) also
+        # requests its target: that request belongs to the redirect's URL.
+        hits = {k: n for k, n in back.hits.items() if k[1] != "/robots.txt"}
+        if hits.get(("go.example", "/r1")):
+            hits[("dailyherald.example", "/2017/story-0")] -= 1
+        assert all(n == 1 for n in hits.values() if n), {k: n for k, n in hits.items() if n > 1}
+        assert sum(hits.values()) == f2["extra"]["retried"]
 
     # Every page was recovered: the same pages fetched, the same documents extracted and filtered ...
     def ok_urls(d):
@@ -406,7 +411,7 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         slow = dict(params, out=str(out3), config=dict(params["config"], fetch=dict(params["config"]["fetch"],
                                                                                       per_host_delay_s=1.0)))
         slow_id = post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": slow}).json()["id"]
-        wait_for("the slow build did not start fetching", lambda: _lines(out3 / "fetch" / "outcomes.jsonl") >= 3, 180)
+        wait_for("the slow build did not start fetching", lambda: _lines(out3 / "fetch") >= 3, 180)
         os.kill(serve.pid, signal.SIGTERM)
         serve.wait(timeout=90)
         state = call("GET", f"/flow_runs/{slow_id}").json()["state_type"]
@@ -414,7 +419,7 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         running = [x["name"] for f in ("build-corpus", "train-model") for x in runs(f) if x["state_type"] == "RUNNING"]
         assert not running, running
         # The stopped build resumes from what it wrote (the lock was released with the process).
-        fetched = _lines(out3 / "fetch" / "outcomes.jsonl")
+        fetched = _lines(out3 / "fetch")
         resumed = subprocess.run(WEBTEXT + ["build", "--dump", str(world[1][0]), "--out", str(out3), "--config", str(toml)],
                                  env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -429,7 +434,7 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
                                             str(slow_toml)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        while _lines(out4 / "fetch" / "outcomes.jsonl") < 3:
+        while _lines(out4 / "fetch") < 3:
             assert time.monotonic() - t0 < 180 and build.poll() is None
             time.sleep(0.2)
         build.send_signal(signal.SIGINT)
