@@ -38,8 +38,10 @@ def links(hosts, pages_per_host=3, start=0):
 
 
 def config(srv, **kw):
-    # every host name is answered by the one loopback server (the Host header says which site)
-    return test_fetch_config(resolve={h: f"127.0.0.1:{srv.port}" for h in HOSTS}, **kw)
+    # every host name is answered by the one loopback server (the Host header says which site);
+    # its listen queue is short (socketserver's 5): a burst of connections may wait for a SYN resend
+    return test_fetch_config(resolve={h: f"127.0.0.1:{srv.port}" for h in HOSTS}, total_timeout_s=15.0,
+                             connect_timeout_s=5.0, **kw)
 
 
 def test_host_partition_is_stable_and_by_host():
