@@ -89,9 +89,11 @@ def test_a_later_run_reads_only_the_new_outcome_lines(fetched, tmp_path):
     assert pending_logs(fetch, tmp_path / "ex") == []
     s3 = extract_fetched(fetch, tmp_path / "ex", cfg)
     assert s3.n_in == 0 and docs_of(tmp_path / "ex") == reference
-    # the Reddit fields travel with the documents (from the outcome records, or joined from the links)
-    t = read_documents(tmp_path / "ex", ["url_norm", "score", "created_utc"], pattern="part-*.parquet").to_pylist()
-    assert all(d["created_utc"] == 1_500_000_000 + int(d["url_norm"].rsplit("/", 1)[1]) for d in t if d["score"] is not None)
+    # the Reddit fields travel with the documents: fetch wrote them into each ok outcome record
+    t = read_documents(tmp_path / "ex", ["url_norm", "score", "created_utc", "reddit_ids"], pattern="part-*.parquet").to_pylist()
+    for d in t:
+        i = int(d["url_norm"].rsplit("/", 1)[1])
+        assert (d["created_utc"], d["score"], d["reddit_ids"]) == (1_500_000_000 + i, 3 + i, [f"t3_{i}"]), d
 
 
 def test_a_run_killed_between_a_part_and_its_ledger_redoes_that_chunk(fetched, tmp_path, monkeypatch):
@@ -142,3 +144,33 @@ def test_unreadable_and_unfinished_outcome_lines(fetched, tmp_path):
     led = orjson.loads((tmp_path / "ex" / "ledger" / f"{label}.json").read_bytes())
     assert led["consumed"] == len(good) + len(b"{not json\n")  # the unfinished line is the next run's
     assert docs_of(tmp_path / "ex") == reference
+
+
+def test_a_first_layout_fetch_dir_split_into_partitions_is_extracted_once(pages, tmp_path):
+    """A fetch directory of the first layout (one outcomes.jsonl), already extracted, is
+    split into partitions by the next fetch; extract reads only the lines fetched after."""
+    import os
+
+    from pipeline.fetch import LAYOUT, LEGACY, OUTCOMES, outcome_files
+
+    fetch = tmp_path / "fetch"
+    with WebServer(pages) as srv:
+        fetch_links(rows(srv.url, range(30)), fetch, test_fetch_config(partitions=1))
+        # as the first layout left it: one log at the top, no partitions.json
+        (log,) = outcome_files(fetch)
+        os.replace(log, fetch / OUTCOMES)
+        (fetch / LAYOUT).unlink()
+        first = extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=2))
+        assert first.extra["logs_read"] == ["f-all"] and first.n_in == ok_lines(fetch)
+        fetch_links(rows(srv.url, range(50)), fetch, test_fetch_config())  # splits the old log, fetches 20 more
+    assert (fetch / LEGACY).is_file() and not (fetch / OUTCOMES).exists()
+    second = extract_fetched(fetch, tmp_path / "ex", ExtractConfig(workers=2))
+    # the partition logs begin with the old log's lines (copied, not fetched again): not read twice
+    assert second.n_in == ok_lines(fetch) - 2 * ok_lines_of(fetch / LEGACY)
+    assert second.n_in > 0 and "already_extracted" not in second.dropped
+    docs = docs_of(tmp_path / "ex")  # raises on a document twice
+    assert len(docs) == first.n_out + second.n_out
+
+
+def ok_lines_of(path) -> int:
+    return sum(1 for l in path.read_bytes().splitlines() if l.strip() and orjson.loads(l).get("outcome") == "ok")
