@@ -213,8 +213,10 @@ def _build(files: list[str], lists: list[str], o: Path, cfg: Config, publish: st
         logger.info("announced shard version %d of %s (%s)", version, o, CORPUS_PUBLISHED)
     for s in stages:
         print(RunSummary.from_dict(s).table())
+    from prefect.runtime import flow_run
+
     return {"out": str(o), "stages": stages, "shards": str(o / "shards"), "version": version if added else None,
-            "report": str(report)}
+            "report": str(report), "flow_run_id": str(flow_run.id)}
 
 
 # --- training ----------------------------------------------------------------------------

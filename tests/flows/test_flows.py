@@ -134,6 +134,18 @@ def test_build_on_a_dask_cluster_of_two_worker_processes_equals_the_local_run(pr
     assert fetch_parts >= 2 and extract_logs >= 2 and doc_parts >= 2
     expected = (2 + 1) + (fetch_parts + 1) + (extract_logs + 1) + (doc_parts + 1) + (doc_parts + 1) + 1
     assert len({t["key"] for t in ran}) == expected, sorted(t["key"] for t in ran)
+    # ... and reported to the flow's own Prefect API (no worker started a server of its own)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r["flow_run_id"]])), limit=200)
+    names = [t.name for t in runs]
+    assert all(t.state.is_completed() for t in runs) and len(runs) == expected, sorted(names)
+    for prefix, n in (("links-RS_", 2), ("fetch-p", fetch_parts), ("extract-f", extract_logs), ("filter-part-", doc_parts),
+                      ("dedup-part-", doc_parts)):
+        assert sum(x.startswith(prefix) for x in names) == n, (prefix, sorted(names))
+    assert {"links-merge", "fetch-combine", "extract-combine", "filter-combine", "dedup", "shard"} <= set(names)
     assert not list((tmp_path / "dedup" / "signatures").glob("*.parquet"))  # consumed by the dedup run
     assert shard_docs(tmp_path) == single_build[2]
     assert [s["out"] for s in r["stages"]] == [s["out"] for s in single_build[1]["stages"]]
