@@ -4,7 +4,7 @@ A link may point anywhere, so before any connection its host is resolved and
 every address it has must be public (``is_public_address``: no loopback,
 private, link-local, multicast or reserved addresses); the connection then goes
 to the address that was checked, pinned in the connection layer
-(``pinned_adapter``), so a second DNS answer cannot turn the request to
+(``pinned_pool_manager``), so a second DNS answer cannot turn the request to
 127.0.0.1 or a cloud metadata address (DNS rebinding); TLS is still verified
 against the host name. Credentials in a link (``user:password@``) are someone
 else's: stripped before anything is sent or stored (``without_credentials``).
@@ -16,7 +16,6 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-import requests
 
 
 def without_credentials(url: str) -> str:
@@ -110,9 +109,11 @@ class _PinnedConnection:
         return super().request(*args, **kwargs)
 
 
-def pinned_adapter(pin, on_socket=None, **kw) -> requests.adapters.HTTPAdapter:
-    """A requests adapter whose connections go to ``pin(host, port)``; ``on_socket``
-    (optional) is told the socket of every request (the whole-response deadlines)."""
+def pinned_pool_manager(pin, on_socket=None, **kw):
+    """A urllib3 PoolManager (thread-safe, keep-alive per host) whose connections go to
+    ``pin(host, port)``; ``on_socket`` (optional) is told the socket of every request
+    (the whole-response deadlines). ``kw``: PoolManager's arguments."""
+    import urllib3
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -121,10 +122,6 @@ def pinned_adapter(pin, on_socket=None, **kw) -> requests.adapters.HTTPAdapter:
     sconn = type("PinnedHTTPSConnection", (_PinnedConnection, HTTPSConnection), dict(attrs))
     pool = type("PinnedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": conn})
     spool = type("PinnedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": sconn})
-
-    class PinnedAdapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *a, **k):
-            super().init_poolmanager(*a, **k)
-            self.poolmanager.pool_classes_by_scheme = {"http": pool, "https": spool}
-
-    return PinnedAdapter(**kw)
+    pm = urllib3.PoolManager(**kw)
+    pm.pool_classes_by_scheme = {"http": pool, "https": spool}
+    return pm

@@ -24,7 +24,7 @@ import requests
 import urllib3
 
 from .config import FetchConfig
-from .netsafety import FetchRefused, check_public, pinned_adapter, resolve_public, without_credentials
+from .netsafety import FetchRefused, check_public, pinned_pool_manager, resolve_public, without_credentials
 
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 
@@ -50,6 +50,7 @@ class Deadlines:
         self.local = threading.local()
         self.thread: threading.Thread | None = None
         self.next_token = 0
+        self.wake_at = 0.0  # when the watchdog wakes next (monotonic)
 
     def begin(self, deadline: float) -> int:
         with self.cv:
@@ -59,7 +60,9 @@ class Deadlines:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._watch, name="webtext-deadlines", daemon=True)
                 self.thread.start()
-            self.cv.notify()
+            if deadline < self.wake_at:  # woken only when this deadline comes first (rarely: all are now + total)
+                self.wake_at = deadline
+                self.cv.notify()
         self.local.token = token
         return token
 
@@ -95,7 +98,9 @@ class Deadlines:
                             except OSError:
                                 pass
                 waits = [d - now for t, (d, _) in self.active.items() if t not in self.expired_tokens]
-                self.cv.wait(timeout=max(0.01, min(waits)) if waits else 5.0)
+                wait = max(0.01, min(waits)) if waits else 5.0
+                self.wake_at = now + wait
+                self.cv.wait(timeout=wait)
 
 
 DEADLINES = Deadlines()
@@ -150,7 +155,10 @@ class Fetcher:
         cfg.validate()
         self.cfg = cfg
         self.throttle = HostThrottle(cfg.per_host_concurrency, cfg.per_host_delay_s)
-        self.local = threading.local()
+        self.pool_lock = threading.Lock()
+        self._pool = None
+        self.headers = {"User-Agent": cfg.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+                        "Accept-Encoding": "gzip, deflate"}
         self.robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
         self.robots_lock = threading.Lock()
         self.robots_pending: dict[str, threading.Lock] = {}
@@ -179,20 +187,21 @@ class Fetcher:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.pins[(host, port)] = resolve_public(host, port)
 
-    def session(self) -> requests.Session:
-        s = getattr(self.local, "session", None)
-        if s is None:
-            s = requests.Session()
-            adapter = pinned_adapter(self._pin, DEADLINES.attach, pool_connections=16, pool_maxsize=4, max_retries=0)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.trust_env = False  # no environment proxies or .netrc (see FetchConfig.proxy)
-            if self.cfg.proxy:
-                s.proxies = {"http": self.cfg.proxy, "https": self.cfg.proxy}
-            s.headers.update({"User-Agent": self.cfg.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
-                              "Accept-Encoding": "gzip, deflate"})
-            self.local.session = s
-        return s
+    def pool(self):
+        """The connections of this fetcher: one thread-safe urllib3 pool manager
+        (keep-alive per host; a connection left half-read is closed, not reused).
+        No environment proxies or .netrc (urllib3 reads neither; see
+        FetchConfig.proxy); with ``proxy`` the proxy resolves the names."""
+        with self.pool_lock:
+            if self._pool is None:
+                cfg = self.cfg
+                kw = dict(num_pools=max(64, 4 * cfg.workers), maxsize=max(2, cfg.per_host_concurrency), block=False,
+                          retries=False)
+                if cfg.proxy:
+                    self._pool = urllib3.ProxyManager(cfg.proxy, **kw)
+                else:
+                    self._pool = pinned_pool_manager(self._pin, DEADLINES.attach, **kw)
+            return self._pool
 
     def robots_allows(self, url: str) -> bool:
         """robots.txt is fetched once per origin (other workers for that origin wait
@@ -250,10 +259,26 @@ class Fetcher:
 
     def _get_within(self, target: str, url: str, extra: dict, max_bytes: int, deadline: float, token: int) -> Response:
         cfg = self.cfg
-        r = self.session().get(target, headers=extra, stream=True, allow_redirects=False,
-                               timeout=(cfg.connect_timeout_s, min(cfg.connect_timeout_s, cfg.total_timeout_s)))
+        headers_out = {**self.headers, **extra}
+        E = urllib3.exceptions
         try:
-            headers = list(r.raw.headers.items()) if r.raw is not None else list(r.headers.items())
+            r = self.pool().request("GET", target, headers=headers_out, preload_content=False, decode_content=False,
+                                    redirect=False, retries=False,
+                                    timeout=urllib3.Timeout(connect=cfg.connect_timeout_s,
+                                                            read=min(cfg.connect_timeout_s, cfg.total_timeout_s)))
+        except E.NewConnectionError as exc:  # before ConnectTimeoutError: one of its subclasses
+            raise requests.exceptions.ConnectionError(str(exc)) from exc
+        except E.ConnectTimeoutError as exc:
+            raise requests.exceptions.ConnectTimeout(str(exc)) from exc
+        except E.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(str(exc)) from exc
+        except (E.LocationValueError, E.LocationParseError) as exc:
+            raise requests.exceptions.InvalidURL(str(exc)) from exc
+        except (E.HTTPError, OSError) as exc:  # protocol, TLS, proxy errors; reset connections
+            raise requests.exceptions.ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        complete = False
+        try:
+            headers = list(r.headers.items())
             truncated = None
             declared = r.headers.get("Content-Length")
             chunks = []
@@ -265,12 +290,13 @@ class Fetcher:
                 # when a server trickles one byte at a time.
                 while True:
                     try:
-                        chunk = r.raw.read1(65536, decode_content=False)
-                    except urllib3.exceptions.ReadTimeoutError as exc:
+                        chunk = r.read1(65536, decode_content=False)
+                    except E.ReadTimeoutError as exc:
                         raise requests.exceptions.ReadTimeout(str(exc)) from exc
-                    except urllib3.exceptions.ProtocolError as exc:
+                    except (E.ProtocolError, E.HTTPError) as exc:
                         raise requests.exceptions.ConnectionError(str(exc)) from exc
                     if not chunk:
+                        complete = True
                         break
                     chunks.append(chunk)
                     total += len(chunk)
@@ -280,13 +306,15 @@ class Fetcher:
                     if time.monotonic() > deadline:
                         raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
             if DEADLINES.expired(token):  # the watchdog cut the connection: what arrived is not the page
+                complete = False
                 raise FetchRefused("timeout", f"whole response not received within {cfg.total_timeout_s}s")
             body = b"".join(chunks)[:max_bytes]
-            version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(getattr(r.raw, "version", 11), "HTTP/1.1")
-            return Response(url, r.status_code, r.reason or "", headers, body, truncated, version,
-                            list(r.request.headers.items()))
+            version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(getattr(r, "version", 11), "HTTP/1.1")
+            return Response(url, r.status, r.reason or "", headers, body, truncated, version, list(headers_out.items()))
         finally:
-            r.close()
+            if not complete:
+                r.close()  # the rest of the body is not read: the connection is not reused
+            r.release_conn()
 
     def fetch(self, url: str) -> tuple[str, Response | None, dict]:
         """Fetch one URL following redirects by hand (each hop checked). Returns
