@@ -9,8 +9,8 @@ Two cases, each in a fresh process (peak RSS = its VmHWM):
            after 50-400 ms (N/100 hosts, all resolved to 127.0.0.1 with ``resolve``):
            seconds until the first outcome line is on disk, and the peak RSS in the
            first 20 s of fetching: of the largest process, and of the whole process
-           tree (the parent that spools the links, the forkserver, one worker process
-           per core fetching its partitions), sampled every 50 ms. The run is then stopped.
+           tree (the parent that spools the links and one worker process per core
+           fetching its partitions), sampled every 50 ms. The run is then stopped.
 
 A third process imports the same modules and holds nothing: the fixed part.
 Goals (issue 12): RSS with 300k links under 400 MB, the first outcome within 10 s.
@@ -102,9 +102,6 @@ def child(args) -> None:
     if args.case == "done":
         s = fetch_links(iter_links(args.work / "links"), out, cfg)
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        import multiprocessing.forkserver
-
-        multiprocessing.forkserver._forkserver._stop()  # the workers' peaks and CPU are in RUSAGE_CHILDREN now
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(json.dumps({"rss_mb": peak_mb(), "worker_rss_mb": kids.ru_maxrss / 1024,
                           "worker_cpu": kids.ru_utime + kids.ru_stime, "wall": time.time() - t0, "cpu": ru.ru_utime + ru.ru_stime,

@@ -152,8 +152,6 @@ def anchor(n: int, port: int, out: Path, concurrency: int, per_host: int, delay:
 
 
 def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay: float, processes: int) -> dict:
-    import multiprocessing.forkserver
-
     from pipeline.config import FetchConfig
     from pipeline.fetch import fetch_links
     from pipeline.urls import normalize_url, url_id
@@ -164,10 +162,7 @@ def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay
                       per_host_delay_s=delay, workers=max(1, concurrency // procs), processes=procs,
                       resolve={h: f"127.0.0.1:{port}" for h in hosts})
     rows = ({"id": url_id(normalize_url(u)), "url": u, "url_norm": normalize_url(u)} for u in urls)
-    s = fetch_links(rows, out, cfg)
-    # the forkserver (and through it the pool's workers, which it reaps) is waited for, so
-    # their CPU is in this process's RUSAGE_CHILDREN and so in the caller's
-    multiprocessing.forkserver._forkserver._stop()
+    s = fetch_links(rows, out, cfg)  # its worker processes are waited for: their CPU is in RUSAGE_CHILDREN
     return {"ok": s.n_out}
 
 
@@ -275,6 +270,21 @@ def main() -> None:
         ratios = [w["pages_per_cpu_s"] / a["pages_per_cpu_s"] for w, a in zip(results[("webtext", n)], results[("anchor", n)])]
         all_ratios += ratios
         print(f"| {n:,} | {med(ratios, '.2f')} |")
+    # CPU = fixed + per_page * n, fitted over the sizes' medians: the fixed part is starting
+    # the interpreter(s) and imports (webtext: the parent and a worker process per core)
+    fits = {}
+    for kind in ("anchor", "webtext"):
+        xs = sizes
+        ys = [statistics.median(r["cpu"] for r in results[(kind, n)]) for n in sizes]
+        if len(xs) > 1:
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            fits[kind] = (my - slope * mx, slope)
+    if fits:
+        print("\n| crawler | fixed CPU-s | CPU-s per 1k pages (fitted) | pages per CPU-s (fitted) |\n|---|---:|---:|---:|")
+        for kind, (a0, b1) in fits.items():
+            print(f"| {kind} | {a0:.2f} | {1000 * b1:.2f} | {1 / b1:.0f} |")
+        print(f"\nwebtext / anchor, fitted pages per CPU-s: {fits['anchor'][1] / fits['webtext'][1]:.2f}")
     big = sizes[-1]
     w = results[("webtext", big)]
     a = results[("anchor", big)]

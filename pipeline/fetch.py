@@ -434,20 +434,13 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
         return combine_fetch(out, cfg, results)
     # Each process fetches its share of the partitions at once, its cfg.workers threads
     # shared among them: a partition alone may hold too few hosts to keep them busy.
+    # ``fetch_partition`` alone (a cluster's task) is the same work for one partition.
     procs = max(1, min(procs, len(parts)))
     groups = [(str(out), cfg, parts[i::procs], retry_failed, reuse) for i in range(procs)]
     if procs == 1:
         results = _fetch_group(groups[0]) if parts else []
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("forkserver")  # never fork: this process may have threads
-        ctx.set_forkserver_preload(["pipeline.fetch"])
-        results = []
-        with ctx.Pool(procs) as pool, progress(total=len(parts), desc="fetch partitions", unit="partitions") as bar:
-            for r in pool.imap_unordered(_fetch_group_in_worker, groups):
-                results += r
-                bar.update(len(r))
+        results = _run_groups(groups)
     return combine_fetch(out, cfg, results)
 
 
@@ -585,20 +578,59 @@ def _fetch_group(a: tuple) -> list[dict]:
         return list(pool.map(lambda p: fetch_partition(out, each, p, retry_failed, reuse), parts))
 
 
-def _fetch_group_in_worker(a: tuple) -> list[dict]:
-    """A pool worker's entry. It ends itself if the process that started it goes away
-    (a killed build): a partition left running would write its outcome log beside the
-    next run's."""
-    parent = os.getppid()
+def _run_groups(groups: list[tuple]) -> list[dict]:
+    """Each group of partitions in a child process of its own (a fresh interpreter, not a
+    fork of this threaded one), given its arguments as JSON on stdin. The pipe stays open
+    while the child runs: a child whose parent is gone (a killed build) reads its end
+    and stops at once, so no partition is left writing beside the next run's."""
+    import dataclasses
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    procs = []
+    try:
+        for out, cfg, parts, retry_failed, reuse in groups:
+            p = subprocess.Popen([sys.executable, "-c", "from pipeline.fetch import _group_main; _group_main()"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            p.stdin.write(orjson.dumps({"out": out, "cfg": dataclasses.asdict(cfg), "parts": parts,
+                                        "retry_failed": retry_failed, "reuse": list(reuse)}) + b"\n")
+            p.stdin.flush()
+            procs.append(p)
+        results = []
+        with progress(total=sum(len(g[2]) for g in groups), desc="fetch partitions", unit="partitions") as bar:
+            for p, g in zip(procs, groups):
+                data = p.stdout.read()  # its one line, at its end
+                if p.wait() != 0 or not data.strip():
+                    raise RuntimeError(f"fetch of partitions {g[2]} failed (exit status {p.returncode}; its error above)")
+                results += orjson.loads(data)
+                bar.update(len(g[2]))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdin.close()
+            p.stdout.close()
+
+
+def _group_main() -> None:
+    """A child of ``_run_groups``: its partitions, then their summaries as JSON on stdout."""
+    args = orjson.loads(sys.stdin.buffer.readline())
 
     def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
+        while os.read(0, 4096):  # b"" when the parent closes the pipe or is gone
+            pass
+        os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="webtext-parent-watch").start()
-    return _fetch_group(a)
+    cfg = FetchConfig(**args["cfg"])
+    res = _fetch_group((args["out"], cfg, args["parts"], args["retry_failed"], tuple(args["reuse"])))
+    sys.stdout.buffer.write(orjson.dumps(res) + b"\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # not a normal shutdown: the watching thread is blocked reading stdin
 
 
 def combine_fetch(fetch_dir: str | Path, cfg: FetchConfig, parts: list[dict]) -> RunSummary:

@@ -122,6 +122,11 @@ def test_fetch_killed_and_restarted_gives_one_outcome_per_url(tmp_path, pages):
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            # its worker processes (one per core) stop with it: nothing more is written
+            time.sleep(0.3)
+            n = len(outcome_lines(out))
+            time.sleep(1.0)
+            assert len(outcome_lines(out)) == n
         partial = len(read_outcomes(out))
         assert 0 < partial < len(rows)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
