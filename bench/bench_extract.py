@@ -56,7 +56,8 @@ def f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def score(bench: str, truths: list[str], preds: list[str | None]) -> dict:
+def score(bench: str, truths: list[str], preds: list[str | None], types: list[str] | None = None) -> dict:
+    """P, R, F1 over the pages, and with TYPES (a page type per page) the F1 per type."""
     ps, rs, fs = [], [], []
     for t, y in zip(truths, preds):
         tt, yy = tokens(t), tokens(y)
@@ -68,7 +69,13 @@ def score(bench: str, truths: list[str], preds: list[str | None]) -> dict:
         rs.append(r)
         fs.append(f1(p, r))
     P, R = sum(ps) / len(ps), sum(rs) / len(rs)
-    return {"P": P, "R": R, "F1": f1(P, R) if bench == "aeb" else sum(fs) / len(fs)}
+    out = {"P": P, "R": R, "F1": f1(P, R) if bench == "aeb" else sum(fs) / len(fs)}
+    if types:
+        by: dict[str, list[float]] = {}
+        for ty, f in zip(types, fs):
+            by.setdefault(ty, []).append(f)
+        out["by_type"] = {ty: (sum(v) / len(v), len(v)) for ty, v in sorted(by.items())}
+    return out
 
 
 def load(name: str, limit: int | None) -> list[dict]:
@@ -114,12 +121,25 @@ def main() -> None:
         base_rate = None
         print(f"\n{bench}: {len(pages)} pages, one core, CPU seconds")
         print(f"{'extractor':42} {'P':>6} {'R':>6} {'F1':>6} {'pages/s':>8} {'vs anchor':>9}")
+        types = [p.get("page_type") for p in pages] if all(p.get("page_type") for p in pages) else None
+        by_type = {}
         for label, fn in variants.items():
             preds, secs = run(fn, pages)
-            s = score(bench, truths, preds)
+            s = score(bench, truths, preds, types)
             rate = len(pages) / secs
             base_rate = base_rate or rate
             print(f"{label:42} {s['P']:6.3f} {s['R']:6.3f} {s['F1']:6.3f} {rate:8.1f} {rate / base_rate:8.2f}x", flush=True)
+            if types:
+                by_type[label] = s["by_type"]
+        if by_type:  # bag-of-words F1 per page type (the type is the benchmark's label, never used to extract)
+            labels = list(by_type)
+            anchor = labels[0]
+            print(f"\n{bench} F1 by page type (pages); the last column: webtext minus the anchor")
+            print("| page type | pages | " + " | ".join(labels) + f" | {labels[1]} - anchor |")
+            print("|---|---:|" + "---:|" * len(labels) + "---:|")
+            for ty, (_, n) in by_type[anchor].items():
+                row = [by_type[l][ty][0] for l in labels]
+                print(f"| {ty} | {n} | " + " | ".join(f"{x:.3f}" for x in row) + f" | {row[1] - row[0]:+.3f} |")
 
 
 if __name__ == "__main__":
