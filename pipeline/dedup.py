@@ -273,27 +273,21 @@ class Batch:
 
 
 def _map(path: Path) -> pa.Table:
-    with pa.memory_map(str(path), "r") as source:
-        return pa.ipc.open_file(source).read_all()
+    from .io import map_arrow
+
+    return map_arrow(path)
 
 
 def _write_arrow(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from .io import write_arrow_atomic
+
+    write_arrow_atomic(path, table.schema, [table])
 
 
 def _write_arrow_batches(schema: pa.Schema, path: Path, batches) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
-        for b in batches:
-            w.write_batch(b)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from .io import write_arrow_atomic
+
+    write_arrow_atomic(path, schema, batches)
 
 
 @dataclass

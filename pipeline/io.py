@@ -50,6 +50,32 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, compression: str = "
     return path
 
 
+def map_arrow(path: str | Path) -> pa.Table:
+    """An Arrow IPC file, memory-mapped (the index segments of links and dedup: only the
+    pages a lookup touches are read)."""
+    with pa.memory_map(str(path), "r") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def write_arrow_atomic(path: str | Path, schema: pa.Schema, batches, max_chunksize: int | None = None) -> Path:
+    """Record BATCHES (or tables) as one Arrow IPC file at PATH: a temporary file
+    beside it, fsynced, then renamed."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
+        for b in batches:
+            if isinstance(b, pa.Table):
+                w.write_table(b, max_chunksize=max_chunksize)
+            else:
+                w.write_batch(b)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     """T with SCHEMA's columns in its order: types cast, missing columns as nulls
     (parts written by different versions of a stage go into one file)."""

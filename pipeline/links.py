@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from .config import LinksConfig
 from .dumps import DumpReadStats, Submission, created_ts, iter_submissions
 from .urllists import UrlListStats, iter_url_list
-from .io import conform, read_part, write_parquet_atomic
+from .io import conform, map_arrow, read_part, write_arrow_atomic, write_parquet_atomic
 from .summary import RunSummary, atomic_write_bytes, atomic_write_json, progress
 from .urls import REDDIT_DOMAINS, InvalidURL, host_matches, url_forms, url_id
 
@@ -480,17 +480,11 @@ def url_keys(ids: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
 
 
 def _map_arrow(path: Path) -> pa.Table:
-    with pa.memory_map(str(path), "r") as source:
-        return pa.ipc.open_file(source).read_all()
+    return map_arrow(path)
 
 
 def _write_arrow(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table, max_chunksize=65536)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_arrow_atomic(path, table.schema, [table], max_chunksize=65536)
 
 
 def _aggregate(t: pa.Table) -> pa.Table:
