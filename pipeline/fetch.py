@@ -141,6 +141,9 @@ class OutcomeLog:
         # url_norm -> "archive:<name>" for the URLs whose last outcome is a page from
         # an archive (the others' pages, if any, came live)
         self.archived: dict[str, str] = {}
+        # url_norm -> (id, url, created_utc, Reddit fields) of the URLs whose last outcome is
+        # transient: a build that reads only the new links retries them from here
+        self.retry_rows: dict[str, tuple] = {}
         # The end of the last record of each WARC file that any line (not only a URL's
         # last) points at: a superseded attempt's record is still part of its file.
         self.warc_ends: dict[str, int] = defaultdict(int)
@@ -176,6 +179,11 @@ class OutcomeLog:
             self.archived[rec["url_norm"]] = sys.intern(src)
         else:
             self.archived.pop(rec["url_norm"], None)
+        if is_transient(o):  # what retrying it needs when no link row names it again
+            self.retry_rows[rec["url_norm"]] = (rec.get("id"), rec["url"], rec.get("created_utc"),
+                                                {f: rec[f] for f in LINK_FIELDS if rec.get(f) is not None} or None)
+        else:
+            self.retry_rows.pop(rec["url_norm"], None)
         self._note_end(rec)
 
     def state(self, url_norm: str) -> dict | None:
@@ -255,8 +263,10 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     archive_only = 0
     from .archive import ARCHIVE_FALLBACK, ArchiveClient, wants_archive
 
+    given: set[str] = set()
     for r in links:
         summary.n_in += 1
+        given.add(r["url_norm"])
         prev = log.state(r["url_norm"])
         meta = {f: r[f] for f in LINK_FIELDS if r.get(f) is not None} or None
         row = (r.get("id"), r["url"], r["url_norm"], r.get("created_utc"), False, meta)
@@ -276,6 +286,15 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
         else:
             todo.append(row)
     del earlier
+    # URLs whose last attempt failed transiently and whose back-off has passed, that no
+    # row named (a monthly build gives fetch only the links new since its last run):
+    # retried from the log. Those still waiting are counted in extra, not as input.
+    for url_norm, (doc_id, url, created_utc, meta) in list(log.retry_rows.items()):
+        if url_norm not in given and retry_state(log.state(url_norm), cfg, now, retry_failed) == "retry":
+            summary.n_in += 1
+            retrying += 1
+            todo.append((doc_id, url, url_norm, created_utc, False, meta))
+    del given
     todo = _interleave_by_host(todo)
     sink = WarcSink(out / "warc", cfg.warc_max_bytes, prefix=warc_prefix)
     fetcher = Fetcher(cfg)
@@ -288,6 +307,8 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
         prev = log.state(url_norm)
         rec = {"id": doc_id, "url": url, "url_norm": url_norm, "fetched_at": fetched_at,
                "attempt": prev["attempt"] + 1 if prev else 1}
+        if meta:  # the link's Reddit fields travel with every attempt (extract reads an ok page's;
+            rec.update(meta)  # a retry from the log, with no link row, takes them from the last one)
         if cfg.source == "archive" or skip_live:
             outcome, resp, info = (prev["outcome"] if skip_live else None), None, {}
         else:
@@ -314,8 +335,6 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
         rec["outcome"] = outcome
         if outcome == "ok":
             rec["source"] = f"archive:{page.archive}" if page is not None else "live"
-            if meta:  # the link's Reddit fields travel with the page (extract reads them here)
-                rec.update(meta)
         trail = info.pop("_responses", [])
         rec.update({k: v for k, v in info.items() if v})
         for earlier_resp in trail:  # redirect hops and retried answers: recorded too, before the last
@@ -396,12 +415,22 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     # Where every URL with a transient last outcome stands after this run (the funnel's "waiting" and "given up").
     states: dict[str, int] = defaultdict(int)
     later = time.time()
+    next_due = None
     for url_norm, (outcome, attempt, at) in log.done.items():
         if is_transient(outcome):
-            states["given_up" if retry_state({"outcome": outcome, "attempt": attempt, "fetched_epoch": at}, cfg, later)
-                   == "given_up" else "waiting_retry"] += 1
+            given_up = retry_state({"outcome": outcome, "attempt": attempt, "fetched_epoch": at}, cfg, later) == "given_up"
+            states["given_up" if given_up else "waiting_retry"] += 1
+            if not given_up:
+                due = at + cfg.retry_after_s * 2 ** (attempt - 1)
+                next_due = due if next_due is None else min(next_due, due)
     summary.extra["waiting_retry"] = states.get("waiting_retry", 0)
     summary.extra["given_up"] = states.get("given_up", 0)
+    # What a later build needs to know of this log without reading it: whether a retry
+    # falls due (then the partition runs with no new link), and its all-runs figures.
+    from .summary import atomic_write_json
+
+    atomic_write_json(log_path.with_name(log_path.name.replace(".jsonl", ".state.json")),
+                      {"next_due": next_due, **{k: summary.extra[k] for k in PARTITION_STATE}})
     summary.check()
     return summary.finish()
 
@@ -518,9 +547,20 @@ def layout(fetch_dir: str | Path, cfg: FetchConfig) -> dict:
     return lay
 
 
+# The all-runs figures a partition records beside its log (outcomes/part-PPPP.state.json),
+# which combine_fetch adds for partitions that had nothing to do in a build.
+PARTITION_STATE = ("waiting_retry", "given_up", "ok_all_runs", "outcomes_all_runs", "ok_by_source_all_runs")
+
+
+def partition_state(fetch_dir: str | Path, part: int) -> dict | None:
+    p = partition_log(fetch_dir, part).with_name(f"part-{part:04d}.state.json")
+    return orjson.loads(p.read_bytes()) if p.is_file() else None
+
+
 def spool_links(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -> list[int]:
     """Streams link rows into this build's per-partition work lists (todo/part-PPPP.jsonl;
-    memory: one open file per partition). Returns the partitions that have work."""
+    memory: one open file per partition). Returns the partitions that have work: new
+    rows, or a URL whose retry falls due (or a log without its state file)."""
     out = Path(fetch_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = layout(out, cfg)["partitions"]
@@ -540,7 +580,14 @@ def spool_links(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -
     finally:
         for fh in handles.values():
             fh.close()
-    return sorted(handles)
+    work = set(handles)
+    now = time.time()
+    for log in (out / "outcomes").glob("part-*.jsonl"):
+        k = int(log.stem.split("-")[1])
+        st = partition_state(out, k)
+        if st is None or (st.get("next_due") is not None and st["next_due"] <= now):
+            work.add(k)
+    return sorted(work)
 
 
 def _todo_rows(path: Path):
@@ -640,7 +687,15 @@ def combine_fetch(fetch_dir: str | Path, cfg: FetchConfig, parts: list[dict]) ->
 
     s = combine_summaries("fetch", "urls", parts)
     s.notes = [n for n in s.notes if not n.startswith("pages by source: ")]
-    for p in parts:
+    # partitions that had nothing to do in this build still count in the all-runs figures
+    ran = {p.get("extra", {}).get("partition") for p in parts}
+    idle = []
+    for log in sorted((Path(fetch_dir) / "outcomes").glob("part-*.jsonl")):
+        k = int(log.stem.split("-")[1])
+        st = partition_state(fetch_dir, k) if k not in ran else None
+        if st is not None:
+            idle.append({"extra": {f: st[f] for f in PARTITION_STATE if f in st}})
+    for p in list(parts) + idle:
         for k, v in p.get("extra", {}).items():
             if isinstance(v, dict):
                 d = s.extra.setdefault(k, {})

@@ -96,10 +96,43 @@ def _links_run(ctx: BuildContext) -> dict:
 # --- fetch ------------------------------------------------------------------------------
 
 
+# Fetch reads only the links runs it has not read (FETCH_DIR/links_read.json, written
+# when a fetch finished: a killed fetch reads them again, and the URLs already done are
+# skipped by their outcome); URLs waiting for a retry come from the partitions' logs.
+# A different [fetch] source than last time reads every run again (earlier dead links
+# may now go to the archives).
+LINKS_READ = "links_read.json"
+
+
+def _unread_link_runs(ctx: BuildContext) -> list[int] | None:
+    """The links runs fetch has not read (None: all of them)."""
+    import json
+
+    from .links import link_runs
+
+    p = ctx.dir("fetch") / LINKS_READ
+    if not p.is_file():
+        return None
+    done = json.loads(p.read_text())
+    if done.get("source") != ctx.cfg.fetch.source:
+        return None
+    return [r for r in link_runs(ctx.dir("links")) if r not in done["runs"]]
+
+
 def _fetch_rows(ctx: BuildContext):
     from .links import iter_links
 
-    return iter_links(ctx.dir("links"), columns=FETCH_COLUMNS)
+    return iter_links(ctx.dir("links"), columns=FETCH_COLUMNS, runs=_unread_link_runs(ctx))
+
+
+def _links_read(ctx: BuildContext, summary: dict, runs: list[int] | None) -> dict:
+    from .links import link_runs
+    from .summary import atomic_write_json
+
+    done = link_runs(ctx.dir("links"))
+    atomic_write_json(ctx.dir("fetch") / LINKS_READ, {"runs": done, "source": ctx.cfg.fetch.source})
+    summary["extra"]["link_runs_read"] = done if runs is None else runs
+    return summary
 
 
 def _fetch_parts(ctx: BuildContext) -> list[str]:
@@ -117,13 +150,15 @@ def _fetch_part(ctx: BuildContext, part: str) -> dict:
 def _fetch_finish(ctx: BuildContext, results: list[dict]) -> dict:
     from .fetch import combine_fetch
 
-    return combine_fetch(ctx.dir("fetch"), ctx.cfg.fetch, results).to_dict()
+    runs = _unread_link_runs(ctx)
+    return _links_read(ctx, combine_fetch(ctx.dir("fetch"), ctx.cfg.fetch, results).to_dict(), runs)
 
 
 def _fetch_run(ctx: BuildContext) -> dict:
     from .fetch import fetch_links
 
-    return fetch_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch).to_dict()
+    runs = _unread_link_runs(ctx)
+    return _links_read(ctx, fetch_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch).to_dict(), runs)
 
 
 # --- extract ----------------------------------------------------------------------------
