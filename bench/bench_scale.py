@@ -181,6 +181,14 @@ def du(path: Path, pattern: str = "**/*") -> int:
     return sum(p.stat().st_size for p in path.glob(pattern) if p.is_file())
 
 
+def print_table(header: list[str], rows: list[list]) -> None:
+    """A markdown table, numbers right-aligned."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---:|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
 def fit(xs, ys) -> tuple[float, float]:
     slope, icpt = np.polyfit(np.array(xs, float), np.array(ys, float), 1)
     return float(slope), float(icpt)
@@ -258,11 +266,9 @@ def bench_links(args, work: Path) -> None:
         inc["plus"].append(run("links", base / "src", base / "out"))
         inc["alone"].append(run("links", fresh / "src", fresh / "out"))
     print(f"\n## links: {args.month_subs:,} synthetic submissions a month\n")
-    print("| months | submissions | links | CPU-s | peak RSS MB | parts on disk MB | links runs MB | key index MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['n']} | {r['subs']:,} | {r['links']:,} | {r['cpu']:.1f} | {r['rss_mb']:.0f} | {r['parts_bytes'] / 1e6:.1f} | "
-              f"{r['runs_bytes'] / 1e6:.1f} | {r['index_bytes'] / 1e6:.2f} |")
+    print_table(["months", "submissions", "links", "CPU-s", "peak RSS MB", "parts on disk MB", "links runs MB", "key index MB"],
+                [[r["n"], f"{r['subs']:,}", f"{r['links']:,}", f"{r['cpu']:.1f}", f"{r['rss_mb']:.0f}",
+                  f"{r['parts_bytes'] / 1e6:.1f}", f"{r['runs_bytes'] / 1e6:.1f}", f"{r['index_bytes'] / 1e6:.2f}"] for r in rows])
     xs = [r["subs"] for r in rows]
     links_per_sub = rows[-1]["links"] / rows[-1]["subs"]
     print(f"\n| cost | per submission (fitted slope) | per link | fixed part | at WebText ({WEBTEXT_SUBMISSIONS / 1e6:.0f}M submissions, "
@@ -315,7 +321,7 @@ def bench_dedup_shards(args, work: Path) -> None:
         shutil.rmtree(sh, ignore_errors=True)
         s = run("shards", ded, sh)
         rows.append({"n": n, "dedup": d, "shards": s, "index_bytes": du(ded / "state"),
-                     "dedup_bytes": du(ded, "documents-*.parquet"), "shard_bytes": du(sh, "*.parquet"),
+                     "dedup_bytes": du(ded, "documents-*.parquet"), "shard_bytes": du(sh, "data/*.parquet"),
                      "text_bytes": du(src, "*.parquet")})
         print(f"  {n:,}: dedup {d['cpu']:.1f} CPU-s {d['rss_mb']:.0f} MB; shards {s['cpu']:.1f} CPU-s {s['rss_mb']:.0f} MB",
               file=sys.stderr)
@@ -345,11 +351,10 @@ def bench_dedup_shards(args, work: Path) -> None:
     d5 = rows[0]["dedup"]
 
     print("\n## dedup and shards\n")
-    print("| documents | dedup CPU-s | dedup peak RSS MB | index on disk MB | shards CPU-s | shards peak RSS MB | shards on disk MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['n']:,} | {r['dedup']['cpu']:.1f} | {r['dedup']['rss_mb']:.0f} | {r['index_bytes'] / 1e6:.1f} | "
-              f"{r['shards']['cpu']:.1f} | {r['shards']['rss_mb']:.0f} | {r['shard_bytes'] / 1e6:.1f} |")
+    print_table(["documents", "dedup CPU-s", "dedup peak RSS MB", "index on disk MB", "shards CPU-s", "shards peak RSS MB",
+                 "shards on disk MB"],
+                [[f"{r['n']:,}", f"{r['dedup']['cpu']:.1f}", f"{r['dedup']['rss_mb']:.0f}", f"{r['index_bytes'] / 1e6:.1f}",
+                  f"{r['shards']['cpu']:.1f}", f"{r['shards']['rss_mb']:.0f}", f"{r['shard_bytes'] / 1e6:.1f}"] for r in rows])
     ns = [r["n"] for r in rows]
     per = {}
     for key, get in (("dedup CPU-s", lambda r: r["dedup"]["cpu"]), ("dedup peak RSS (bytes)", lambda r: r["dedup"]["rss_mb"] * 2**20),

@@ -207,14 +207,17 @@ def add_extract(sub):
         "OUT/summary.extract.json. Resumable: a restart skips pages already handled.",
     )
     p.add_argument("--warc", nargs="+", metavar="FILE")
-    p.add_argument("--fetch", metavar="DIR", help="a fetch output directory (uses its outcomes)")
-    p.add_argument("--links", nargs="*", default=[], metavar="DIR", help="links directories for Reddit metadata")
+    p.add_argument("--fetch", metavar="DIR", help="a fetch output directory: the ok pages of its outcome logs, each "
+                   "log read from where the last run stopped (OUT/ledger/)")
+    p.add_argument("--links", nargs="*", default=[], metavar="DIR",
+                   help="links directories for Reddit metadata (with --fetch: only for outcome records of a fetch "
+                   "older than the one that carries them)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     _add_config(p)
 
     def run(args):
-        from pipeline.extract import extract_documents, load_reddit_meta, tasks_from_fetch, tasks_from_warcs
+        from pipeline.extract import extract_documents, extract_fetched, load_reddit_meta, tasks_from_warcs
 
         cfg = _config(args)
         if args.workers:
@@ -227,9 +230,15 @@ def add_extract(sub):
             missing = [w for w in args.warc if not Path(w).is_file()]
             if missing:
                 raise FileNotFoundError(f"WARC file(s) not found: {', '.join(missing)}")
+        if args.fetch:
+            if not Path(args.fetch).is_dir():
+                raise FileNotFoundError(f"fetch directory not found: {args.fetch}")
+            # as the build does: each outcome log read from where the last run stopped
+            extract_fetched(args.fetch, args.out, cfg.extract, args.links).print()
+            return
         damaged: list[dict] = []
         # Read the WARC index first: a file that is not a WARC fails here, before anything is written.
-        tasks = list(tasks_from_warcs(args.warc, damaged)) if args.warc else tasks_from_fetch(args.fetch)
+        tasks = list(tasks_from_warcs(args.warc, damaged))
         s = extract_documents(tasks, args.out, cfg.extract, load_reddit_meta(args.links), damaged=damaged)
         s.print()
 

@@ -497,7 +497,7 @@ def _ok_records(path: Path, start: int, bad: list[int]) -> Iterator[tuple[dict, 
 
 
 def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, label: str,
-                links_dir: str | Path | None = None, workers: int | None = None,
+                links_dirs: Iterable[str | Path] = (), workers: int | None = None,
                 start_method: str = "forkserver", progress_bar: bool = True) -> dict:
     """One partition of the build's extract: the pages of outcome log LABEL of FETCH_DIR
     not read by an earlier run. A pure function of its files (any process, a Dask
@@ -535,9 +535,9 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
                 summary.drop(reason.split(":", 1)[0])
                 continue
             rec = records[key]
-            if not any(f in rec for f in META_FIELDS) and links_dir is not None:
+            if not any(f in rec for f in META_FIELDS) and links_dirs:
                 if meta_of_links is None:  # an outcome log written before fetch carried them
-                    meta_of_links = load_reddit_meta([links_dir])
+                    meta_of_links = load_reddit_meta(links_dirs)
                 rec = meta_of_links.get(key, {})
             doc.update(id=url_id(key), **{f: rec.get(f) for f in META_FIELDS})
             docs.append(doc)
@@ -589,11 +589,11 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
 
 
 def extract_fetched(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig,
-                    links_dir: str | Path | None = None, progress_bar: bool = True) -> RunSummary:
+                    links_dirs: Iterable[str | Path] = (), progress_bar: bool = True) -> RunSummary:
     """The build's extract: every outcome log's new pages (``extract_log`` for each
     log with unread lines, one after another, each on all cores); writes and returns
     the stage's summary."""
-    parts = [extract_log(fetch_dir, out_dir, cfg, label, links_dir, progress_bar=progress_bar)
+    parts = [extract_log(fetch_dir, out_dir, cfg, label, links_dirs, progress_bar=progress_bar)
              for label in pending_logs(fetch_dir, out_dir)]
     return finish_extract(out_dir, parts)
 

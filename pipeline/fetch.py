@@ -248,7 +248,7 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     for d in reuse_outcomes:
         if Path(d).resolve() == out.resolve():
             continue
-        for p in iter_outcome_files(d):
+        for p in outcome_files(d):
             with open(p, "rb") as fh:
                 for line in fh:
                     if line.strip():
@@ -716,7 +716,7 @@ def combine_fetch(fetch_dir: str | Path, cfg: FetchConfig, parts: list[dict]) ->
     return s
 
 
-def iter_outcome_files(fetch_dir: str | Path) -> list[Path]:
+def outcome_files(fetch_dir: str | Path) -> list[Path]:
     """The append-only outcome logs of a fetch directory: the first layout's single
     log (kept as outcomes.legacy.jsonl once split), then each partition's."""
     d = Path(fetch_dir)
@@ -724,7 +724,6 @@ def iter_outcome_files(fetch_dir: str | Path) -> list[Path]:
     return files + sorted((d / "outcomes").glob("part-*.jsonl"))
 
 
-outcome_files = iter_outcome_files
 
 
 def _count_outcomes(outcomes: Iterable[str]) -> dict[str, int]:
@@ -738,7 +737,7 @@ def read_outcomes(fetch_dir: str | Path) -> dict[str, dict]:
     """{url_norm: its last outcome record} over every outcome log of FETCH_DIR (in memory:
     for tests and small directories; the stages stream the logs)."""
     out: dict[str, dict] = {}
-    for p in iter_outcome_files(fetch_dir):
+    for p in outcome_files(fetch_dir):
         for line in p.read_bytes().splitlines():
             if line.strip():
                 try:

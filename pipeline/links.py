@@ -270,14 +270,8 @@ def write_links_table(table: pa.Table, path: str | Path) -> Path:
 
 def write_links(rows: list[dict], path: str | Path) -> Path:
     """Write link rows as one zstd Parquet file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (r["created_utc"], r["url_norm"]))
-    table = pa.Table.from_pylist(rows, schema=LINKS_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    return write_links_table(pa.Table.from_pylist(rows, schema=LINKS_SCHEMA), path)
 
 
 def _run_files(links_dir: Path) -> list[tuple[int, Path]]:

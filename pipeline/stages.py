@@ -174,7 +174,7 @@ def _extract_part(ctx: BuildContext, label: str) -> dict:
     from .extract import extract_log
 
     # one process per partition on a cluster: the cluster's workers are the parallelism
-    return extract_log(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, label, ctx.dir("links"), workers=1,
+    return extract_log(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, label, [ctx.dir("links")], workers=1,
                        progress_bar=False)
 
 
@@ -187,7 +187,7 @@ def _extract_finish(ctx: BuildContext, results: list[dict]) -> dict:
 def _extract_run(ctx: BuildContext) -> dict:
     from .extract import extract_fetched
 
-    return extract_fetched(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, ctx.dir("links"),
+    return extract_fetched(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, [ctx.dir("links")],
                            progress_bar=ctx.progress).to_dict()
 
 

@@ -174,3 +174,18 @@ def test_a_first_layout_fetch_dir_split_into_partitions_is_extracted_once(pages,
 
 def ok_lines_of(path) -> int:
     return sum(1 for l in path.read_bytes().splitlines() if l.strip() and orjson.loads(l).get("outcome") == "ok")
+
+
+def test_the_cli_extract_of_a_fetch_directory_reads_each_log_once(fetched, tmp_path, capsys):
+    """`webtext extract --fetch DIR` is the build's extract: a second call reads nothing."""
+    from flows.cli import main
+
+    base, _, reference = fetched
+    fetch = copy_fetch(base / "fetch", tmp_path / "fetch")
+    assert main(["extract", "--fetch", str(fetch), "--out", str(tmp_path / "ex"), "--workers", "2"]) == 0
+    assert docs_of(tmp_path / "ex") == reference and (tmp_path / "ex" / "ledger").is_dir()
+    assert pending_logs(fetch, tmp_path / "ex") == []
+    assert main(["extract", "--fetch", str(fetch), "--out", str(tmp_path / "ex")]) == 0
+    assert docs_of(tmp_path / "ex") == reference
+    assert main(["extract", "--fetch", str(tmp_path / "nowhere"), "--out", str(tmp_path / "ex2")]) == 2
+    assert "fetch directory not found" in capsys.readouterr().err and not (tmp_path / "ex2").exists()

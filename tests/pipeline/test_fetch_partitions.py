@@ -12,7 +12,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import ConfigError
-from pipeline.fetch import (combine_fetch, fetch_links, fetch_partition, host_partition, iter_outcome_files,
+from pipeline.fetch import (combine_fetch, fetch_links, fetch_partition, host_partition, outcome_files,
                             read_outcomes, spool_links)
 from pipeline.urls import normalize_url, url_id
 
@@ -62,7 +62,7 @@ def test_every_url_once_over_partitions_in_two_processes(tmp_path, pages):
     lines = [orjson.loads(l) for l in outcome_lines(tmp_path)]
     assert sorted(l["url_norm"] for l in lines) == sorted(r["url_norm"] for r in rows)
     # each partition's log holds only its hosts, and its WARC files only its records
-    logs = iter_outcome_files(tmp_path)
+    logs = outcome_files(tmp_path)
     assert logs and all(p.parent.name == "outcomes" for p in logs)
     for log in logs:
         part = int(log.stem.split("-")[1])
@@ -112,7 +112,7 @@ def first_layout(fetch_dir: Path) -> None:
         renames[w.name] = f"webtext-{i + 1:05d}.warc.gz"
         w.rename(w.with_name(renames[w.name]))
     lines = []
-    for log in iter_outcome_files(fetch_dir):
+    for log in outcome_files(fetch_dir):
         for rec in map(orjson.loads, log.read_bytes().splitlines()):
             if rec.get("warc_file"):
                 rec["warc_file"] = renames[rec["warc_file"]]
