@@ -219,9 +219,9 @@ class ExtractConfig:
     include_comments: bool = False
     favor_precision: bool = False
     favor_recall: bool = False
-    # Publication date by htmldate's fast mode (original date, no extensive search) on
-    # the tree trafilatura extracts from: 4-8% of the extraction time (bench/RESULTS.md),
-    # found on 40 of the first 40 aeb pages.
+    # Publication date: the one the page's metadata declares (meta tags, microdata,
+    # JSON-LD; ~1 ms), else htmldate's fast mode (original date, no extensive search) on
+    # the tree trafilatura extracts from (pipeline/extract.py page_date).
     with_date: bool = True
     workers: int = 0  # 0: all cores
     page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
@@ -230,6 +230,14 @@ class ExtractConfig:
     # extraction (pipeline/extract.py strip_consent): they otherwise become the "main
     # text" of pages whose real content is short (issue 14).
     strip_consent: bool = True
+    # Where trafilatura keeps little of a page's visible text (item lists of listings,
+    # collections and shops; forum posts), take its baseline or the page's whole text
+    # instead (pipeline/extract.py rescue_short_extraction; bench/RESULTS.md "Rescue").
+    rescue: bool = True
+    # Remove subscription prompts ("Unlock this article", "Already a subscriber? Log in")
+    # by their containers (paywall, regwall, Piano, restricted-content breakers) before
+    # extraction; the article around them is kept (pipeline/extract.py strip_banners).
+    strip_paywall: bool = True
 
     def validate(self) -> None:
         check_types(self, "extract")

@@ -3,10 +3,13 @@
 Reads any WARC with response records (ours, Common Crawl's, a web archive's),
 or exactly the records a fetch directory's outcomes point at. trafilatura
 extracts the main text with settings chosen by measurement
-(bench/bench_extract.py): ``include_comments=False``, URL passed. The title is
+(bench/bench_extract.py): ``include_comments=False``, URL passed; consent banners
+and subscription prompts are removed first, and an extraction that kept little of
+a page that is not an article is rescued after (``extract_page``). The title is
 read from the page's ``<title>``/``og:title`` (cheap) and the publication date
-with htmldate's fast mode (``with_date``, on by default, on the same parse), since
-trafilatura's full metadata pass costs a third of the extraction time.
+from the page's metadata, else htmldate's fast mode (``with_date``, on by default,
+on the same parse), since trafilatura's full metadata pass costs a third of the
+extraction time.
 
 Work is split into chunks; each chunk writes ``part-NNNNN.parquet`` (kept
 documents) and then ``part-NNNNN.done.json`` (every key it handled, kept or
@@ -62,6 +65,7 @@ DOC_SCHEMA = pa.schema(
 )
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+_JSON_LD = etree.XPath("//script[@type='application/ld+json']/text()")
 _OG_TITLE = re.compile(rb"""<meta[^>]+property=["']og:title["'][^>]+content=["']([^"']*)""", re.I)
 
 
@@ -74,10 +78,40 @@ def page_title(html: str) -> str | None:
     return re.sub(r"\s+", " ", t)[:1000] or None
 
 
+# The publication date a page declares: Open Graph / article meta tags, schema.org
+# microdata, JSON-LD. One XPath over meta tags and one over JSON-LD blocks: ~1 ms a
+# page where htmldate's fast mode costs ~9 (bench/RESULTS.md "Rescue").
+_DATE_META = etree.XPath(
+    "//meta[@property='article:published_time' or @name='article:published_time' or @itemprop='datePublished'"
+    " or @property='og:published_time' or @name='pubdate' or @name='publishdate' or @name='date'"
+    " or @name='DC.date.issued' or @name='dcterms.date' or @name='parsely-pub-date' or @name='sailthru.date']/@content"
+    " | //*[@itemprop='datePublished']/@datetime")
+_LD_DATE = re.compile(r'"datePublished"\s*:\s*"(\d{4}-\d{2}-\d{2})')
+_ISO_DATE = re.compile(r"\b((?:19|20)\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b")
+
+
+def declared_date(tree) -> str | None:
+    """The publication date (YYYY-MM-DD) the page's metadata declares, or None."""
+    for value in _DATE_META(tree):
+        m = _ISO_DATE.search(value)
+        if m:
+            return m.group(0)
+    for block in _JSON_LD(tree):
+        m = _LD_DATE.search(block)
+        if m and _ISO_DATE.fullmatch(m.group(1)):
+            return m.group(1)
+    return None
+
+
 def page_date(html_or_tree) -> str | None:
-    """The publication date (YYYY-MM-DD) by htmldate's fast mode, or None."""
+    """The publication date (YYYY-MM-DD): the one the page's metadata declares, else
+    htmldate's fast mode (original date, no extensive search), else None."""
     from htmldate import find_date
 
+    if not isinstance(html_or_tree, str):
+        found = declared_date(html_or_tree)
+        if found:
+            return found
     try:
         return find_date(html_or_tree, extensive_search=False, original_date=True)
     except Exception:  # a date is a nicety: never a reason to lose the page
@@ -91,21 +125,43 @@ _CONSENT_ATTR = re.compile(
     r"sp-message-container|gdpr-(?:banner|consent|notice|modal)|cookie[-_]?(?:banner|consent|notice|bar|law|wall|popup|modal)|"
     r"cookies?[-_]?consent|consent[-_]?(?:banner|manager|modal|popup|wall|notice)|\bcc-(?:window|banner)\b|"
     r"privacy[-_]?(?:banner|manager|center|centre|notice|consent)", re.I)
-# Words every _CONSENT_ATTR alternative contains: one search over all of a page's ids
-# and classes (lowercased) rules out most pages before any per-element work.
-_CONSENT_PRE = re.compile(r"onetrust|ot-|qc-cmp|axeptio|didomi|cookie|usercentrics|truste|sp_message|sp-message|gdpr|"
-                          r"consent|cc-|privacy")
-_NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a consent class on it means nothing
+# Subscription walls and prompts (Piano/TinyPass, "restricted content" breakers, reg
+# walls), by their containers' ids and classes. Such a prompt is short: a container
+# holding more than PAYWALL_MAX_CHARS of text may be the article itself (some sites
+# wrap the subscribers' part of a story in a "paywall" element) and stays.
+_PAYWALL_ATTR = re.compile(
+    r"paywall|pay-wall|regwall|reg-wall|registration-wall|piano-(?:offer|paywall|inline|container|modal|template)|"
+    r"\btp-(?:modal|backdrop)|restricted-(?:content|story)|(?:content|article|story)-(?:gate|lock)|"
+    r"locked-content|subscri(?:be|ption|ber)[-_]?(?:prompt|wall|box|banner|cta|offer|gate|only|promo)|"
+    r"premium-(?:wall|prompt|banner|gate)|meter(?:ed)?[-_](?:wall|banner|prompt)", re.I)
+_PAYWALL_WORDS = ("subscri", "log in", "login", "sign in", "unlock", "account", "premium", "trial", "member", "register")
+PAYWALL_MAX_CHARS = 1500
+# Words every _CONSENT_ATTR / _PAYWALL_ATTR alternative contains: one test per id or class
+# string rules out most elements before any per-element work.
+_BANNER_PRE = re.compile(r"onetrust|ot-|qc-cmp|axeptio|didomi|cookie|usercentrics|truste|sp_message|sp-message|gdpr|"
+                         r"consent|cc-|privacy|paywall|pay-wall|regwall|reg-wall|registration|piano-|tp-|restricted|"
+                         r"gate|lock|subscri|premium|meter")
+_ID_CLASS = etree.XPath("//@id | //@class", smart_strings=True)
+_NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
 _CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
                   "préférences", "datos personales", "privacidad")
 
 
 def strip_consent(tree) -> int:
-    """Remove consent-manager containers from an lxml tree (in place); returns how many.
+    """Remove consent-manager containers from an lxml tree (in place); returns how many
+    (``strip_banners`` with consent only)."""
+    return strip_banners(tree, consent=True, paywall=False)["consent"]
 
-    An element goes when its id or class names a consent manager AND its text speaks
-    of cookies, consent or privacy AND it holds less than half the page's text (a
-    wrapper of the whole page is never removed). The outermost match goes whole."""
+
+def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str, int]:
+    """Remove consent-manager containers and subscription prompts from an lxml tree (in
+    place); returns how many of each ({"consent": n, "paywall": n}).
+
+    An element goes when its id or class names a consent manager (a paywall) AND its
+    text speaks of cookies, consent or privacy (of subscribing, logging in, unlocking)
+    AND it holds less than half the page's text (a wrapper of the whole page is never
+    removed); a paywall element also holds at most PAYWALL_MAX_CHARS. The outermost
+    match goes whole; the text after it stays."""
     def text_of(el) -> str:  # the visible text below EL (scripts and styles left out)
         parts = []
         for n in el.iter():
@@ -115,28 +171,36 @@ def strip_consent(tree) -> int:
                 parts.append(n.tail)
         return "".join(parts)
 
-    # Candidates by XPath (the walk stays in C); only elements whose id/class names a
-    # consent manager reach Python's text checks.
-    if not _CONSENT_PRE.search("\n".join(tree.xpath("//@id | //@class")).lower()):
-        return 0
-    hits = []
-    for el in tree.xpath("//*[@id or @class]"):
-        attrs = f"{el.get('id') or ''} {el.get('class') or ''}".lower()
-        if el.tag not in _NEVER_STRIPPED and _CONSENT_PRE.search(attrs) and _CONSENT_ATTR.search(attrs):
-            hits.append(el)
+    removed = {"consent": 0, "paywall": 0}
+    # Candidates from the page's id and class strings (lxml's attribute results know their
+    # element): only elements whose id/class holds a _BANNER_PRE word become Python objects.
+    hits, last = [], None
+    for value in _ID_CLASS(tree):  # document order: an element's id and class come together
+        if _BANNER_PRE.search(value.lower()):
+            el = value.getparent()
+            if el is last or el.tag in _NEVER_STRIPPED:
+                continue
+            last = el
+            attrs = f"{el.get('id') or ''} {el.get('class') or ''}".lower()
+            if consent and _CONSENT_ATTR.search(attrs):
+                hits.append((el, "consent"))
+            elif paywall and _PAYWALL_ATTR.search(attrs):
+                hits.append((el, "paywall"))
     if not hits:
-        return 0
+        return removed
     body = tree.find(".//body") if tree.tag != "body" else tree
     body_len = len(text_of(body if body is not None else tree))
     root = tree.getroottree().getroot()
-    removed = 0
-    for el in hits:  # document order: an outer match goes before its descendants are looked at
+    for el, kind in hits:  # document order: an outer match goes before its descendants are looked at
         parent = el.getparent()
         if parent is None or el.getroottree().getroot() is not root:
             continue  # inside a container removed already
         text = text_of(el)
         low = text.lower()
-        if not any(w in low for w in _CONSENT_WORDS) or (body_len and len(text) > 0.5 * body_len):
+        words = _CONSENT_WORDS if kind == "consent" else _PAYWALL_WORDS
+        if not any(w in low for w in words) or (body_len and len(text) > 0.5 * body_len):
+            continue
+        if kind == "paywall" and len(" ".join(text.split())) > PAYWALL_MAX_CHARS:
             continue
         if el.tail:  # the text after the element belongs to the page: keep it
             prev = el.getprevious()
@@ -145,17 +209,85 @@ def strip_consent(tree) -> int:
             else:
                 parent.text = (parent.text or "") + el.tail
         parent.remove(el)
-        removed += 1
+        removed[kind] += 1
     return removed
+
+
+# The rescue of an extraction that kept little of the page (extract_page). Chosen on
+# wcxb's dev pages and checked on aeb's articles (bench/bench_extract.py; bench/RESULTS.md
+# "Rescue"): where trafilatura keeps under RESCUE_SHARE of the page's visible characters
+# and the page does not declare itself an article (og:type, schema.org Article types:
+# there trafilatura's article model is right, and a short story beside a long comment
+# thread is still short) and the extraction holds no paragraph of RESCUE_PROSE_WORDS
+# words (prose: the story was found, as on an old news site that declares nothing),
+# under RESCUE_PAGE_SHARE the page's whole visible text
+# (trafilatura's html2txt) replaces the extraction when longer; else trafilatura's
+# baseline (JSON-LD body, <article>, the page's paragraphs) does when it holds
+# RESCUE_BASELINE_RATIO times the words. Listing, collection, product, service and forum
+# pages are where it fires: their item lists and posts are what an article model leaves out.
+RESCUE_SHARE = 0.4
+RESCUE_PAGE_SHARE = 0.06
+RESCUE_BASELINE_RATIO = 3
+RESCUE_PROSE_WORDS = 60
+_WORD = re.compile(r"\w+")
+_HIDDEN = "self::script or self::style or self::noscript or self::template or self::svg or self::aside or self::footer"
+_PAGE_CHARS = etree.XPath("string-length(normalize-space(//body))")
+_HIDDEN_ELEMENTS = etree.XPath(f"//body//*[{_HIDDEN}][not({_HIDDEN.replace('self::', 'ancestor::')})]")
+_SPACED_CHARS = etree.XPath("string-length(normalize-space(.))")
+_OG_TYPE = etree.XPath("//meta[@property='og:type']/@content")
+_ARTICLE_TYPE = re.compile(r'"@type"\s*:\s*\[?\s*"(?:News|Blog|Scholarly|Tech|Report|Reportage|Analysis|Opinion)?(?:Article|Posting)"')
+
+
+def declares_article(tree) -> bool:
+    """The page says it is an article: og:type "article", or a schema.org Article,
+    NewsArticle, BlogPosting (...) in its JSON-LD."""
+    if any(v.strip().lower() == "article" for v in _OG_TYPE(tree)):
+        return True
+    return any(_ARTICLE_TYPE.search(t) for t in _JSON_LD(tree))
+
+
+def visible_chars(tree) -> int:
+    """About how many characters of text the page shows: the body's text, whitespace
+    runs counted once, less scripts, styles, templates, SVG, asides and footers."""
+    total = _PAGE_CHARS(tree)
+    for el in _HIDDEN_ELEMENTS(tree):
+        total -= _SPACED_CHARS(el)
+    return max(0, int(total))
+
+
+def rescue_short_extraction(tree, text: str | None) -> tuple[str | None, str | None]:
+    """(text, how) where HOW names the rescue that replaced TEXT ("baseline" or "page"),
+    or None when TEXT stays. TREE is the parsed page, left unchanged."""
+    from trafilatura import baseline, html2txt
+
+    # the cheap tests first: prose and a declared article rule out most article pages
+    if any(len(_WORD.findall(line)) >= RESCUE_PROSE_WORDS for line in (text or "").splitlines()):
+        return text, None
+    if declares_article(tree):
+        return text, None
+    page = visible_chars(tree)
+    got = len(" ".join((text or "").split()))
+    if not page or got >= RESCUE_SHARE * page:
+        return text, None
+    words = len(_WORD.findall(text or ""))
+    if got < RESCUE_PAGE_SHARE * page:
+        whole = html2txt(tree)
+        if len(_WORD.findall(whole)) > words:
+            return whole, "page"
+    base = baseline(tree)[1]
+    if len(_WORD.findall(base)) > RESCUE_BASELINE_RATIO * words:
+        return base, "baseline"
+    return text, None
 
 
 def extract_page(html: str, url: str | None, cfg: ExtractConfig) -> tuple[str | None, str | None]:
     """(main text, publication date) from one parse of the page: htmldate reads
-    the tree first (it does not change it), then consent banners are removed
-    (``strip_consent``), then trafilatura extracts from it (identical output to
+    the tree first (it does not change it), then consent banners and subscription prompts are
+    removed (``strip_banners``), then trafilatura extracts from it (identical output to
     passing the HTML string, measured on aeb; the date then costs 4-8% of the
-    extraction time instead of ~10%)."""
-    if not cfg.with_date and not cfg.strip_consent:
+    extraction time instead of ~10%), then an extraction that kept little of the
+    page is rescued (``rescue_short_extraction``, with ``cfg.rescue``)."""
+    if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
@@ -163,9 +295,12 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig) -> tuple[str | 
     if tree is None:
         return extract_text(html, url, cfg), None
     date = page_date(tree) if cfg.with_date else None
-    if cfg.strip_consent:
-        strip_consent(tree)
-    return extract_text(tree, url, cfg), date
+    if cfg.strip_consent or cfg.strip_paywall:
+        strip_banners(tree, consent=cfg.strip_consent, paywall=cfg.strip_paywall)
+    text = extract_text(tree, url, cfg)  # trafilatura works on a copy: TREE stays whole
+    if cfg.rescue:
+        text = rescue_short_extraction(tree, text)[0]
+    return text, date
 
 
 class _PageTimeout(Exception):

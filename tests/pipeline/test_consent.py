@@ -1,6 +1,7 @@
-"""Cookie and consent banners are removed before extraction, the page is kept: on
-the real pages where they became the "main text" (issue 14), and on hand-made ones
-that must not lose content."""
+"""Cookie and consent banners and subscription prompts are removed before extraction,
+the page is kept: on the real pages where they became the "main text" or its last
+lines (issue 14), and on hand-made ones that must not lose content. And the rescue of
+extractions that kept little of a page, on real listing pages."""
 
 import json
 import lzma
@@ -9,7 +10,7 @@ import re
 import pytest
 
 from pipeline.config import ExtractConfig
-from pipeline.extract import extract_page, strip_consent
+from pipeline.extract import declares_article, extract_page, rescue_short_extraction, strip_banners, strip_consent
 
 from webtext_testlib import shared
 
@@ -83,3 +84,73 @@ def test_a_consent_class_on_the_pages_frame_is_ignored():
     tree = html.fromstring(f'<html><head>{scripts}</head><body class="onetrust-enabled"><article class="cookie-consent-story">'
                            '<p>Our privacy reporter on cookie consent.</p></article><p>' + "Body text. " * 20 + '</p></body></html>')
     assert strip_consent(tree) == 0 and "Body text." in tree.text_content()
+
+
+# --- subscription prompts (paywalls) ----------------------------------------------
+
+STATNEWS = "statnews.com/2025/12/18/weight-loss-drugs"
+PROMPTS = ("exclusive to STAT+ subscribers", "Unlock this article", "Already have an account? Log in")
+
+
+def _page(key):
+    with lzma.open(shared("html", "wcxb_dev.jsonl.xz"), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if key in (r["url"] or ""):
+                return r
+    raise AssertionError(f"no page {key} in wcxb_dev")
+
+
+def test_a_subscription_prompt_is_gone_and_the_article_kept():
+    page = _page(STATNEWS)
+    before = extract_page(page["html"], page["url"], ExtractConfig(strip_paywall=False))[0] or ""
+    after = extract_page(page["html"], page["url"], ExtractConfig())[0] or ""
+    assert all(p in before for p in PROMPTS)  # the prompt reached the document without the step
+    assert not any(p in after for p in PROMPTS)
+    truth = words(page["truth"])
+    assert len(words(after) & truth) >= 0.99 * len(truth)  # all of the article's text stays
+    assert after.rstrip().endswith("at this time.”")  # its last sentence, just above the prompt
+
+
+def test_a_paywall_element_holding_the_story_stays():
+    # some sites wrap the subscribers' part of a story in a "paywall" element: more text
+    # than a prompt ever holds, so it is not removed (nor is a short one that asks nothing)
+    from lxml import html
+
+    story = "<p>" + "The council voted to rebuild the bridge after the floods of the spring. " * 40 + "</p>"
+    tree = html.fromstring(f"""<html><body><article><p>{'Lead paragraph of the story. ' * 10}</p>
+      <div class="paywall-content">{story}<p>Subscribe to read more from our members.</p></div>
+      <div class="subscribe-box"><p>Photo: the old bridge.</p></div>
+      <div class="paywall-prompt">Already a subscriber? <a>Log in</a> or start your free trial.</div>tail stays
+    </article></body></html>""")
+    assert strip_banners(tree, consent=False) == {"consent": 0, "paywall": 1}
+    text = tree.text_content()
+    assert "rebuild the bridge" in text and "Photo: the old bridge" in text and "tail stays" in text
+    assert "free trial" not in text
+
+
+# --- the rescue of extractions that kept little of the page ------------------------
+
+@pytest.mark.parametrize("key", ["wikipedia.org/wiki/Category:Programming_languages", "dev.events/AM/tech"])
+def test_a_listing_whose_items_trafilatura_drops_is_rescued(key):
+    page = _page(key)
+    truth = words(page["truth"])
+    plain = extract_page(page["html"], page["url"], ExtractConfig(rescue=False))[0] or ""
+    rescued = extract_page(page["html"], page["url"], ExtractConfig())[0] or ""
+    assert len(words(plain) & truth) < 0.3 * len(truth)  # trafilatura alone keeps a header
+    assert len(words(rescued) & truth) >= 0.9 * len(truth)  # the items come back
+
+
+def test_the_rescue_leaves_articles_alone():
+    from trafilatura.utils import load_html
+
+    page = _page(STATNEWS)
+    plain = extract_page(page["html"], page["url"], ExtractConfig(rescue=False))[0]
+    tree = load_html(page["html"])
+    assert declares_article(tree)
+    assert rescue_short_extraction(tree, plain) == (plain, None)
+    # a page that declares an article is trusted to trafilatura's article model even
+    # when little was kept; a listing that kept nothing gets the page's text
+    assert rescue_short_extraction(tree, "") == ("", None)
+    listing = load_html(_page("dev.events/AM/tech")["html"])
+    assert not declares_article(listing) and rescue_short_extraction(listing, "")[1] == "page"
