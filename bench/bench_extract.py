@@ -14,7 +14,11 @@ Scores (as ../shared/README.md defines them):
   - wcxb_dev.jsonl.xz: bag-of-words P/R/F1 per page, F1 averaged over pages.
   An empty extraction scores 0 on both.
 
-    .venv/bin/python bench/bench_extract.py [--limit N] [--grid]
+Speed: every variant runs on each page in turn (CPU seconds per variant), so noise
+from the machine falls on all alike; the ratio to the anchor is the median of
+--rounds rounds (the first over all pages, the others over every 4th) with the range.
+
+    .venv/bin/python bench/bench_extract.py [--limit N] [--grid] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import lzma
 import re
+import statistics
 import sys
 import time
 from collections import Counter
@@ -85,18 +90,27 @@ def load(name: str, limit: int | None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def run(fn, pages: list[dict]) -> tuple[list[str | None], float]:
-    out = []
-    t0 = time.process_time()
-    for p in pages:
-        out.append(fn(p))
-    return out, time.process_time() - t0
+def run_interleaved(variants: dict, pages: list[dict]) -> tuple[dict[str, list], dict[str, float]]:
+    """Every variant on each page in turn (the order rotating from page to page), CPU
+    seconds summed per variant: a slower or busier stretch of the run falls on all
+    variants alike, which one variant after another would not give."""
+    labels = list(variants)
+    preds = {l: [] for l in labels}
+    secs = dict.fromkeys(labels, 0.0)
+    for i, p in enumerate(pages):
+        k = i % len(labels)
+        for label in labels[k:] + labels[:k]:
+            t0 = time.process_time()
+            preds[label].append(variants[label](p))
+            secs[label] += time.process_time() - t0
+    return preds, secs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="pages per benchmark (default: all)")
     ap.add_argument("--grid", action="store_true", help="also score precision/recall/comments variants")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds (default 3)")
     args = ap.parse_args()
     import trafilatura
 
@@ -116,22 +130,33 @@ def main() -> None:
         variants["webtext favor_precision"] = ours(ExtractConfig(favor_precision=True))
         variants["webtext favor_recall"] = ours(ExtractConfig(favor_recall=True))
         variants["webtext include_comments=True"] = ours(ExtractConfig(include_comments=True))
+        variants["webtext date_htmldate=True"] = ours(ExtractConfig(date_htmldate=True))
     for bench, name in (("aeb", "aeb.jsonl.xz"), ("wcxb", "wcxb_dev.jsonl.xz")):
         pages = load(name, args.limit)
         for p in pages[:3]:  # warm the imports and caches for everyone alike
             trafilatura.extract(p["html"])
         truths = [p["truth"] for p in pages]
-        base_rate = None
-        print(f"\n{bench}: {len(pages)} pages, one core, CPU seconds")
+        anchor_label = next(iter(variants))
+        print(f"\n{bench}: {len(pages)} pages, one core, CPU seconds; speed vs anchor: median of {args.rounds} rounds "
+              "[range] (round 1 all pages, then every 4th), variants interleaved page by page")
         print(f"{'extractor':42} {'P':>6} {'R':>6} {'F1':>6} {'pages/s':>8} {'vs anchor':>9}")
         types = [p.get("page_type") for p in pages] if all(p.get("page_type") for p in pages) else None
         by_type = {}
-        for label, fn in variants.items():
-            preds, secs = run(fn, pages)
-            s = score(bench, truths, preds, types)
-            rate = len(pages) / secs
-            base_rate = base_rate or rate
-            print(f"{label:42} {s['P']:6.3f} {s['R']:6.3f} {s['F1']:6.3f} {rate:8.1f} {rate / base_rate:8.2f}x", flush=True)
+        preds, secs = run_interleaved(variants, pages)
+        # more timing rounds (speed only) on every 4th page; the ratio is each round's,
+        # reported as the median of the rounds with their range
+        ratios = {l: [secs[anchor_label] / secs[l]] for l in variants}
+        for _ in range(args.rounds - 1):
+            _, more = run_interleaved(variants, pages[::4])
+            for l in variants:
+                ratios[l].append(more[anchor_label] / more[l])
+        for label in variants:
+            s = score(bench, truths, preds[label], types)
+            rate = len(pages) / secs[label]
+            r = sorted(ratios[label])
+            spread = f" [{r[0]:.2f}-{r[-1]:.2f}]" if len(r) > 1 else ""
+            print(f"{label:42} {s['P']:6.3f} {s['R']:6.3f} {s['F1']:6.3f} {rate:8.1f} {statistics.median(r):8.2f}x{spread}",
+                  flush=True)
             if types:
                 by_type[label] = s["by_type"]
         if by_type:  # bag-of-words F1 per page type (the type is the benchmark's label, never used to extract)

@@ -220,9 +220,12 @@ class ExtractConfig:
     favor_precision: bool = False
     favor_recall: bool = False
     # Publication date: the one the page's metadata declares (meta tags, microdata,
-    # JSON-LD; ~1 ms), else htmldate's fast mode (original date, no extensive search) on
-    # the tree trafilatura extracts from (pipeline/extract.py page_date).
+    # JSON-LD; ~1 ms a page; pipeline/extract.py page_date). With date_htmldate, pages
+    # whose metadata has none ask htmldate's fast mode (original date, no extensive
+    # search): dates on ~72% of wcxb's pages instead of ~41%, at ~9 ms a page asked (~8%
+    # of the extraction time; bench/RESULTS.md "Rescue").
     with_date: bool = True
+    date_htmldate: bool = False
     workers: int = 0  # 0: all cores
     page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
     # Remove cookie/consent banners and privacy centres (OneTrust, Quantcast, Axeptio,

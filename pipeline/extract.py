@@ -7,8 +7,8 @@ extracts the main text with settings chosen by measurement
 and subscription prompts are removed first, and an extraction that kept little of
 a page that is not an article is rescued after (``extract_page``). The title is
 read from the page's ``<title>``/``og:title`` (cheap) and the publication date
-from the page's metadata, else htmldate's fast mode (``with_date``, on by default,
-on the same parse), since trafilatura's full metadata pass costs a third of the
+from the page's metadata (``with_date``, on by default; htmldate's fast mode where the
+metadata has none with ``date_htmldate``), since trafilatura's full metadata pass costs a third of the
 extraction time.
 
 Work is split into chunks; each chunk writes ``part-NNNNN.parquet`` (kept
@@ -87,7 +87,7 @@ _DATE_META = etree.XPath(
     " or @name='DC.date.issued' or @name='dcterms.date' or @name='parsely-pub-date' or @name='sailthru.date']/@content"
     " | //*[@itemprop='datePublished']/@datetime")
 _LD_DATE = re.compile(r'"datePublished"\s*:\s*"(\d{4}-\d{2}-\d{2})')
-_ISO_DATE = re.compile(r"\b((?:19|20)\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b")
+_ISO_DATE = re.compile(r"(?<!\d)((?:19|20)\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(?!\d)")
 
 
 def declared_date(tree) -> str | None:
@@ -103,14 +103,14 @@ def declared_date(tree) -> str | None:
     return None
 
 
-def page_date(html_or_tree) -> str | None:
+def page_date(html_or_tree, htmldate: bool = True) -> str | None:
     """The publication date (YYYY-MM-DD): the one the page's metadata declares, else
-    htmldate's fast mode (original date, no extensive search), else None."""
+    (with HTMLDATE) htmldate's fast mode (original date, no extensive search), else None."""
     from htmldate import find_date
 
     if not isinstance(html_or_tree, str):
         found = declared_date(html_or_tree)
-        if found:
+        if found or not htmldate:
             return found
     try:
         return find_date(html_or_tree, extensive_search=False, original_date=True)
@@ -139,8 +139,8 @@ PAYWALL_MAX_CHARS = 1500
 # Words every _CONSENT_ATTR / _PAYWALL_ATTR alternative contains: one test per id or class
 # string rules out most elements before any per-element work.
 _BANNER_PRE = re.compile(r"onetrust|ot-|qc-cmp|axeptio|didomi|cookie|usercentrics|truste|sp_message|sp-message|gdpr|"
-                         r"consent|cc-|privacy|paywall|pay-wall|regwall|reg-wall|registration|piano-|tp-|restricted|"
-                         r"gate|lock|subscri|premium|meter")
+                         r"consent|cc-|privacy|paywall|pay-wall|regwall|reg-wall|registration-wall|piano-|tp-modal|"
+                         r"tp-backdrop|restricted-|-gate|-lock|locked-|subscri|premium-|meter-|metered")
 _ID_CLASS = etree.XPath("//@id | //@class", smart_strings=True)
 _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
 _CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
@@ -172,6 +172,8 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
         return "".join(parts)
 
     removed = {"consent": 0, "paywall": 0}
+    # Candidates from the page's id and class strings (lxml's attribute results know their
+    # element): only elements whose id/class holds a _BANNER_PRE word become Python objects.
     # Candidates from the page's id and class strings (lxml's attribute results know their
     # element): only elements whose id/class holds a _BANNER_PRE word become Python objects.
     hits, last = [], None
@@ -280,13 +282,16 @@ def rescue_short_extraction(tree, text: str | None) -> tuple[str | None, str | N
     return text, None
 
 
-def extract_page(html: str, url: str | None, cfg: ExtractConfig) -> tuple[str | None, str | None]:
+def extract_page(html: str, url: str | None, cfg: ExtractConfig,
+                 steps: dict[str, int] | None = None) -> tuple[str | None, str | None]:
     """(main text, publication date) from one parse of the page: htmldate reads
     the tree first (it does not change it), then consent banners and subscription prompts are
     removed (``strip_banners``), then trafilatura extracts from it (identical output to
     passing the HTML string, measured on aeb; the date then costs 4-8% of the
     extraction time instead of ~10%), then an extraction that kept little of the
-    page is rescued (``rescue_short_extraction``, with ``cfg.rescue``)."""
+    page is rescued (``rescue_short_extraction``, with ``cfg.rescue``). STEPS, when
+    given, gets what the steps did: consent_removed, paywall_removed (elements),
+    rescued_baseline or rescued_page (1), for the run's summary."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
@@ -294,12 +299,18 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig) -> tuple[str | 
     tree = load_html(html)
     if tree is None:
         return extract_text(html, url, cfg), None
-    date = page_date(tree) if cfg.with_date else None
+    date = page_date(tree, cfg.date_htmldate) if cfg.with_date else None
     if cfg.strip_consent or cfg.strip_paywall:
-        strip_banners(tree, consent=cfg.strip_consent, paywall=cfg.strip_paywall)
+        removed = strip_banners(tree, consent=cfg.strip_consent, paywall=cfg.strip_paywall)
+        if steps is not None:
+            for kind, n in removed.items():
+                if n:
+                    steps[f"{kind}_removed"] = n
     text = extract_text(tree, url, cfg)  # trafilatura works on a copy: TREE stays whole
     if cfg.rescue:
-        text = rescue_short_extraction(tree, text)[0]
+        text, how = rescue_short_extraction(tree, text)
+        if how and steps is not None:
+            steps[f"rescued_{how}"] = 1
     return text, date
 
 
@@ -398,8 +409,9 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
         return key, None, "empty_body"
     html, charset = decode_html(body, ctype)
     signal.setitimer(signal.ITIMER_REAL, cfg.page_timeout_s)
+    steps: dict[str, int] = {}
     try:
-        text, pub_date = extract_page(html, uri, cfg)
+        text, pub_date = extract_page(html, uri, cfg, steps)
     except _PageTimeout:
         return key, None, "extract_timeout"
     except Exception:
@@ -412,7 +424,25 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
         "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": pub_date,
         # fetched_at is the record's WARC-Date: the fetch time, or an archived page's capture time
         "status": status, "fetched_at": date, "warc_file": path, "warc_offset": offset, "charset": charset,
+        "_steps": steps,  # what extraction's own steps did (taken out before the document is written)
     }, None
+
+
+def count_steps(summary: RunSummary, doc: dict) -> None:
+    """Move a document's ``_steps`` into the summary's extra["extraction_steps"]: pages
+    whose consent banner or subscription prompt was removed, pages rescued."""
+    steps = doc.pop("_steps", None) or {}
+    tally = summary.extra.setdefault("extraction_steps", {})
+    for k in steps:
+        name = {"consent_removed": "pages_consent_removed", "paywall_removed": "pages_paywall_removed"}.get(k, k)
+        tally[name] = tally.get(name, 0) + 1
+
+
+def note_steps(summary: RunSummary) -> None:
+    """One line of the run's table for what extraction's steps did on the kept pages."""
+    steps = summary.extra.get("extraction_steps")
+    if steps:
+        summary.note("of the pages kept: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(steps.items())))
 
 
 def tasks_from_warcs(paths: Iterable[str | Path], damaged: list[dict] | None = None) -> Iterator[tuple[str, int, str | None]]:
@@ -536,6 +566,7 @@ def extract_documents(
                     summary.drop("duplicate_capture")
                     continue
                 seen.add(doc["url_norm"])
+                count_steps(summary, doc)
                 m = reddit_meta.get(doc["url_norm"], {})
                 doc.update(
                     id=url_id(doc["url_norm"]), score=m.get("score"), score_total=m.get("score_total"),
@@ -551,6 +582,7 @@ def extract_documents(
             next_part += 1
             kept_total += len(docs)
     summary.n_out = kept_total
+    note_steps(summary)
     summary.check()
     summary.finish().write(out)
     return summary
@@ -669,6 +701,7 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
             if doc is None:
                 summary.drop(reason.split(":", 1)[0])
                 continue
+            count_steps(summary, doc)
             rec = records[key]
             if not any(f in rec for f in META_FIELDS) and links_dirs:
                 if meta_of_links is None:  # an outcome log written before fetch carried them
@@ -746,6 +779,12 @@ def finish_extract(out_dir: str | Path, parts: list[dict]) -> RunSummary:
     bad = sum(p["extra"].get("unreadable_outcome_lines", 0) for p in parts)
     if bad:
         s.extra["unreadable_outcome_lines"] = bad
+    steps: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["extra"].get("extraction_steps", {}).items():
+            steps[k] = steps.get(k, 0) + v
+    s.extra["extraction_steps"] = steps
+    note_steps(s)
     s.check()
     s.finish().write(out_dir)
     return s

@@ -154,3 +154,48 @@ def test_the_rescue_leaves_articles_alone():
     assert rescue_short_extraction(tree, "") == ("", None)
     listing = load_html(_page("dev.events/AM/tech")["html"])
     assert not declares_article(listing) and rescue_short_extraction(listing, "")[1] == "page"
+
+
+def test_the_run_summary_counts_what_the_steps_did(tmp_path):
+    # real pages in a real WARC through the extract stage: the summary says how many
+    # pages lost a consent banner or a subscription prompt and how many were rescued
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline.extract import extract_documents, read_documents, tasks_from_warcs
+
+    pages = [_page(STATNEWS), _page("allrecipes.com/recipes/17562"), _page("dev.events/AM/tech")]
+    warc = tmp_path / "pages.warc.gz"
+    with open(warc, "wb") as fh:
+        w = WARCWriter(fh, gzip=True)
+        for p in pages:
+            body = p["html"].encode("utf-8")
+            h = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            w.write_record(w.create_warc_record(p["url"], "response", payload=io.BytesIO(body), http_headers=h))
+    s = extract_documents(tasks_from_warcs([warc]), tmp_path / "docs", ExtractConfig(workers=1))
+    assert s.n_out == 3
+    steps = s.extra["extraction_steps"]
+    assert steps["pages_paywall_removed"] >= 1 and steps["pages_consent_removed"] >= 1
+    assert steps.get("rescued_baseline", 0) + steps.get("rescued_page", 0) == 1
+    docs = read_documents(tmp_path / "docs")
+    assert "_steps" not in docs.column_names and not any(p in t for t in docs.column("text").to_pylist() for p in PROMPTS)
+
+
+# --- the publication date from the page's metadata ---------------------------------
+
+@pytest.mark.parametrize("head, want", [
+    ('<meta property="article:published_time" content="2019-03-04T10:00:00+01:00">', "2019-03-04"),
+    ('<script type="application/ld+json">{"@type": "NewsArticle", "datePublished": "2018-11-30"}</script>', "2018-11-30"),
+    ('<meta itemprop="datePublished" content="2017-01-02">', "2017-01-02"),
+    ('<meta property="article:published_time" content="2019-13-45">', None),  # not a date
+    ('<meta name="description" content="2019-03-04 was a Monday">', None),  # not a date field
+])
+def test_the_date_the_metadata_declares(head, want):
+    from lxml import html
+
+    from pipeline.extract import page_date
+
+    tree = html.fromstring(f"<html><head>{head}</head><body><p>Published on 2001-01-01.</p></body></html>")
+    assert page_date(tree, htmldate=False) == want

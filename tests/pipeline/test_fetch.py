@@ -156,12 +156,17 @@ def test_replay_from_warc_needs_no_network(tmp_path, pages):
     t1 = sorted(read_documents(tmp_path / "d1").column("text").to_pylist())
     t2 = sorted(read_documents(tmp_path / "d2").column("text").to_pylist())
     assert t1 == t2 and len(t1) == e1.n_out == e2.n_out > 0
-    # title and publication date come with the text (these real article pages all carry a date)
+    # title and publication date come with the text: the date the page's metadata
+    # declares, and with date_htmldate htmldate's where it declares none (these real
+    # article pages all carry one)
     import re
 
     docs = read_documents(tmp_path / "d1").to_pylist()
     assert all(d["title"] for d in docs)
-    assert all(d["date"] and re.fullmatch(r"\d{4}-\d{2}-\d{2}", d["date"]) for d in docs)
+    assert all(d["date"] is None or re.fullmatch(r"\d{4}-\d{2}-\d{2}", d["date"]) for d in docs)
+    extract_documents(tasks_from_warcs(warcs), tmp_path / "dh", ExtractConfig(workers=1, date_htmldate=True))
+    dated = {d["url"]: d["date"] for d in read_documents(tmp_path / "dh").to_pylist()}
+    assert all(v and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) for v in dated.values())
     e3 = extract_documents(tasks_from_warcs(warcs), tmp_path / "d3", ExtractConfig(workers=1, with_date=False))
     assert e3.n_out == e1.n_out and not any(read_documents(tmp_path / "d3").column("date").to_pylist())
 
