@@ -241,6 +241,10 @@ class ExtractConfig:
     # by their containers (paywall, regwall, Piano, restricted-content breakers) before
     # extraction; the article around them is kept (pipeline/extract.py strip_banners).
     strip_paywall: bool = True
+    # A forum thread or Q&A page whose engine marks its posts (XenForo, vBulletin, phpBB,
+    # Invision, SMF, schema.org QAPage answers) gives its title and posts as the text
+    # (pipeline/extract.py forum_posts): trafilatura counts posts as comments.
+    forum_posts: bool = True
 
     def validate(self) -> None:
         check_types(self, "extract")
