@@ -174,8 +174,6 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
     removed = {"consent": 0, "paywall": 0}
     # Candidates from the page's id and class strings (lxml's attribute results know their
     # element): only elements whose id/class holds a _BANNER_PRE word become Python objects.
-    # Candidates from the page's id and class strings (lxml's attribute results know their
-    # element): only elements whose id/class holds a _BANNER_PRE word become Python objects.
     hits, last = [], None
     for value in _ID_CLASS(tree):  # document order: an element's id and class come together
         if _BANNER_PRE.search(value.lower()):
@@ -288,7 +286,7 @@ def rescue_short_extraction(tree, text: str | None) -> tuple[str | None, str | N
 # calls comments otherwise); these engines mark each post's body. Q&A markup (schema.org
 # Question/Answer text) counts only on a QAPage: FAQ pages of shops and services use
 # the same markup for their own copy. Measured on wcxb dev (bench/RESULTS.md): found on
-# 65 of the 113 forum pages and on no other page, forum F1 .704 -> ~.76.
+# 65 of the 113 forum pages and on no other page, forum F1 .704 -> .752.
 _CLASS = "contains(concat(' ', normalize-space(@class), ' '), ' {} ')"
 FORUM_ENGINES = (
     ("xenforo", "bbWrapper", f"//div[{_CLASS.format('bbWrapper')}]"),
@@ -324,16 +322,16 @@ def forum_posts(html: str, tree) -> tuple[str, str] | None:
 
 def extract_page(html: str, url: str | None, cfg: ExtractConfig,
                  steps: dict[str, int] | None = None) -> tuple[str | None, str | None]:
-    """(main text, publication date) from one parse of the page: htmldate reads
-    the tree first (it does not change it), then consent banners and subscription prompts are
-    removed (``strip_banners``), then trafilatura extracts from it (identical output to
-    passing the HTML string, measured on aeb; the date then costs 4-8% of the
-    extraction time instead of ~10%), then an extraction that kept little of the
-    page is rescued (``rescue_short_extraction``, with ``cfg.rescue``); a forum thread
-    or Q&A page whose engine marks its posts gives its posts instead (``forum_posts``,
-    with ``cfg.forum_posts``). STEPS, when
-    given, gets what the steps did: consent_removed, paywall_removed (elements),
-    rescued_baseline or rescued_page (1), for the run's summary."""
+    """(main text, publication date) from one parse of the page: the date is read
+    from the tree first (``page_date``; it does not change it), then consent banners
+    and subscription prompts are removed (``strip_banners``); a forum thread or Q&A
+    page whose engine marks its posts then gives its posts (``forum_posts``, with
+    ``cfg.forum_posts``); any other page goes to trafilatura (on the same tree:
+    identical output to passing the HTML string, measured on aeb), and an extraction
+    that kept little of a non-article page is rescued (``rescue_short_extraction``,
+    with ``cfg.rescue``). STEPS, when given, gets what the steps did for the run's
+    summary: consent_removed / paywall_removed (elements), forum_ENGINE,
+    rescued_baseline or rescued_page."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
