@@ -4,8 +4,9 @@ Both run in the same process on the same pages, one core, sequentially:
   - anchor: ``trafilatura.extract(html)`` with trafilatura's defaults;
   - webtext: ``pipeline.extract.extract_page`` with the configured ExtractConfig
     (plus the title and publication-date reads the extract worker does per page);
-  - webtext without its rescue of short extractions, and without its consent and
-    paywall step (what each step adds, and costs);
+  - webtext without its rescue of short extractions, without its expansion to the
+    extraction's container, and without its consent and paywall step (what each
+    step adds, and costs);
   - with --grid, also favor_precision / favor_recall / include_comments variants.
 
 Scores (as ../shared/README.md defines them):
@@ -125,6 +126,7 @@ def main() -> None:
     variants = {"trafilatura.extract(html)": lambda p: trafilatura.extract(p["html"]),
                 f"webtext (include_comments={cfg.include_comments})": ours(cfg),
                 "webtext rescue=False": ours(ExtractConfig(rescue=False)),
+                "webtext expand=False": ours(ExtractConfig(expand=False)),
                 "webtext no consent/paywall step": ours(ExtractConfig(strip_consent=False, strip_paywall=False))}
     if args.grid:
         variants["webtext favor_precision"] = ours(ExtractConfig(favor_precision=True))

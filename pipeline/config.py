@@ -245,6 +245,11 @@ class ExtractConfig:
     # Invision, SMF, schema.org QAPage answers) gives its title and posts as the text
     # (pipeline/extract.py forum_posts): trafilatura counts posts as comments.
     forum_posts: bool = True
+    # Where the container of what trafilatura kept holds 1.25x its words or more (the
+    # headings, short list items and cells of a service, listing or collection page),
+    # take the container's text (pipeline/extract.py expand_to_container; not on pages
+    # that declare a product; bench/RESULTS.md "Container").
+    expand: bool = True
 
     def validate(self) -> None:
         check_types(self, "extract")

@@ -5,7 +5,9 @@ or exactly the records a fetch directory's outcomes point at. trafilatura
 extracts the main text with settings chosen by measurement
 (bench/bench_extract.py): ``include_comments=False``, URL passed; consent banners
 and subscription prompts are removed first, and an extraction that kept little of
-a page that is not an article is rescued after (``extract_page``). The title is
+a page that is not an article is rescued after, or widened to the container of what
+trafilatura kept (its headings and lists); forum threads give their posts
+(``extract_page``). The title is
 read from the page's ``<title>``/``og:title`` (cheap) and the publication date
 from the page's metadata (``with_date``, on by default; htmldate's fast mode where the
 metadata has none with ``date_htmldate``), since trafilatura's full metadata pass costs a third of the
@@ -280,6 +282,91 @@ def rescue_short_extraction(tree, text: str | None) -> tuple[str | None, str | N
     return text, None
 
 
+# Expansion to the extraction's container. On service, listing and collection pages
+# trafilatura keeps a section's paragraphs but drops its headings, short list items and
+# table cells (the truth of such a page keeps them). The container that holds the
+# paragraphs trafilatura kept is found back in the page: the deepest element holding
+# EXPAND_COVER of the page's block elements (p, li, h1-h6, td ...) whose text is one of
+# the extraction's lines of EXPAND_MIN_WORDS words or more. Its text (less scripts,
+# styles, navigation, headers, footers, asides, forms and buttons) replaces the
+# extraction when it holds EXPAND_RATIO times the words or more; never the whole body,
+# and never on a page that declares a product (schema.org Product, og:type product):
+# there the container holds prices, variant pickers and cart widgets. Measured on wcxb
+# dev (bench/RESULTS.md "Container"): fires on ~15% of the pages, +.014 overall;
+# chosen on that split, checked on each half and on aeb.
+EXPAND_MIN_WORDS = 3
+EXPAND_COVER = 0.8
+EXPAND_RATIO = 1.25
+_BLOCKS = etree.XPath("//p|//li|//h1|//h2|//h3|//h4|//h5|//h6|//td|//th|//dd|//dt|//blockquote|//pre")
+_NOT_TEXT = etree.XPath("//script|//style|//noscript|//template|//svg|//nav|//header|//footer|//aside|//form"
+                        "|//button|//select|//iframe")
+_PRODUCT = re.compile(r"""["']@type["']\s*:\s*\[?\s*["']Product["']|itemtype=["']https?://schema\.org/Product["']"""
+                      r"""|property=["']og:type["'][^>]*content=["'](?:og:)?product|content=["'](?:og:)?product["'][^>]*property=["']og:type""",
+                      re.I)
+
+
+def _words_key(line: str) -> str:
+    return " ".join(_WORD.findall(line.lower()))
+
+
+def declares_product(html: str) -> bool:
+    """The page says it sells one product: a schema.org Product (JSON-LD or microdata)
+    or og:type product."""
+    return bool(_PRODUCT.search(html))
+
+
+def expand_to_container(tree, text: str | None) -> str | None:
+    """The text of the element that holds what TEXT (trafilatura's extraction of the
+    page TREE) was taken from, when it holds EXPAND_RATIO times TEXT's words or more;
+    else None. TREE loses its scripts, navigation, forms (...): call it last."""
+    if not text:
+        return None
+    lines = {_words_key(line) for line in text.splitlines()}
+    lines = {k for k in lines if k.count(" ") + 1 >= EXPAND_MIN_WORDS}
+    if not lines:
+        return None
+    for el in _NOT_TEXT(tree):
+        parent = el.getparent()
+        if parent is not None:
+            parent.remove(el)
+    hits = [el for el in _BLOCKS(tree) if _words_key(el.text_content()) in lines]
+    if len(hits) < 2:
+        return None
+    held: dict = {}
+    for el in hits:
+        for anc in el.iterancestors():
+            held[anc] = held.get(anc, 0) + 1
+    need = EXPAND_COVER * len(hits)
+    best, depth = None, -1
+    for anc, n in held.items():
+        if n >= need:
+            d = sum(1 for _ in anc.iterancestors())
+            if d > depth:
+                best, depth = anc, d
+    if best is None or best.tag in ("body", "html"):
+        return None
+    parts = (" ".join(t.split()) for t in best.itertext())
+    found = "\n".join(t for t in parts if t)
+    if len(_WORD.findall(found)) < EXPAND_RATIO * len(_WORD.findall(text)):
+        return None
+    return found
+
+
+def drop_repeated_lines(text: str, min_words: int = 3) -> str:
+    """TEXT without the lines of MIN_WORDS words or more that repeat an earlier line
+    (word for word, case aside): a forum post quoting an earlier one."""
+    seen: set[str] = set()
+    out = []
+    for line in text.splitlines():
+        key = _words_key(line)
+        if key.count(" ") + 1 >= min_words:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(line)
+    return "\n".join(out)
+
+
 # Forum threads and Q&A pages by their engine's post markup: (a string every such page
 # holds, cheap to look for in the HTML; the XPath of one post's body). trafilatura
 # counts posts as comments (dropped with include_comments=False, or mixed with what it
@@ -314,7 +401,7 @@ def forum_posts(html: str, tree) -> tuple[str, str] | None:
         for post in posts:
             lines = (" ".join(line.split()) for line in post.text_content().splitlines())
             parts.append("\n".join(line for line in lines if line))
-        text = "\n".join(p for p in parts if p)
+        text = drop_repeated_lines("\n".join(p for p in parts if p))
         if text:
             return name, text
     return None
@@ -327,12 +414,14 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     and subscription prompts are removed (``strip_banners``); a forum thread or Q&A
     page whose engine marks its posts then gives its posts (``forum_posts``, with
     ``cfg.forum_posts``); any other page goes to trafilatura (on the same tree:
-    identical output to passing the HTML string, measured on aeb), and an extraction
+    identical output to passing the HTML string, measured on aeb), an extraction
     that kept little of a non-article page is rescued (``rescue_short_extraction``,
-    with ``cfg.rescue``). STEPS, when given, gets what the steps did for the run's
+    with ``cfg.rescue``), and on a page that declares neither an article nor a
+    product the extraction is widened to its container (``expand_to_container``,
+    with ``cfg.expand``). STEPS, when given, gets what the steps did for the run's
     summary: consent_removed / paywall_removed (elements), forum_ENGINE,
-    rescued_baseline or rescued_page."""
-    if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts):
+    rescued_baseline or rescued_page, expanded."""
+    if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
@@ -357,6 +446,12 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
         text, how = rescue_short_extraction(tree, text)
         if how and steps is not None:
             steps[f"rescued_{how}"] = 1
+    if cfg.expand and not declares_product(html) and not declares_article(tree):
+        wider = expand_to_container(tree, text)  # last: it strips TREE
+        if wider is not None:
+            text = wider
+            if steps is not None:
+                steps["expanded"] = 1
     return text, date
 
 
@@ -476,7 +571,8 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
 
 def count_steps(summary: RunSummary, doc: dict) -> None:
     """Move a document's ``_steps`` into the summary's extra["extraction_steps"]: pages
-    whose consent banner or subscription prompt was removed, pages rescued."""
+    whose consent banner or subscription prompt was removed, pages rescued, forum
+    pages, pages widened to their extraction's container."""
     steps = doc.pop("_steps", None) or {}
     tally = summary.extra.setdefault("extraction_steps", {})
     for k in steps:

@@ -271,7 +271,7 @@ STAGES: tuple[Stage, ...] = (
           doc="pages into WARC, politely, safely, resumably; archives for dead links"),
     Stage("extract", ("fetch", "links"), "extract", "pages", "one per fetch outcome log (its unread lines)",
           _extract_run, _extract_parts, _extract_part, _extract_finish, retries=1, finish_name="extract-combine",
-          doc="main text with trafilatura, consent and paywall prompts removed, short extractions of non-articles rescued"),
+          doc="main text with trafilatura, consent and paywall prompts removed, short extractions of non-articles rescued or widened to their container, forum posts"),
     Stage("filter", ("extract",), "filter", "documents", "one per extracted part",
           _filter_run, _filter_parts, _filter_part, _filter_finish, fan_out="always", retries=1,
           finish_name="filter-combine", doc="Wikipedia, length, language, junk; dropped documents kept aside"),

@@ -1,7 +1,8 @@
 """Cookie and consent banners and subscription prompts are removed before extraction,
 the page is kept: on the real pages where they became the "main text" or its last
-lines (issue 14), and on hand-made ones that must not lose content. And the rescue of
-extractions that kept little of a page, on real listing pages."""
+lines (issue 14), and on hand-made ones that must not lose content. And the steps
+after trafilatura: the rescue of extractions that kept little of a page, forum posts,
+the expansion to the extraction's container, on real pages."""
 
 import json
 import lzma
@@ -10,7 +11,8 @@ import re
 import pytest
 
 from pipeline.config import ExtractConfig
-from pipeline.extract import declares_article, extract_page, rescue_short_extraction, strip_banners, strip_consent
+from pipeline.extract import (declares_article, declares_product, drop_repeated_lines, expand_to_container, extract_page,
+                              rescue_short_extraction, strip_banners, strip_consent)
 
 from webtext_testlib import shared
 
@@ -137,7 +139,7 @@ def test_a_paywall_element_holding_the_story_stays():
 def test_a_listing_whose_items_trafilatura_drops_is_rescued(key):
     page = _page(key)
     truth = words(page["truth"])
-    plain = extract_page(page["html"], page["url"], ExtractConfig(rescue=False))[0] or ""
+    plain = extract_page(page["html"], page["url"], ExtractConfig(rescue=False, expand=False))[0] or ""
     rescued = extract_page(page["html"], page["url"], ExtractConfig())[0] or ""
     assert len(words(plain) & truth) < 0.3 * len(truth)  # trafilatura alone keeps a header
     assert len(words(rescued) & truth) >= 0.9 * len(truth)  # the items come back
@@ -216,7 +218,7 @@ def test_a_forum_thread_gives_its_posts(key, engine):
     truth = words(page["truth"])
     steps: dict = {}
     posts = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
-    plain = extract_page(page["html"], page["url"], ExtractConfig(forum_posts=False))[0] or ""
+    plain = extract_page(page["html"], page["url"], ExtractConfig(forum_posts=False, expand=False))[0] or ""
     assert steps.get(f"forum_{engine}") == 1
     found, found_plain = len(words(posts) & truth), len(words(plain) & truth)
     assert found >= 0.9 * len(truth) and found > found_plain  # the posts trafilatura left out are back
@@ -230,3 +232,67 @@ def test_faq_markup_outside_a_qa_page_is_not_a_forum():
     text = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
     assert not any(k.startswith("forum_") for k in steps)
     assert text == extract_page(page["html"], page["url"], ExtractConfig(forum_posts=False))[0]
+
+
+def test_a_quoted_post_is_kept_once():
+    text = "Title\nI think the red one is better.\nok\nI think the red one is better.\nok\nAgreed, the red one."
+    assert drop_repeated_lines(text) == "Title\nI think the red one is better.\nok\nok\nAgreed, the red one."
+    page = _page("usingenglish.com/forum/threads/car-rental-or-car-rent")
+    posts = extract_page(page["html"], page["url"], ExtractConfig())[0]
+    lines = [" ".join(re.findall(r"\w+", l.lower())) for l in posts.splitlines()]
+    long = [l for l in lines if len(l.split()) >= 3]
+    assert len(long) == len(set(long))  # the thread's quotes of earlier posts are not repeated
+
+
+# --- the expansion to the container of what trafilatura kept -----------------------
+
+SECTION = """<html><body><nav><ul><li>Home page of the site</li><li>About the whole company</li></ul></nav>
+  <div id="page"><div class="services">
+    <h2>Flexible rentals for every need</h2>
+    <p>Whether you need equipment for a day or a month, we deliver and set it up for you.</p>
+    <h3>Private clients</h3><ul><li>Try before you buy</li><li>Temporary home gyms</li></ul>
+    <p>Perfect for home trials and for trying a machine before buying it outright.</p>
+    <p>Production-ready equipment for film, television and commercial shoots anywhere.</p>
+    <form><button>Book a call with the team now</button></form>
+  </div><footer><p>Copyright and the legal notices of the company</p></footer></div></body></html>"""
+
+
+def test_the_container_of_the_kept_paragraphs_gives_their_headings_and_lists():
+    from lxml import html
+
+    kept = ("Whether you need equipment for a day or a month, we deliver and set it up for you.\n"
+            "Perfect for home trials and for trying a machine before buying it outright.\n"
+            "Production-ready equipment for film, television and commercial shoots anywhere.")
+    text = expand_to_container(html.fromstring(SECTION), kept)
+    for want in ("Flexible rentals for every need", "Private clients", "Try before you buy", "Perfect for home trials"):
+        assert want in text
+    for gone in ("Home page", "Book a call", "Copyright"):  # navigation, forms, footers stay out
+        assert gone not in text
+    # a container no wider than the extraction, or the whole body, is not taken
+    assert expand_to_container(html.fromstring(SECTION), kept + "\nFlexible rentals for every need\nTry before you buy") is None
+    body = "<html><body>" + "".join(f"<p>Paragraph number {i} of the page body.</p><h2>Heading {i}</h2>" for i in range(6))
+    assert expand_to_container(html.fromstring(body), "Paragraph number 1 of the page body.\nParagraph number 2 of the page body.") is None
+    assert expand_to_container(html.fromstring(SECTION), "") is None
+
+
+@pytest.mark.parametrize("key", ["professional.mit.edu/certificate-programs", "petplace.com/insurance/"])
+def test_a_page_whose_headings_and_lists_trafilatura_drops_gets_its_section(key):
+    page = _page(key)
+    truth = words(page["truth"])
+    steps: dict = {}
+    plain = extract_page(page["html"], page["url"], ExtractConfig(expand=False))[0] or ""
+    wider = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0] or ""
+    assert steps.get("expanded") == 1
+    assert len(words(wider) & truth) >= 0.9 * len(truth) > len(words(plain) & truth) / 0.9  # what it adds is the truth's
+    assert len(words(wider) - truth) <= 0.2 * len(words(wider))  # and not the page's chrome
+
+
+def test_articles_and_product_pages_are_not_expanded():
+    for key in (STATNEWS, "allbirds.com/products/mens-wool-runners"):
+        page = _page(key)
+        steps: dict = {}
+        text = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
+        assert "expanded" not in steps
+        assert text == extract_page(page["html"], page["url"], ExtractConfig(expand=False))[0]
+    assert declares_product(_page("allbirds.com/products/mens-wool-runners")["html"])
+    assert not declares_product(_page("petplace.com/insurance/")["html"])
