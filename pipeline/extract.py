@@ -300,19 +300,20 @@ EXPAND_RATIO = 1.25
 _BLOCKS = etree.XPath("//p|//li|//h1|//h2|//h3|//h4|//h5|//h6|//td|//th|//dd|//dt|//blockquote|//pre")
 _NOT_TEXT = etree.XPath("//script|//style|//noscript|//template|//svg|//nav|//header|//footer|//aside|//form"
                         "|//button|//select|//iframe")
-_PRODUCT = re.compile(r"""["']@type["']\s*:\s*\[?\s*["']Product["']|itemtype=["']https?://schema\.org/Product["']"""
-                      r"""|property=["']og:type["'][^>]*content=["'](?:og:)?product|content=["'](?:og:)?product["'][^>]*property=["']og:type""",
-                      re.I)
+_PRODUCT_TYPE = re.compile(r'"@type"\s*:\s*\[?\s*"Product"')
+_PRODUCT_ITEM = etree.XPath("//*[@itemtype='https://schema.org/Product' or @itemtype='http://schema.org/Product']")
 
 
 def _words_key(line: str) -> str:
     return " ".join(_WORD.findall(line.lower()))
 
 
-def declares_product(html: str) -> bool:
-    """The page says it sells one product: a schema.org Product (JSON-LD or microdata)
-    or og:type product."""
-    return bool(_PRODUCT.search(html))
+def declares_product(tree) -> bool:
+    """The page says it sells one product: og:type product, or a schema.org Product in
+    its JSON-LD or microdata."""
+    if any(v.strip().lower() in ("product", "og:product") for v in _OG_TYPE(tree)):
+        return True
+    return any(_PRODUCT_TYPE.search(t) for t in _JSON_LD(tree)) or bool(_PRODUCT_ITEM(tree))
 
 
 def expand_to_container(tree, text: str | None) -> str | None:
@@ -446,7 +447,7 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
         text, how = rescue_short_extraction(tree, text)
         if how and steps is not None:
             steps[f"rescued_{how}"] = 1
-    if cfg.expand and not declares_product(html) and not declares_article(tree):
+    if cfg.expand and not declares_article(tree) and not declares_product(tree):
         wider = expand_to_container(tree, text)  # last: it strips TREE
         if wider is not None:
             text = wider
