@@ -143,7 +143,8 @@ PAYWALL_MAX_CHARS = 1500
 _BANNER_PRE = re.compile(r"onetrust|ot-|qc-cmp|axeptio|didomi|cookie|usercentrics|truste|sp_message|sp-message|gdpr|"
                          r"consent|cc-|privacy|paywall|pay-wall|regwall|reg-wall|registration-wall|piano-|tp-modal|"
                          r"tp-backdrop|restricted-|-gate|-lock|locked-|subscri|premium-|meter-|metered")
-_ID_CLASS = etree.XPath("//@id | //@class", smart_strings=True)
+_ID_CLASS = etree.XPath("//@id | //@class", smart_strings=False)
+_NTH_ID_CLASS = etree.XPath("(//@id | //@class)[$n]", smart_strings=True)
 _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
 _CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
                   "préférences", "datos personales", "privacidad")
@@ -174,20 +175,26 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
         return "".join(parts)
 
     removed = {"consent": 0, "paywall": 0}
-    # Candidates from the page's id and class strings (lxml's attribute results know their
-    # element): only elements whose id/class holds a _BANNER_PRE word become Python objects.
+    # Candidates from the page's id and class strings, as plain strings (a page holds
+    # about a thousand): only a value that names a consent manager or a paywall has its
+    # element looked up (by its position among them), so elements become Python objects
+    # only there.
     hits, last = [], None
-    for value in _ID_CLASS(tree):  # document order: an element's id and class come together
-        if _BANNER_PRE.search(value.lower()):
-            el = value.getparent()
-            if el is last or el.tag in _NEVER_STRIPPED:
-                continue
-            last = el
-            attrs = f"{el.get('id') or ''} {el.get('class') or ''}".lower()
-            if consent and _CONSENT_ATTR.search(attrs):
-                hits.append((el, "consent"))
-            elif paywall and _PAYWALL_ATTR.search(attrs):
-                hits.append((el, "paywall"))
+    for i, value in enumerate(_ID_CLASS(tree)):  # document order: an element's id and class come together
+        low = value.lower()
+        if not _BANNER_PRE.search(low):
+            continue
+        if not ((consent and _CONSENT_ATTR.search(low)) or (paywall and _PAYWALL_ATTR.search(low))):
+            continue
+        el = _NTH_ID_CLASS(tree, n=i + 1)[0].getparent()
+        if el is last or el.tag in _NEVER_STRIPPED:
+            continue
+        last = el
+        attrs = f"{el.get('id') or ''} {el.get('class') or ''}".lower()
+        if consent and _CONSENT_ATTR.search(attrs):
+            hits.append((el, "consent"))
+        elif paywall and _PAYWALL_ATTR.search(attrs):
+            hits.append((el, "paywall"))
     if not hits:
         return removed
     body = tree.find(".//body") if tree.tag != "body" else tree
@@ -381,7 +388,7 @@ FORUM_ENGINES = (
     ("vbulletin", "post_message_", "//div[starts-with(@id, 'post_message_')]"),
     ("phpbb", 'class="postbody"', f"//div[{_CLASS.format('postbody')}]//div[{_CLASS.format('content')}]"),
     ("invision", 'data-role="commentContent"', "//div[@data-role='commentContent']"),
-    ("smf", 'class="inner"', f"//div[{_CLASS.format('post')}]/div[{_CLASS.format('inner')}]"),
+    ("smf", 'id="forumposts"', f"//div[{_CLASS.format('post')}]/div[{_CLASS.format('inner')}]"),
     ("qa", "QAPage", "//*[contains(@itemtype, 'schema.org/Answer') or contains(@itemtype, 'schema.org/Question') "
                      "or contains(@itemtype, 'DiscussionForumPosting')]//div[@itemprop='text']"),
 )
