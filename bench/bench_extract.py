@@ -5,8 +5,8 @@ Both run in the same process on the same pages, one core, sequentially:
   - webtext: ``pipeline.extract.extract_page`` with the configured ExtractConfig
     (plus the title and publication-date reads the extract worker does per page);
   - webtext without its rescue of short extractions, without its expansion to the
-    extraction's container, and without its consent and paywall step (what each
-    step adds, and costs);
+    extraction's container, keeping a first line that repeats the title, and
+    without its consent and paywall step (what each step adds, and costs);
   - with --grid, also favor_precision / favor_recall / include_comments variants.
 
 Scores (as ../shared/README.md defines them):
@@ -118,15 +118,15 @@ def main() -> None:
     cfg = ExtractConfig()
 
     def ours(c):
-        def fn(p):
-            page_title(p["html"])
-            return extract_page(p["html"], p.get("url"), c)[0]
+        def fn(p):  # as the extract worker does: the title, then the page
+            return extract_page(p["html"], p.get("url"), c, title=page_title(p["html"]))[0]
         return fn
 
     variants = {"trafilatura.extract(html)": lambda p: trafilatura.extract(p["html"]),
                 f"webtext (include_comments={cfg.include_comments})": ours(cfg),
                 "webtext rescue=False": ours(ExtractConfig(rescue=False)),
                 "webtext expand=False": ours(ExtractConfig(expand=False)),
+                "webtext title_line=True": ours(ExtractConfig(title_line=True)),
                 "webtext no consent/paywall step": ours(ExtractConfig(strip_consent=False, strip_paywall=False))}
     if args.grid:
         variants["webtext favor_precision"] = ours(ExtractConfig(favor_precision=True))

@@ -250,6 +250,10 @@ class ExtractConfig:
     # take the container's text (pipeline/extract.py expand_to_container; not on pages
     # that declare a product; bench/RESULTS.md "Container").
     expand: bool = True
+    # The document's title is its own column (og:title, else <title>); a first line of
+    # the text that repeats it (the headline above the story) is dropped unless
+    # title_line (pipeline/extract.py drop_title_line; bench/RESULTS.md "Container").
+    title_line: bool = False
 
     def validate(self) -> None:
         check_types(self, "extract")

@@ -415,8 +415,21 @@ def forum_posts(html: str, tree) -> tuple[str, str] | None:
     return None
 
 
+def drop_title_line(text: str | None, title: str | None) -> str | None:
+    """TEXT without its first line when that line (3 words or more) is the page's
+    TITLE or a part of it ("Headline | Site"): the document keeps its title in its own
+    field, and the text is the body."""
+    if not text or not title:
+        return text
+    first, _, rest = text.partition("\n")
+    key = _words_key(first)
+    if key.count(" ") >= 2 and key in _words_key(title):
+        return rest
+    return text
+
+
 def extract_page(html: str, url: str | None, cfg: ExtractConfig,
-                 steps: dict[str, int] | None = None) -> tuple[str | None, str | None]:
+                 steps: dict[str, int] | None = None, title: str | None = None) -> tuple[str | None, str | None]:
     """(main text, publication date) from one parse of the page: the date is read
     from the tree first (``page_date``; it does not change it), then consent banners
     and subscription prompts are removed (``strip_banners``); a forum thread or Q&A
@@ -426,10 +439,13 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     that kept little of a non-article page is rescued (``rescue_short_extraction``,
     with ``cfg.rescue``), and on a page that declares neither an article nor a
     product the extraction is widened to its container (``expand_to_container``,
-    with ``cfg.expand``). STEPS, when given, gets what the steps did for the run's
-    summary: consent_removed / paywall_removed (elements), forum_ENGINE,
-    rescued_baseline or rescued_page, expanded."""
-    if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand):
+    with ``cfg.expand``); last, a first line that repeats the page's title (TITLE,
+    else ``page_title``) is dropped unless ``cfg.title_line``. STEPS, when given,
+    gets what the steps did for the run's summary: consent_removed / paywall_removed
+    (elements), forum_ENGINE, rescued_baseline or rescued_page, expanded,
+    title_line_dropped."""
+    if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
+            or not cfg.title_line):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
@@ -448,7 +464,7 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
         if found:
             if steps is not None:
                 steps[f"forum_{found[0]}"] = 1
-            return found[1], date
+            return _without_title(found[1], html, title, cfg, steps), date
     text = extract_text(tree, url, cfg)  # trafilatura works on a copy: TREE stays whole
     if cfg.rescue:
         text, how = rescue_short_extraction(tree, text)
@@ -460,7 +476,16 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
             text = wider
             if steps is not None:
                 steps["expanded"] = 1
-    return text, date
+    return _without_title(text, html, title, cfg, steps), date
+
+
+def _without_title(text, html, title, cfg, steps):
+    if cfg.title_line or not text:
+        return text
+    out = drop_title_line(text, title if title is not None else page_title(html))
+    if out is not text and steps is not None:
+        steps["title_line_dropped"] = 1
+    return out
 
 
 class _PageTimeout(Exception):
@@ -559,8 +584,9 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     html, charset = decode_html(body, ctype)
     signal.setitimer(signal.ITIMER_REAL, cfg.page_timeout_s)
     steps: dict[str, int] = {}
+    title = page_title(html)
     try:
-        text, pub_date = extract_page(html, uri, cfg, steps)
+        text, pub_date = extract_page(html, uri, cfg, steps, title=title)
     except _PageTimeout:
         return key, None, "extract_timeout"
     except Exception:
@@ -570,7 +596,7 @@ def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | N
     if not text or not text.strip():
         return key, None, "no_main_text"
     return key, {
-        "url": uri, "url_norm": key, "text": text, "title": page_title(html), "date": pub_date,
+        "url": uri, "url_norm": key, "text": text, "title": title, "date": pub_date,
         # fetched_at is the record's WARC-Date: the fetch time, or an archived page's capture time
         "status": status, "fetched_at": date, "warc_file": path, "warc_offset": offset, "charset": charset,
         "_steps": steps,  # what extraction's own steps did (taken out before the document is written)

@@ -298,3 +298,22 @@ def test_articles_and_product_pages_are_not_expanded():
 
     assert declares_product(load_html(_page("allbirds.com/products/mens-wool-runners")["html"]))
     assert not declares_product(load_html(_page("petplace.com/insurance/")["html"]))
+
+
+# --- the headline is the title's, not the text's -----------------------------------
+
+def test_a_first_line_that_repeats_the_title_is_dropped():
+    from pipeline.extract import drop_title_line, page_title
+
+    body = "Ten things in tech you need to know today\nGood morning! This is the tech news you need to know."
+    assert drop_title_line(body, "Ten things in tech you need to know today | Business Insider") == body.split("\n", 1)[1]
+    assert drop_title_line(body, "Tech news") == body  # another title: the line stays
+    assert drop_title_line("Home\nThe first paragraph of the page.", "Home | Example") != "The first paragraph of the page."
+    assert drop_title_line(body, None) == body and drop_title_line(None, "x") is None
+    # through the page: the headline leaves the text, the title keeps it; title_line=True keeps both
+    page = _page("popsugar.com/fitness/amp-fitness-review")
+    steps: dict = {}
+    text = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
+    kept = extract_page(page["html"], page["url"], ExtractConfig(title_line=True))[0]
+    assert steps.get("title_line_dropped") == 1 and kept.endswith(text) and len(kept) > len(text)
+    assert words(kept.split("\n", 1)[0]) <= words(page_title(page["html"]))
