@@ -314,8 +314,8 @@ def rescue_short_extraction(tree, text: str | None, article: bool | None = None)
 # extraction when it holds EXPAND_RATIO times the words or more; never the whole body,
 # and never on a page that declares a product (schema.org Product, og:type product):
 # there the container holds prices, variant pickers and cart widgets. Measured on wcxb
-# dev (bench/RESULTS.md "Container"): fires on ~15% of the pages, +.014 overall;
-# chosen on that split, checked on each half and on aeb.
+# dev (bench/RESULTS.md "Container"): fires on 10% of the pages, .831 -> .844 overall;
+# chosen on that split, checked on each half (bench/bench_expand_folds.py) and on aeb.
 EXPAND_MIN_WORDS = 3
 EXPAND_COVER = 0.8
 EXPAND_RATIO = 1.25
@@ -338,14 +338,15 @@ def declares_product(tree) -> bool:
     return any(_PRODUCT_TYPE.search(t) for t in _JSON_LD(tree)) or bool(_PRODUCT_ITEM(tree))
 
 
-def expand_to_container(tree, text: str | None) -> str | None:
+def expand_to_container(tree, text: str | None, min_words: int = EXPAND_MIN_WORDS, cover: float = EXPAND_COVER,
+                        ratio: float = EXPAND_RATIO) -> str | None:
     """The text of the element that holds what TEXT (trafilatura's extraction of the
-    page TREE) was taken from, when it holds EXPAND_RATIO times TEXT's words or more;
-    else None. TREE loses its scripts, navigation, forms (...): call it last."""
+    page TREE) was taken from, when it holds RATIO times TEXT's words or more; else
+    None. TREE loses its scripts, navigation, forms (...): call it last."""
     if not text:
         return None
     lines = {_words_key(line) for line in text.splitlines()}
-    lines = {k for k in lines if k.count(" ") + 1 >= EXPAND_MIN_WORDS}
+    lines = {k for k in lines if k.count(" ") + 1 >= min_words}
     if not lines:
         return None
     for el in _NOT_TEXT(tree):
@@ -359,7 +360,7 @@ def expand_to_container(tree, text: str | None) -> str | None:
     for el in hits:
         for anc in el.iterancestors():
             held[anc] = held.get(anc, 0) + 1
-    need = EXPAND_COVER * len(hits)
+    need = cover * len(hits)
     best, depth = None, -1
     for anc, n in held.items():
         if n >= need:
@@ -370,7 +371,7 @@ def expand_to_container(tree, text: str | None) -> str | None:
         return None
     parts = (" ".join(t.split()) for t in best.itertext())
     found = "\n".join(t for t in parts if t)
-    if len(_WORD.findall(found)) < EXPAND_RATIO * len(_WORD.findall(text)):
+    if len(_WORD.findall(found)) < ratio * len(_WORD.findall(text)):
         return None
     return found
 
