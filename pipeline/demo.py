@@ -178,10 +178,14 @@ class LoopbackServer:
 class DemoWeb(LoopbackServer):
     """Serves a DemoWorld on 127.0.0.1, routing by the Host header."""
 
-    def __init__(self, world: DemoWorld, port: int = 0):
+    def __init__(self, world: DemoWorld, port: int = 0, outage_after: int | None = None):
+        """OUTAGE_AFTER (for tests): answer that many page requests, then close every
+        connection unanswered, robots.txt included, as a web that went down would."""
         pages = world.pages
         self.hits: dict[tuple[str, str], int] = {}
         hits = self.hits
+        served = [0]
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -193,7 +197,14 @@ class DemoWeb(LoopbackServer):
                 host = (self.headers.get("Host") or "").split(":")[0]
                 host = host[4:] if host.startswith("www.") else host
                 path = self.path.split("?")[0].rstrip("/") or "/"
-                hits[(host, path)] = hits.get((host, path), 0) + 1
+                with lock:
+                    hits[(host, path)] = hits.get((host, path), 0) + 1
+                    down = outage_after is not None and served[0] >= outage_after
+                    if not down and path != "/robots.txt":
+                        served[0] += 1
+                if down:
+                    self.close_connection = True
+                    return  # no response: the client sees the connection closed
                 if path == "/robots.txt":
                     status, body, headers = 200, "User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"}
                 else:
