@@ -22,8 +22,9 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.config import DedupConfig  # noqa: E402
-from pipeline.dedup import NearDedup, UnionFind, words_of  # noqa: E402
+from pipeline.core.config import DedupConfig  # noqa: E402
+from pipeline.dedup.clusters import NearDedup  # noqa: E402
+from pipeline.dedup.signatures import UnionFind, words_of  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dedup" / "reuters_neardup_dev.jsonl.xz"
 

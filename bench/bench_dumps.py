@@ -33,9 +33,10 @@ import orjson
 import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.config import LinksConfig  # noqa: E402
-from pipeline.dumps import DumpReadStats, iter_submissions, plain_reader_count  # noqa: E402
-from pipeline.links import LinkSelector, harvest_dump_part  # noqa: E402
+from pipeline.core.config import LinksConfig  # noqa: E402
+from pipeline.links.harvest import harvest_dump_part  # noqa: E402
+from pipeline.links.select import LinkSelector  # noqa: E402
+from pipeline.sources.dumps import DumpReadStats, iter_submissions, plain_reader_count  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "reddit"
 

@@ -20,9 +20,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import load, score  # noqa: E402
-from pipeline.config import ExtractConfig  # noqa: E402
-from pipeline.extract import (EXPAND_COVER, EXPAND_MIN_WORDS, EXPAND_RATIO, declares_article,  # noqa: E402
-                              declares_product, expand_to_container, extract_page, strip_banners)
+
+from pipeline.core.config import ExtractConfig  # noqa: E402
+from pipeline.extract.consent import strip_banners
+from pipeline.extract.expand import (
+    EXPAND_COVER,
+    EXPAND_MIN_WORDS,
+    EXPAND_RATIO,
+    declares_article,
+    declares_product,
+    expand_to_container,
+)
+from pipeline.extract.worker import extract_page
 
 GRID = list(itertools.product((3, 5), (0.7, 0.8, 0.9, 1.0), (1.1, 1.25, 1.5, 2.0)))
 SHIPPED = (EXPAND_MIN_WORDS, EXPAND_COVER, EXPAND_RATIO)

@@ -36,8 +36,9 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.config import ExtractConfig  # noqa: E402
-from pipeline.extract import extract_page, page_title  # noqa: E402
+from pipeline.core.config import ExtractConfig  # noqa: E402
+from pipeline.extract.page import page_title  # noqa: E402
+from pipeline.extract.worker import extract_page  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "html"
 _TOK = re.compile(r"\w+")

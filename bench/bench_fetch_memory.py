@@ -87,9 +87,9 @@ def make_done(work: Path, n: int) -> None:
 
 
 def child(args) -> None:
-    from pipeline.config import FetchConfig
-    from pipeline.fetch import fetch_links
-    from pipeline.links import iter_links
+    from pipeline.core.config import FetchConfig
+    from pipeline.fetch.crawl import fetch_links
+    from pipeline.links.table import iter_links
 
     if args.case == "idle":
         print(json.dumps({"rss_mb": peak_mb()}))
@@ -131,7 +131,7 @@ def child(args) -> None:
 
 
 def serve(latency=(0.05, 0.4)):
-    from pipeline.demo import LoopbackServer
+    from flows.demo import LoopbackServer
 
     body = ("<html><head><title>t</title></head><body>" + "<p>words and more words</p>" * 100 + "</body></html>").encode()
 

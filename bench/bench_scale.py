@@ -143,24 +143,24 @@ def make_months(out: Path, n_months: int, subs: int, seed: int = 0) -> list[Path
 
 def child(args) -> None:
     """Run one stage in this process and print its costs as JSON."""
-    from pipeline.config import DedupConfig, ShardConfig
+    from pipeline.core.config import DedupConfig, ShardConfig
 
     t0 = time.time()
     if args.child == "links":
-        from pipeline import links
-        from pipeline.config import LinksConfig
-        from pipeline.links import harvest_dump_links
+        from pipeline.core.config import LinksConfig
+        from pipeline.links import merge as links
+        from pipeline.links.merge import harvest_dump_links
 
         if args.merge_batch_rows:
             links.MERGE_BATCH_ROWS = args.merge_batch_rows
         s = harvest_dump_links(sorted(args.src.glob("RS_*.zst")), args.out, LinksConfig())
         s.n_in = s.to_dict()["in"]
     elif args.child == "dedup":
-        from pipeline.dedup import dedup_documents
+        from pipeline.dedup.stage import dedup_documents
 
         s = dedup_documents(args.src, args.out, DedupConfig(workers=1))
     else:
-        from pipeline.shards import shard_documents
+        from pipeline.shards.stage import shard_documents
 
         s = shard_documents(args.src, args.out, ShardConfig(), pattern="documents-*.parquet")
     ru = resource.getrusage(resource.RUSAGE_SELF)

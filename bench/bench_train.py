@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.data import TokenBatches, tokenize_shards  # noqa: E402
-from model.gpt import PRESETS as MODEL_PRESETS, GPTConfig  # noqa: E402
+from model.gpt import PRESETS as MODEL_PRESETS  # noqa: E402
+from model.gpt import GPTConfig
 from model.hf import hf_config  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
 from model.train import load_train_config, train  # noqa: E402

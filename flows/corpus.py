@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import os
 import socket
 import time
@@ -28,14 +27,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from pipeline.build import build_lock, check_inputs
-from pipeline.config import Config, ConfigError
+from pipeline.core.config import Config
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_write_json
+from pipeline.core.summary import RunSummary
 from pipeline.stages import BuildContext, Stage, part_label
-from pipeline.summary import RunSummary, atomic_write_json
 
 # The event a build emits when it adds a shard version; the training deployment's
 # trigger listens for it and takes the build directory and version from its resource.
@@ -180,8 +181,8 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
 
 def _build(files: list[str], lists: list[str], o: Path, cfg: Config, publish: str | None) -> dict:
     from pipeline.build import run_stages, write_build_record
-    from pipeline.report import likeness_markdown
-    from pipeline.shards import load_manifest
+    from pipeline.report.likeness import likeness_markdown
+    from pipeline.shards.stage import load_manifest
 
     logger = get_run_logger()
     ctx = BuildContext(o, cfg, tuple(str(Path(f).resolve()) for f in files),
@@ -294,7 +295,7 @@ def train_model(build_dir: str, out: str | None = None, preset: str = "tiny", ov
     version whose evaluation exists does nothing, a killed one resumes. VERSION may
     be a string: an event trigger's templates render to strings."""
     from model.evaluate import format_table
-    from pipeline.shards import load_manifest
+    from pipeline.shards.stage import load_manifest
 
     shards = Path(build_dir) / "shards"
     m = load_manifest(shards)
@@ -342,7 +343,10 @@ def serve_deployments(dumps: list[str], out: str, config: dict, schedule: dict |
     one flow run at a time (later ones wait). On SIGINT/SIGTERM, runs still going
     are stopped and marked cancelled on the server, never left "Running"."""
     from prefect import serve
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
     from prefect.events import DeploymentEventTrigger
 
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
@@ -375,8 +379,13 @@ def stop_unfinished_runs(deployments: list[str], grace_s: float = 20.0) -> list[
     the next build resumes from disk as after any stop."""
     import psutil
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
 

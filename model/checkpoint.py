@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import UnsafeInput
+from pipeline.core.errors import UnsafeInput
 
 from .gpt import GPT, GPTConfig
 

@@ -65,7 +65,7 @@ def open_documents(f: Path) -> pq.ParquetFile:
     """The file, checked: readable Parquet (else DamagedPart, naming it) with id and text columns."""
     import pyarrow as pa
 
-    from pipeline.io import DamagedPart
+    from pipeline.core.errors import DamagedPart
 
     try:
         pf = pq.ParquetFile(f)
@@ -79,7 +79,7 @@ def open_documents(f: Path) -> pq.ParquetFile:
 def iter_documents(files: list[Path], batch_size: int = 1024) -> Iterator[tuple[list[str], list[str]]]:
     import pyarrow as pa
 
-    from pipeline.io import DamagedPart
+    from pipeline.core.errors import DamagedPart
 
     pfs = [open_documents(f) for f in files]  # every footer checked before any work
     for f, pf in zip(files, pfs):
@@ -114,7 +114,7 @@ def tokenize_shards(
     fh = {s: open(tmp[s], "wb") for s in tmp}
     counts = {"train": [0, 0], "val": [0, 0]}  # tokens, docs
     val_starts: list[int] = []
-    from pipeline.summary import progress as bar_of
+    from pipeline.core.summary import progress as bar_of
 
     bar = bar_of(desc="tokenize", unit="docs", disable=None if progress else True)
     eot_arr = np.array([eot], dtype=np.uint32)
@@ -170,7 +170,7 @@ def tokenize_shards(
             "manifest_sha256": hashlib.sha256(src_manifest.read_bytes()).hexdigest() if src_manifest and src_manifest.is_file() else None,
         },
     }
-    from pipeline.summary import atomic_write_json
+    from pipeline.core.io import atomic_write_json
 
     atomic_write_json(out / "manifest.json", manifest)
     return manifest

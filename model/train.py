@@ -75,7 +75,8 @@ class TrainingDiverged(RuntimeError):
 def load_train_config(path: str | None = None, preset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Preset, then the TOML file's [train] section, then KEY=VALUE overrides; every
     key and type checked (ConfigError naming the key, before any work)."""
-    from pipeline.config import ConfigError, check_types
+    from pipeline.core.config import check_types
+    from pipeline.core.errors import ConfigError
 
     values: dict = {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -263,7 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
 
             peak = measure_matmul_flops(device, ptdtype if dtype != "float32" else torch.float32)
     if master:  # what this call ran on: MFU's denominator and how it was obtained
-        from pipeline.summary import atomic_write_json
+        from pipeline.core.io import atomic_write_json
 
         atomic_write_json(out / "run.json", {
             "start_step": step, "world": world, "device": device, "dtype": dtype,

@@ -14,22 +14,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-import time
-from dataclasses import replace
-
-from .config import Config, ConfigError
-from .stages import STAGES, BuildContext, Stage
-from .summary import RunSummary, atomic_write_json, build_history, plot_funnel
+from pipeline.core.config import Config
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_write_json
+from pipeline.core.summary import RunSummary
+from pipeline.report.funnel import build_history, plot_funnel
+from pipeline.stages import STAGES, BuildContext, Stage
 
 LOCK = ".build.lock"
 
 
 def expand_dumps(dumps: list[str]) -> list[str]:
     """Paths and glob patterns (a scheduled build reads ``RS_*.zst`` and so sees new months)."""
-    from .io import expand_globs
+    from pipeline.core.io import expand_globs
 
     return expand_globs(dumps, "dump file")
 
@@ -96,8 +98,8 @@ def write_build_record(out: Path, stages: list[dict], started: float, report_cfg
     latest at OUT/funnel.{json,png} (with every build's history) and OUT/likeness.*."""
     import shutil
 
-    from .report import write_report
-    from .shards import load_manifest
+    from pipeline.report.likeness import write_report
+    from pipeline.shards.stage import load_manifest
 
     manifest = load_manifest(out / "shards")
     added = stages[-1]["out"]
@@ -121,7 +123,7 @@ def check_inputs(dumps: list[str], url_lists: list[str], out: str | Path, cfg: C
     """Fails with one clear sentence, before any work, on: a bad configuration, no
     input, a missing dump file or URL list, an output directory that cannot be
     written. Returns the dump files and URL lists, globs expanded."""
-    from .urllists import expand_url_lists
+    from pipeline.sources.urllists import expand_url_lists
 
     cfg.validate()
     files = expand_dumps(list(dumps or []))

@@ -28,11 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .config import Config
-
-# The columns of the links that fetch carries into its outcome records (extract reads them
-# from there, not from the links again): created_utc also picks an archived capture.
-FETCH_COLUMNS = ("id", "url", "url_norm", "created_utc", "score", "score_total", "subreddits", "reddit_ids")
+from pipeline.core.config import Config
+from pipeline.core.schema import FETCH_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -77,14 +74,14 @@ def _links_parts(ctx: BuildContext) -> list[str]:
 
 
 def _links_part(ctx: BuildContext, path: str) -> dict:
-    from .links import harvest_dump_part, harvest_url_list_part
+    from pipeline.links.harvest import harvest_dump_part, harvest_url_list_part
 
     harvest = harvest_url_list_part if path in ctx.url_lists else harvest_dump_part
     return harvest(path, ctx.dir("links"), ctx.cfg.links)
 
 
 def _links_finish(ctx: BuildContext, results: list[dict]) -> dict:
-    from .links import merge_link_parts
+    from pipeline.links.merge import merge_link_parts
 
     return merge_link_parts(ctx.dir("links"), ctx.cfg.links, since=ctx.started).to_dict()
 
@@ -108,7 +105,7 @@ def _unread_link_runs(ctx: BuildContext) -> list[int] | None:
     """The links runs fetch has not read (None: all of them)."""
     import json
 
-    from .links import link_runs
+    from pipeline.links.table import link_runs
 
     p = ctx.dir("fetch") / LINKS_READ
     if not p.is_file():
@@ -120,14 +117,14 @@ def _unread_link_runs(ctx: BuildContext) -> list[int] | None:
 
 
 def _fetch_rows(ctx: BuildContext):
-    from .links import iter_links
+    from pipeline.links.table import iter_links
 
     return iter_links(ctx.dir("links"), columns=FETCH_COLUMNS, runs=_unread_link_runs(ctx))
 
 
 def _links_read(ctx: BuildContext, summary: dict, runs: list[int] | None) -> dict:
-    from .links import link_runs
-    from .summary import atomic_write_json
+    from pipeline.core.io import atomic_write_json
+    from pipeline.links.table import link_runs
 
     done = link_runs(ctx.dir("links"))
     atomic_write_json(ctx.dir("fetch") / LINKS_READ, {"runs": done, "source": ctx.cfg.fetch.source})
@@ -136,26 +133,26 @@ def _links_read(ctx: BuildContext, summary: dict, runs: list[int] | None) -> dic
 
 
 def _fetch_parts(ctx: BuildContext) -> list[str]:
-    from .fetch import spool_links
+    from pipeline.fetch.stage import spool_links
 
     return [str(p) for p in spool_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch)]
 
 
 def _fetch_part(ctx: BuildContext, part: str) -> dict:
-    from .fetch import fetch_partition
+    from pipeline.fetch.stage import fetch_partition
 
     return fetch_partition(ctx.dir("fetch"), ctx.cfg.fetch, int(part))
 
 
 def _fetch_finish(ctx: BuildContext, results: list[dict]) -> dict:
-    from .fetch import combine_fetch
+    from pipeline.fetch.stage import combine_fetch
 
     runs = _unread_link_runs(ctx)
     return _links_read(ctx, combine_fetch(ctx.dir("fetch"), ctx.cfg.fetch, results).to_dict(), runs)
 
 
 def _fetch_run(ctx: BuildContext) -> dict:
-    from .fetch import fetch_links
+    from pipeline.fetch.crawl import fetch_links
 
     runs = _unread_link_runs(ctx)
     return _links_read(ctx, fetch_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch).to_dict(), runs)
@@ -165,13 +162,13 @@ def _fetch_run(ctx: BuildContext) -> dict:
 
 
 def _extract_parts(ctx: BuildContext) -> list[str]:
-    from .extract import pending_logs
+    from pipeline.extract.stage import pending_logs
 
     return pending_logs(ctx.dir("fetch"), ctx.dir("extract"))
 
 
 def _extract_part(ctx: BuildContext, label: str) -> dict:
-    from .extract import extract_log
+    from pipeline.extract.stage import extract_log
 
     # one process per partition on a cluster: the cluster's workers are the parallelism
     return extract_log(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, label, [ctx.dir("links")], workers=1,
@@ -179,13 +176,13 @@ def _extract_part(ctx: BuildContext, label: str) -> dict:
 
 
 def _extract_finish(ctx: BuildContext, results: list[dict]) -> dict:
-    from .extract import finish_extract
+    from pipeline.extract.stage import finish_extract
 
     return finish_extract(ctx.dir("extract"), results).to_dict()
 
 
 def _extract_run(ctx: BuildContext) -> dict:
-    from .extract import extract_fetched
+    from pipeline.extract.stage import extract_fetched
 
     return extract_fetched(ctx.dir("fetch"), ctx.dir("extract"), ctx.cfg.extract, [ctx.dir("links")],
                            progress_bar=ctx.progress).to_dict()
@@ -195,19 +192,19 @@ def _extract_run(ctx: BuildContext) -> dict:
 
 
 def _filter_parts(ctx: BuildContext) -> list[str]:
-    from .filters import pending_filter_parts
+    from pipeline.filters.stage import pending_filter_parts
 
     return [str(p) for p in pending_filter_parts(ctx.dir("extract"), ctx.dir("filter"))]
 
 
 def _filter_part(ctx: BuildContext, part: str) -> dict:
-    from .filters import filter_documents
+    from pipeline.filters.stage import filter_documents
 
     return filter_documents(part, ctx.dir("filter"), ctx.cfg.filter, write_dropped=True).to_dict()
 
 
 def _filter_finish(ctx: BuildContext, results: list[dict]) -> dict:
-    from .summary import combine_summaries
+    from pipeline.core.summary import combine_summaries
 
     s = combine_summaries("filter", "documents", results)
     for r in results:
@@ -229,13 +226,14 @@ def _filter_run(ctx: BuildContext) -> dict:
 
 
 def _dedup_parts(ctx: BuildContext) -> list[str]:
-    from .dedup import pending_parts
+    from pipeline.dedup.stage import pending_parts
 
     return [str(p) for p in pending_parts(ctx.dir("filter"), ctx.dir("dedup"), ctx.cfg.dedup)]
 
 
 def _dedup_part(ctx: BuildContext, part: str) -> dict:
-    from .dedup import part_signatures, signature_file
+    from pipeline.dedup.signatures import part_signatures
+    from pipeline.dedup.stage import signature_file
 
     return part_signatures(part, signature_file(ctx.dir("dedup"), Path(part)), ctx.cfg.dedup)
 
@@ -243,7 +241,7 @@ def _dedup_part(ctx: BuildContext, part: str) -> dict:
 def _dedup_finish(ctx: BuildContext, results: list[dict]) -> dict:
     """The global step: candidates from the band keys of the new signatures (made by the
     partitions; any missing are made here), verification, clusters, the keep rule."""
-    from .dedup import dedup_documents
+    from pipeline.dedup.stage import dedup_documents
 
     return dedup_documents(ctx.dir("filter"), ctx.dir("dedup"), ctx.cfg.dedup).to_dict()
 
@@ -256,7 +254,7 @@ def _dedup_run(ctx: BuildContext) -> dict:
 
 
 def _shards_run(ctx: BuildContext) -> dict:
-    from .shards import shard_documents
+    from pipeline.shards.stage import shard_documents
 
     info = {"config": ctx.cfg.to_dict(), "funnel": list(ctx.funnel), "dumps": list(ctx.dumps) + list(ctx.url_lists)}
     return shard_documents(ctx.dir("dedup"), ctx.dir("shards"), ctx.cfg.shards, info).to_dict()
@@ -288,7 +286,7 @@ BY_NAME = {s.name: s for s in STAGES}
 def part_label(stage: Stage, part: str) -> str:
     """A partition as the UI names its task run: RS_2017-07, p0003, f0003, part-00000."""
     if stage.name == "links":
-        from .io import input_label
+        from pipeline.core.io import input_label
 
         return input_label(part)
     if stage.name == "fetch":

@@ -27,9 +27,9 @@ def shared_data():
 
 import json
 from http.server import BaseHTTPRequestHandler
-
-from pipeline.demo import LoopbackServer
 from urllib.parse import parse_qs, urlsplit
+
+from flows.demo import LoopbackServer
 
 
 class FakeReddit(LoopbackServer):
@@ -108,11 +108,11 @@ class FakeReddit(LoopbackServer):
 # --- a real HTTP server on 127.0.0.1 with real pages and hostile ones ----------------------
 
 import gzip as _gzip
-import zlib as _zlib
 import lzma as _lzma
 import socket as _socket
 import struct as _struct
 import time as _time
+import zlib as _zlib
 
 
 def aeb_pages(n: int) -> list[dict]:
@@ -258,7 +258,7 @@ class WebServer(LoopbackServer):
 
 
 def test_fetch_config(**kw):
-    from pipeline.config import FetchConfig
+    from pipeline.core.config import FetchConfig
 
     base = dict(allow_private_addresses=True, respect_robots=False, per_host_delay_s=0.0, per_host_concurrency=8,
                 workers=8, total_timeout_s=2.0, connect_timeout_s=1.0, max_bytes=2**20, retries=2, backoff_s=0.05)
@@ -275,6 +275,7 @@ import contextlib as _contextlib
 import http.client as _http_client
 import shutil as _shutil
 import subprocess as _subprocess
+
 
 def pywb_bin() -> Path:
     """The directory holding pywb's ``wayback`` and ``wb-manager``: $WEBTEXT_PYWB_BIN,
@@ -333,6 +334,6 @@ def wayback(root: Path, collections: dict[str, Path]):
 
 def outcome_lines(fetch_dir) -> list[bytes]:
     """Every line of a fetch directory's outcome logs (the partitions' and a first-layout log)."""
-    from pipeline.fetch import outcome_files
+    from pipeline.fetch.outcomes import outcome_files
 
     return [l for p in outcome_files(fetch_dir) for l in p.read_bytes().splitlines() if l.strip()]

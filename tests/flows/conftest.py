@@ -10,7 +10,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side analytics
 @pytest.fixture(scope="session")
 def prefect_api():
     """One temporary Prefect server for the whole session (15-30 s to start); yields its API URL."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from webtext_testlib import outcome_lines
 
 from flows.corpus import build_corpus, preflight, task_runner
-from pipeline.config import Config, ConfigError
-from pipeline.dedup import read_duplicates
-from pipeline.extract import read_documents
-from pipeline.fetch import read_outcomes
-from pipeline.demo import DemoWeb, DemoWorld, demo_config
-from pipeline.shards import load_manifest, verify_shards
-
-from webtext_testlib import outcome_lines
+from flows.demo import DemoWeb, DemoWorld, demo_config
+from pipeline.core.config import Config
+from pipeline.core.errors import ConfigError
+from pipeline.dedup.stage import read_duplicates
+from pipeline.extract.stage import read_documents
+from pipeline.fetch.outcomes import read_outcomes
+from pipeline.shards.stage import load_manifest, verify_shards
 
 REPO = Path(__file__).resolve().parents[2]
 WEBTEXT = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]

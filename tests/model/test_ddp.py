@@ -14,13 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from webtext_testlib import shared
 
 from model.checkpoint import load_checkpoint
 from model.data import tokenize_shards
 from model.tokenizer import Tokenizer
 from model.train import load_train_config, train
-
-from webtext_testlib import shared
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 6

@@ -6,20 +6,24 @@ bench/bench_eval_harness.py runs the full sets."""
 import json
 import lzma
 import math
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from webtext_testlib import shared
 
-from model.evaluate import lambada, read_text, sequence_nll, wikitext_articles, wikitext_ppl
+from model.evaluate import (
+    lambada,
+    read_text,
+    sequence_nll,
+    wikitext_articles,
+    wikitext_ppl,
+)
 from model.gpt import GPT, config_for
 from model.hf import export_hf
 from model.tokenizer import Tokenizer
-
-from webtext_testlib import shared
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 64  # shorter than most LAMBADA passages: their context is cut, as the harness cuts it
@@ -139,9 +143,8 @@ def test_wikitext_scores_each_article_from_endoftext(model, tok):
 def test_task_yamls_keep_the_stock_harness_protocol():
     """Our tasks differ from lm_eval's lambada_openai / wikitext only in where the data come from."""
     pytest.importorskip("lm_eval", reason="lm_eval not installed (pip install -e '.[harness]')")
-    import yaml
-
     import lm_eval.tasks as t
+    import yaml
 
     stock_dir = Path(t.__file__).parent
 

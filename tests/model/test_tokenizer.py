@@ -1,10 +1,15 @@
 import lzma
 
 import pytest
-
-from model.tokenizer import GPT2_ENCODER_JSON_SHA256, GPT2_VOCAB_BPE_SHA256, Tokenizer, gpt2_files, train_bpe
-
 from webtext_testlib import shared
+
+from model.tokenizer import (
+    GPT2_ENCODER_JSON_SHA256,
+    GPT2_VOCAB_BPE_SHA256,
+    Tokenizer,
+    gpt2_files,
+    train_bpe,
+)
 
 
 def _eval_lines(name, n=None):

@@ -5,15 +5,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from webtext_testlib import shared
 
 from model.checkpoint import load_model
 from model.data import tokenize_shards
-from model.evaluate import heldout, lambada, sequence_nll, word_ppl, wikitext_detokenize
+from model.evaluate import heldout, lambada, sequence_nll, wikitext_detokenize, word_ppl
 from model.hf import export_hf
 from model.tokenizer import Tokenizer
 from model.train import TrainingDiverged, load_train_config, lr_at, train
-
-from webtext_testlib import shared
 
 
 @pytest.fixture(scope="module")

@@ -15,27 +15,26 @@ from __future__ import annotations
 import http.client
 import io
 import os
+import random
 import shutil
 import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import orjson
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
-
-from pipeline.config import Config, ConfigError, ExtractConfig
-from pipeline.demo import LoopbackServer, article_text, page
-from pipeline.extract import extract_documents, read_documents, tasks_from_fetch
-from pipeline.fetch import fetch_links, outcome_files, read_outcomes
-from pipeline.urls import normalize_url, url_id
-
 from webtext_testlib import WebServer, test_fetch_config, wayback
 
-import random
+from flows.demo import LoopbackServer, article_text, page
+from pipeline.core.config import Config, ExtractConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.urls import normalize_url, url_id
+from pipeline.extract.stage import extract_documents, read_documents, tasks_from_fetch
+from pipeline.fetch.crawl import fetch_links
+from pipeline.fetch.outcomes import outcome_files, read_outcomes
 
 DEAD = "http://deadnews.example"
 LIVE = "http://livenews.example"

@@ -21,9 +21,8 @@ hold the same documents (url, text) as build A's.
 from __future__ import annotations
 
 import contextlib
-import random
 import io
-import os
+import random
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,14 +33,12 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
-
-from pipeline.build import run_build
-from pipeline.demo import DemoWeb, DemoWorld, article_text, demo_config, page
-from pipeline.fetch import read_outcomes
-from pipeline.links import iter_links
-
 from webtext_testlib import pywb_bin, wayback
 
+from flows.demo import DemoWeb, DemoWorld, article_text, demo_config, page
+from pipeline.build import run_build
+from pipeline.fetch.outcomes import read_outcomes
+from pipeline.links.table import iter_links
 
 DAY = 86_400
 COLL = "wb"

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.config import Config, ConfigError
+from pipeline.core.config import Config
+from pipeline.core.errors import ConfigError
 
 BAD = {
     '[fetch]\nallow_private_addresses = "false"': "fetch.allow_private_addresses must be true or false",

@@ -9,12 +9,18 @@ import lzma
 import re
 
 import pytest
-
-from pipeline.config import ExtractConfig
-from pipeline.extract import (declares_article, declares_product, drop_repeated_lines, expand_to_container, extract_page,
-                              rescue_short_extraction, strip_banners, strip_consent)
-
 from webtext_testlib import shared
+
+from pipeline.core.config import ExtractConfig
+from pipeline.extract.consent import strip_banners, strip_consent
+from pipeline.extract.expand import (
+    declares_article,
+    declares_product,
+    drop_repeated_lines,
+    expand_to_container,
+    rescue_short_extraction,
+)
+from pipeline.extract.worker import extract_page
 
 BANNERS = ("We process your data", "We value your privacy", "Privacy Preference Center", "Vos préférences",
            "We use cookies and other technologies")
@@ -168,7 +174,11 @@ def test_the_run_summary_counts_what_the_steps_did(tmp_path):
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    from pipeline.extract import extract_documents, read_documents, tasks_from_warcs
+    from pipeline.extract.stage import (
+        extract_documents,
+        read_documents,
+        tasks_from_warcs,
+    )
 
     pages = [_page(STATNEWS), _page("allrecipes.com/recipes/17562"), _page("dev.events/AM/tech")]
     warc = tmp_path / "pages.warc.gz"
@@ -199,7 +209,7 @@ def test_the_run_summary_counts_what_the_steps_did(tmp_path):
 def test_the_date_the_metadata_declares(head, want):
     from lxml import html
 
-    from pipeline.extract import page_date
+    from pipeline.extract.page import page_date
 
     tree = html.fromstring(f"<html><head>{head}</head><body><p>Published on 2001-01-01.</p></body></html>")
     assert page_date(tree, htmldate=False) == want
@@ -303,7 +313,8 @@ def test_articles_and_product_pages_are_not_expanded():
 # --- the headline is the title's, not the text's -----------------------------------
 
 def test_a_first_line_that_repeats_the_title_is_dropped():
-    from pipeline.extract import drop_title_line, page_title
+    from pipeline.extract.expand import drop_title_line
+    from pipeline.extract.page import page_title
 
     body = "Ten things in tech you need to know today\nGood morning! This is the tech news you need to know."
     assert drop_title_line(body, "Ten things in tech you need to know today | Business Insider") == body.split("\n", 1)[1]

@@ -4,16 +4,21 @@ polars and DuckDB read data/ or a glob; a new version adds files and leaves the
 old ones byte for byte; a directory of an older webtext is moved into the layout."""
 
 import json
-import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.config import ShardConfig
-from pipeline.extract import DOC_SCHEMA
-from pipeline.shards import load_manifest, sha256_file, shard_files, verify_shards, write_shards
+from pipeline.core.config import ShardConfig
+from pipeline.core.schema import DOC_SCHEMA
+from pipeline.shards.stage import (
+    load_manifest,
+    sha256_file,
+    shard_files,
+    verify_shards,
+    write_shards,
+)
 
 
 def docs(lo: int, hi: int) -> pa.Table:
@@ -102,6 +107,6 @@ def test_a_shard_directory_of_an_older_webtext_is_moved_into_the_layout(tmp_path
 @pytest.mark.parametrize("typ,expected", [(pa.float32(), "float32"), (pa.timestamp("us", tz="UTC"), "timestamp[us, tz=UTC]"),
                                           (pa.list_(pa.int64()), {"list": "int64"}), (pa.struct([("a", pa.int8())]), None)])
 def test_card_types(typ, expected):
-    from pipeline.card import hf_dtype
+    from pipeline.shards.card import hf_dtype
 
     assert hf_dtype(typ) == expected

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import DedupConfig, FilterConfig
-from pipeline.dedup import dedup_documents
-from pipeline.filters import filter_documents
-from pipeline.io import DamagedPart
-from pipeline.links import read_links
+from pipeline.core.config import DedupConfig, FilterConfig
+from pipeline.core.errors import DamagedPart
+from pipeline.dedup.stage import dedup_documents
+from pipeline.filters.stage import filter_documents
+from pipeline.links.table import read_links
 
 REPO = Path(__file__).resolve().parents[2]
 WEBTEXT = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
@@ -82,13 +82,15 @@ def test_a_corrupt_member_in_the_middle_of_a_warc_costs_only_its_own_record(tmp_
     """Six pages fetched into one WARC (12 gzip members: request + response each); the
     bytes of one response member are garbled. Extraction and replay read the other
     five pages, before and after the damage, and name the damaged stretch."""
-    from pipeline.config import ExtractConfig
-    from pipeline.extract import extract_documents, tasks_from_warcs
-    from pipeline.fetch import fetch_links, read_outcomes, replay_links
-    from pipeline.urls import normalize_url, url_id
-    from pipeline.warcstore import index_warcs
-
     from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+
+    from pipeline.core.config import ExtractConfig
+    from pipeline.core.urls import normalize_url, url_id
+    from pipeline.extract.stage import extract_documents, tasks_from_warcs
+    from pipeline.fetch.crawl import fetch_links
+    from pipeline.fetch.outcomes import read_outcomes
+    from pipeline.fetch.replay import replay_links
+    from pipeline.fetch.warcstore import index_warcs
 
     def rows_for(base, paths):
         return [{"id": url_id(normalize_url(base + p)), "url": base + p, "url_norm": normalize_url(base + p)} for p in paths]
@@ -172,11 +174,10 @@ def test_a_warc_response_without_target_uri_is_dropped_not_fatal(tmp_path):
 
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
-
-    from pipeline.config import ExtractConfig
-    from pipeline.extract import extract_documents, tasks_from_warcs
-
     from webtext_testlib import aeb_pages
+
+    from pipeline.core.config import ExtractConfig
+    from pipeline.extract.stage import extract_documents, tasks_from_warcs
 
     pages = [p["html"] for p in aeb_pages(3)]
     path = tmp_path / "mixed.warc.gz"

@@ -3,12 +3,12 @@ import lzma
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+from webtext_testlib import shared
 
 from flows.cli import main
-from pipeline.config import ShardConfig
-from pipeline.decontaminate import decontaminate
-from pipeline.shards import load_manifest, write_shards
-from webtext_testlib import shared
+from pipeline.core.config import ShardConfig
+from pipeline.report.decontaminate import decontaminate
+from pipeline.shards.stage import load_manifest, write_shards
 
 
 def test_documents_quoting_an_eval_set_are_reported_and_removed(tmp_path):

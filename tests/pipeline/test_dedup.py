@@ -8,12 +8,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from pipeline.config import DedupConfig, ShardConfig
-from pipeline.dedup import MinHasher, dedup_documents, estimated_similarity, read_duplicates
-from pipeline.shards import load_manifest, verify_shards, write_shards
-
 from webtext_testlib import shared
+
+from pipeline.core.config import DedupConfig, ShardConfig
+from pipeline.dedup.signatures import MinHasher, estimated_similarity
+from pipeline.dedup.stage import dedup_documents, read_duplicates
+from pipeline.shards.stage import load_manifest, verify_shards, write_shards
 
 
 def reuters(n_clusters=150):
@@ -165,7 +165,8 @@ def test_shards_manifest_counts_hashes_and_versions(tmp_path):
 
 
 def test_unknown_keep_rule_is_a_configuration_error():
-    from pipeline.config import Config, ConfigError
+    from pipeline.core.config import Config
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="dedup.keep"):
         Config.from_dict({"dedup": {"keep": "newest"}})
@@ -239,7 +240,7 @@ def test_index_is_plain_arrow_and_older_indexes_are_converted_never_unpickled(tm
 def test_segments_in_many_record_batches_give_the_same_result(tmp_path, monkeypatch):
     """A segment's signatures are read from its memory-mapped record batches: with
     batches of 7 rows, month 2 finds exactly what it finds with one batch."""
-    import pipeline.dedup as dd
+    import pipeline.dedup.index as dd
 
     multi, singles = reuters(40)
     (tmp_path / "m1").mkdir()

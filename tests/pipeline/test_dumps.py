@@ -4,12 +4,12 @@ import lzma
 import orjson
 import pytest
 import zstandard
-
-from pipeline.config import LinksConfig
-from pipeline.dumps import DumpReadStats, detect_codec, iter_submissions
-from pipeline.links import harvest_dump_links, read_links
-
 from webtext_testlib import shared
+
+from pipeline.core.config import LinksConfig
+from pipeline.links.merge import harvest_dump_links
+from pipeline.links.table import read_links
+from pipeline.sources.dumps import DumpReadStats, detect_codec, iter_submissions
 
 MONTH_FILES = ["RS_v2_2005-07.xz", "RS_2005-07.bz2", "RS_2005-07.plain.zst", "RS_2005-07.long31.zst"]
 

@@ -5,17 +5,21 @@ layout is taken over, unreadable lines are counted and a line still being writte
 left for the next run. Real pages (../shared AEB) served on 127.0.0.1, real WARC."""
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
-
-import pipeline.extract as ex
-from pipeline.config import ExtractConfig
-from pipeline.extract import (extract_documents, extract_fetched, outcome_logs, pending_logs, read_documents,
-                              tasks_from_fetch)
-from pipeline.fetch import fetch_links
-from pipeline.urls import normalize_url, url_id
-
 from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+
+import pipeline.extract.stage as ex
+from pipeline.core.config import ExtractConfig
+from pipeline.core.urls import normalize_url, url_id
+from pipeline.extract.stage import (
+    extract_documents,
+    extract_fetched,
+    outcome_logs,
+    pending_logs,
+    read_documents,
+    tasks_from_fetch,
+)
+from pipeline.fetch.crawl import fetch_links
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +155,8 @@ def test_a_first_layout_fetch_dir_split_into_partitions_is_extracted_once(pages,
     split into partitions by the next fetch; extract reads only the lines fetched after."""
     import os
 
-    from pipeline.fetch import LAYOUT, LEGACY, OUTCOMES, outcome_files
+    from pipeline.fetch.outcomes import OUTCOMES, outcome_files
+    from pipeline.fetch.stage import LAYOUT, LEGACY
 
     fetch = tmp_path / "fetch"
     with WebServer(pages) as srv:

@@ -6,15 +6,20 @@ import time
 import orjson
 import pytest
 from warcio.archiveiterator import ArchiveIterator
-
-from pipeline.config import FetchConfig
-from pipeline.extract import extract_documents, read_documents, tasks_from_fetch, tasks_from_warcs
-from pipeline.config import ExtractConfig
-from pipeline.fetch import fetch_links, read_outcomes, replay_links
-from pipeline.links import write_links
-from pipeline.urls import normalize_url, url_id
-
 from webtext_testlib import WebServer, aeb_pages, outcome_lines, test_fetch_config
+
+from pipeline.core.config import ExtractConfig, FetchConfig
+from pipeline.core.urls import normalize_url, url_id
+from pipeline.extract.stage import (
+    extract_documents,
+    read_documents,
+    tasks_from_fetch,
+    tasks_from_warcs,
+)
+from pipeline.fetch.crawl import fetch_links
+from pipeline.fetch.outcomes import read_outcomes
+from pipeline.fetch.replay import replay_links
+from pipeline.links.table import write_links
 
 HOSTILE = {
     "/slow": "timeout",
@@ -91,7 +96,7 @@ def test_private_addresses_refused_by_default_and_robots(tmp_path, pages):
 
 
 def test_private_address_check_covers_redirects(tmp_path):
-    from pipeline.netsafety import FetchRefused, check_public, is_public_address
+    from pipeline.fetch.netsafety import FetchRefused, check_public, is_public_address
 
     assert not is_public_address("127.0.0.1") and not is_public_address("10.1.2.3")
     assert not is_public_address("169.254.169.254") and not is_public_address("::1")
@@ -173,7 +178,7 @@ def test_replay_from_warc_needs_no_network(tmp_path, pages):
 
 def test_extractor_that_cannot_import_fails_fast_not_hangs(tmp_path, pages, monkeypatch):
     """A worker whose import fails must stop the run with the cause (a Pool would respawn it forever)."""
-    import pipeline.extract as ex
+    import pipeline.extract.stage as ex
 
     with WebServer(pages) as srv:
         fetch_links(rows_for(srv.url, ["/page/0", "/page/1"]), tmp_path, test_fetch_config())
@@ -195,8 +200,8 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
     import socket
     from http.server import BaseHTTPRequestHandler
 
-    import pipeline.netsafety as netsafety
-    from pipeline.demo import LoopbackServer
+    import pipeline.fetch.netsafety as netsafety
+    from flows.demo import LoopbackServer
 
     hits = {"public": 0, "private": 0}
 
@@ -248,7 +253,7 @@ def test_dns_rebinding_cannot_redirect_the_connection_to_a_private_address(tmp_p
 
 
 def test_environment_proxies_are_ignored_and_an_explicit_proxy_is_used(tmp_path, pages, monkeypatch):
-    from pipeline.config import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with WebServer(pages) as srv, WebServer(pages) as proxy:
         # An environment proxy would get every request: it must not.
@@ -357,7 +362,7 @@ def test_utf16_raw_deflate_and_mislabelled_gzip_pages_are_kept_and_extracted(tmp
 def test_ipv6_literal_hosts_keep_their_brackets():
     assert normalize_url("http://[2001:DB8::1]/a") == "[2001:db8::1]/a"
     assert normalize_url("http://[2001:db8::1]:8080/a?b=1") == "[2001:db8::1]:8080/a?b=1"
-    from pipeline.urls import clean_url
+    from pipeline.core.urls import clean_url
 
     assert clean_url("http://[2001:db8::1]:8080/a") == "http://[2001:db8::1]:8080/a"
 

@@ -10,13 +10,18 @@ from pathlib import Path
 import orjson
 import pytest
 from warcio.archiveiterator import ArchiveIterator
-
-from pipeline.config import ConfigError
-from pipeline.fetch import (combine_fetch, fetch_links, fetch_partition, host_partition, outcome_files,
-                            read_outcomes, spool_links)
-from pipeline.urls import normalize_url, url_id
-
 from webtext_testlib import WebServer, aeb_pages, outcome_lines, test_fetch_config
+
+from pipeline.core.errors import ConfigError
+from pipeline.core.urls import normalize_url, url_id
+from pipeline.fetch.crawl import fetch_links
+from pipeline.fetch.outcomes import outcome_files, read_outcomes
+from pipeline.fetch.stage import (
+    combine_fetch,
+    fetch_partition,
+    host_partition,
+    spool_links,
+)
 
 HOSTS = [f"site{i}.test" for i in range(12)]
 
@@ -124,8 +129,12 @@ def first_layout(fetch_dir: Path) -> None:
 
 
 def test_a_first_layout_directory_is_taken_over_without_fetching_twice(tmp_path, pages):
-    from pipeline.config import ExtractConfig
-    from pipeline.extract import extract_documents, read_documents, tasks_from_fetch
+    from pipeline.core.config import ExtractConfig
+    from pipeline.extract.stage import (
+        extract_documents,
+        read_documents,
+        tasks_from_fetch,
+    )
 
     old_rows, new_rows = links(HOSTS[:6], 2), links(HOSTS, 1, start=5)
     with WebServer(pages) as srv:

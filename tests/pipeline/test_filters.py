@@ -1,12 +1,12 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from pipeline.config import FilterConfig
-from pipeline.filters import apply_filters, filter_documents, junk_filter, wikipedia_filter
-from pipeline.urls import is_wikipedia_url
-
 from webtext_testlib import aeb_pages
+
+from pipeline.core.config import FilterConfig
+from pipeline.core.urls import is_wikipedia_url
+from pipeline.filters.rules import apply_filters, junk_filter, wikipedia_filter
+from pipeline.filters.stage import filter_documents
 
 ARTICLE = ("The city council met on Tuesday to discuss the new budget proposal, which would increase spending on "
            "public transport and road maintenance over the next five years. ") * 12

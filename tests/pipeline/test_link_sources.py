@@ -17,14 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-
-from pipeline.config import InputError, LinksConfig
-from pipeline.dumps import DumpReadStats, detect_codec, iter_submissions
-from pipeline.extract import load_reddit_meta
-from pipeline.links import LINKS_SCHEMA, harvest_dump_links, iter_links, read_links
-from pipeline.urllists import UrlListStats, iter_url_list
-
 from webtext_testlib import shared
+
+from pipeline.core.config import LinksConfig
+from pipeline.core.errors import InputError
+from pipeline.core.schema import LINKS_SCHEMA
+from pipeline.extract.stage import load_reddit_meta
+from pipeline.links.merge import harvest_dump_links
+from pipeline.links.table import iter_links, read_links
+from pipeline.sources.dumps import DumpReadStats, detect_codec, iter_submissions
+from pipeline.sources.urllists import UrlListStats, iter_url_list
 
 APRIL = 1711929600  # 2024-04-01T00:00:00Z
 WINDOW = dict(created_after="2024-04-01", created_before="2024-05-01")

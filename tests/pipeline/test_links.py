@@ -1,13 +1,22 @@
 import random
 
 import pytest
-
-from pipeline.config import ConfigError, LinksConfig
-from pipeline.dumps import Submission
-from pipeline.links import Blocklist, select_links
-from pipeline.urls import _FAST_URL, InvalidURL, _url_forms_parsed, clean_url, host_of, normalize_url, url_forms
-
 from webtext_testlib import shared
+
+from pipeline.core.config import LinksConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.urls import (
+    _FAST_URL,
+    InvalidURL,
+    _url_forms_parsed,
+    clean_url,
+    host_of,
+    normalize_url,
+    url_forms,
+)
+from pipeline.links.select import Blocklist
+from pipeline.links.table import select_links
+from pipeline.sources.dumps import Submission
 
 
 @pytest.mark.parametrize(

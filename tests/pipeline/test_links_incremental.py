@@ -12,11 +12,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from pipeline.config import LinksConfig
-from pipeline.links import harvest_dump_links, iter_links, link_runs, merge_link_parts, read_links
-
 from webtext_testlib import shared
+
+from pipeline.core.config import LinksConfig
+from pipeline.links.merge import harvest_dump_links, merge_link_parts
+from pipeline.links.table import iter_links, link_runs, read_links
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_500_000_000
@@ -85,7 +85,7 @@ def test_three_months_one_at_a_time_equal_one_merge(tmp_path, mode):
 
 KILL_BEFORE_LEDGER = """
 import os, signal, sys
-from pipeline import links
+from pipeline.links import merge as links
 from pipeline.config import LinksConfig
 links.LinkIndex.commit = lambda self, entry: os.kill(os.getpid(), signal.SIGKILL)  # dies right before the ledger
 links.harvest_dump_links(sys.argv[2:], sys.argv[1], LinksConfig(score_mode="sum", created_before=None))
@@ -144,7 +144,7 @@ def test_merge_with_nothing_new_writes_no_run(tmp_path):
 def test_a_backlog_is_merged_in_bounded_batches_equal_to_one_merge(tmp_path, mode, monkeypatch):
     """Many months at once are merged in batches of parts (one run each), so memory
     follows a batch, not the backlog; the links equal one unbatched merge's."""
-    import pipeline.links as links
+    import pipeline.links.merge as links
 
     cfg = LinksConfig(score_mode=mode, created_before=None)
     dumps = three_months(tmp_path)

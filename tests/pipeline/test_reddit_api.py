@@ -1,13 +1,12 @@
 import lzma
 
 import orjson
-
-from pipeline.config import LinksConfig
-from pipeline.dumps import _coerce
-from pipeline.links import read_links, select_links
-from pipeline.reddit_api import harvest_subreddits, load_store, make_reddit
-
 from webtext_testlib import FakeReddit, shared
+
+from pipeline.core.config import LinksConfig
+from pipeline.links.table import read_links, select_links
+from pipeline.sources.dumps import _coerce
+from pipeline.sources.reddit_api import harvest_subreddits, load_store, make_reddit
 
 
 def _api_records():

@@ -7,12 +7,17 @@ import math
 
 import pyarrow as pa
 import pytest
-
-from pipeline.config import ShardConfig
-from pipeline.report import domain_of, likeness, read_reference, spearman, write_report
-from pipeline.shards import write_shards
-
 from webtext_testlib import shared
+
+from pipeline.core.config import ShardConfig
+from pipeline.report.likeness import (
+    domain_of,
+    likeness,
+    read_reference,
+    spearman,
+    write_report,
+)
+from pipeline.shards.stage import write_shards
 
 
 @pytest.mark.parametrize("url,domain", [
@@ -91,7 +96,7 @@ def test_spearman_matches_the_textbook_formula_without_ties():
 
 
 def test_funnel_plot_covers_every_build(tmp_path):
-    from pipeline.summary import build_history, plot_funnel
+    from pipeline.report.funnel import build_history, plot_funnel
 
     for i, stamp in enumerate(["20261001T000000Z-v0001", "20261101T000000Z", "20261201T000000Z-v0002"]):
         d = tmp_path / "reports" / f"build-{stamp}"

@@ -1,0 +1,37 @@
+"""What every `webtext` subcommand shares: the help formatter, the --config option, the registry of subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.core.config import Config
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _config(args) -> Config:
+    return Config.load(getattr(args, "config", None))
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="configuration file (sections [links], [fetch], ...); defaults are WebText-faithful")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webtext",
+        formatter_class=FORMATTER,
+        description="Rebuild OpenAI's WebText from Reddit links, and train and evaluate GPT-2 on it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _ADDERS:
+        add(sub)
+    return parser
+
+
+_ADDERS: list = []  # in the order of `webtext --help`
+
+
+def register(adder):
+    _ADDERS.append(adder)
+    return adder

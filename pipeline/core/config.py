@@ -1,0 +1,475 @@
+"""One place for configuration, with WebText-faithful defaults.
+
+Every number names where it comes from. The GPT-2 paper is Radford et al. 2019,
+"Language Models are Unsupervised Multitask Learners", section 2.2 (WebText):
+outbound links from Reddit with at least 3 karma, links before December 2017
+(the released WebText has no link created after 2017), Wikipedia removed,
+~45M links -> slightly over 8M documents, 40 GB of text after dedup and cleaning.
+
+A configuration is checked when it is made (``validate``), so a bad value fails
+at start, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.core.errors import ConfigError
+
+# WebText size figures from the paper, kept here so reports can compare.
+PAPER_LINKS = 45_000_000  # "45 million links"
+PAPER_DOCUMENTS = 8_000_000  # "slightly over 8 million documents"
+PAPER_TEXT_BYTES = 40 * 10**9  # "40 GB of text"
+
+
+_COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
+
+
+def check_types(section: Any, name: str) -> None:
+    """Every value of a configuration section has its field's type (TOML gives
+    strings, numbers, booleans, arrays and tables; a "false" string is not false,
+    1e6 is not an int). Ints are accepted for floats; arrays become tuples."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        want = hints[f.name]
+        args = typing.get_args(want)
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), want) if optional else want
+        where = f"{name}.{f.name}"
+        if value is None and optional:
+            continue
+        origin = typing.get_origin(base) or base
+        ok = True
+        if base is bool:
+            ok = isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                setattr(section, f.name, float(value))
+        elif base is str:
+            ok = isinstance(value, str)
+        elif origin is tuple:
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            if ok:
+                setattr(section, f.name, tuple(value))
+        elif origin is dict:
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        if not ok:
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+                base, "a list of strings" if origin is tuple else "a table of strings" if origin is dict else str(base))
+            raise ConfigError(f"{where} must be {kind}{' (or absent)' if optional else ''}, not {value!r} "
+                              f"({type(value).__name__})")
+
+
+def _at_least(section: Any, name: str, minimum: float, *fields: str) -> None:
+    for f in fields:
+        if getattr(section, f) < minimum:
+            raise ConfigError(f"{name}.{f} must be >= {minimum}, not {getattr(section, f)!r}")
+
+
+def _parse_date(value: str | None, name: str) -> int | None:
+    """'YYYY-MM-DD' (UTC midnight) -> unix seconds; None/'none'/'' -> None."""
+    if value is None or str(value).lower() in ("", "none"):
+        return None
+    try:
+        d = dt.datetime.strptime(str(value), "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a date of the form YYYY-MM-DD") from exc
+    return int(d.timestamp())
+
+
+@dataclass
+class LinksConfig:
+    # GPT-2 paper 2.2: "outbound links from Reddit ... which received at least 3 karma".
+    min_score: int = 3
+    # OpenWebText2 summed the scores of all submissions of a URL; WebText/OpenWebText
+    # kept a URL when one submission reached the threshold ("max").
+    score_mode: str = "max"  # "max" | "sum"
+    # The faithful replica: the paper's links stop in December 2017.
+    created_after: str | None = None
+    created_before: str | None = "2018-01-01"
+    exclude_nsfw: bool = True  # OpenWebText excluded over_18 submissions
+    exclude_self_posts: bool = True  # self posts link to Reddit itself
+    # Editable list of media hosts and file extensions that cannot be documents.
+    blocklist_path: str | None = None  # None: the packaged pipeline/data/url_blocklist.txt
+
+    def validate(self) -> None:
+        check_types(self, "links")
+        if self.score_mode not in ("max", "sum"):
+            raise ConfigError(f"links.score_mode must be 'max' or 'sum', not {self.score_mode!r}")
+        a = _parse_date(self.created_after, "links.created_after")
+        b = _parse_date(self.created_before, "links.created_before")
+        if a is not None and b is not None and a >= b:
+            raise ConfigError("links.created_after must be before links.created_before")
+        if self.blocklist_path and not Path(self.blocklist_path).is_file():
+            raise ConfigError(f"links.blocklist_path: no such file {self.blocklist_path}")
+
+    @property
+    def after_ts(self) -> int | None:
+        return _parse_date(self.created_after, "links.created_after")
+
+    @property
+    def before_ts(self) -> int | None:
+        return _parse_date(self.created_before, "links.created_before")
+
+
+@dataclass
+class FetchConfig:
+    user_agent: str = "webtext/0.1 (+https://github.com/webtext/webtext; corpus research crawler)"
+    workers: int = 32  # I/O bound: many threads, few cores
+    per_host_concurrency: int = 2  # never more than 2 requests in flight to one host
+    per_host_delay_s: float = 1.0  # and at least 1 s between two requests to one host
+    connect_timeout_s: float = 10.0
+    total_timeout_s: float = 30.0  # whole response, so a trickling server cannot hang a worker
+    max_bytes: int = 5 * 2**20  # 5 MiB of (decoded) body; news pages are < 1 MiB
+    max_redirects: int = 5
+    retries: int = 2  # only for connection errors, 429 and 5xx
+    backoff_s: float = 1.0
+    # Across builds: a URL whose last outcome was transient (timeout, connection or
+    # DNS error, 429, 5xx) is fetched again by a later build once retry_after_s *
+    # 2**(attempts-1) has passed since its last attempt (1, 2, 4 days by default: a
+    # monthly build retries it every month), until max_attempts attempts in all; it
+    # is then counted as given up (`webtext fetch --retry-failed` still retries it).
+    # A site down for a few hours at build time is not lost for good.
+    max_attempts: int = 4
+    retry_after_s: float = 86_400.0
+    allow_private_addresses: bool = False  # refuse loopback/private/link-local targets
+    respect_robots: bool = True
+    warc_max_bytes: int = 1 * 10**9  # roll to a new WARC file after ~1 GB (Common Crawl: 1 GB)
+    # Like curl --resolve: connect to HOST:PORT instead of a host's own address
+    # (local mirrors, and the offline demo's web). The URL and Host header are kept.
+    resolve: dict = field(default_factory=dict)
+    # An explicit HTTP(S) proxy, e.g. "http://proxy:3128". The environment's
+    # HTTP_PROXY/HTTPS_PROXY/NO_PROXY and .netrc are ignored: a proxy resolves names
+    # itself, which would bypass the pinned public-address check, and netrc would
+    # send credentials to crawled sites. With a proxy the check still runs on the
+    # target's name here; the proxy's own resolution is the proxy's business.
+    proxy: str | None = None
+    # Where pages come from (pipeline/archive.py): "live" (the web today), "archive"
+    # (every URL from the web archives in archive_cdx: the faithful replica) or
+    # "live-then-archive" (live first; a URL whose live fetch failed for good, e.g. 404,
+    # 410 or a host name that no longer exists, is looked up in the archives).
+    source: str = "live"
+    # The archives, tried in order: [[fetch.archive_cdx]] tables with name, kind
+    # ("cdx": Wayback-style, raw capture from replay_prefix/{timestamp}id_/{url};
+    # "commoncrawl": the WARC record by byte range from data_prefix + filename),
+    # cdx_url, replay_prefix or data_prefix, and optional rate (requests per second,
+    # default 1), concurrency (default 1) and limit (CDX rows per URL, default 5000).
+    archive_cdx: list = field(default_factory=list)
+    # No capture after this day (the faithful replica: WebText's links end in 2017);
+    # "none" allows any capture.
+    archive_cutoff: str | None = "2017-12-31"
+    archive_timeout_s: float = 120.0  # all archive requests for one URL, retries and waits included
+    # URLs are split by a hash of their host into this many partitions (fixed for a fetch
+    # directory), each fetched by one process with its own outcome log and WARC files:
+    # a host's politeness limits stay inside one partition.
+    partitions: int = 16
+    processes: int = 0  # partitions fetched at once, one process each; 0: all cores
+
+    def validate(self) -> None:
+        check_types(self, "fetch")
+        if self.partitions < 1 or self.partitions > 4096:
+            raise ConfigError("fetch.partitions must be between 1 and 4096")
+        if self.processes < 0:
+            raise ConfigError("fetch.processes must be >= 0 (0: all cores)")
+        if self.source not in ("live", "archive", "live-then-archive"):
+            raise ConfigError(f"fetch.source must be 'live', 'archive' or 'live-then-archive', not {self.source!r}")
+        _parse_date(self.archive_cutoff, "fetch.archive_cutoff")
+        if self.archive_timeout_s <= 0:
+            raise ConfigError("fetch.archive_timeout_s must be > 0")
+        from pipeline.core.config import parse_archives
+
+        archives = parse_archives(self.archive_cdx, self.allow_private_addresses)
+        if self.source != "live" and not archives:
+            raise ConfigError(f"fetch.source = {self.source!r} needs at least one [[fetch.archive_cdx]] entry")
+        _at_least(self, "fetch", 0, "retries", "backoff_s", "per_host_delay_s", "retry_after_s")
+        if self.proxy is not None and not str(self.proxy).startswith(("http://", "https://", "socks5://", "socks5h://")):
+            raise ConfigError(f"fetch.proxy must be a URL like http://host:port, not {self.proxy!r}")
+        if self.retry_after_s < 0:
+            raise ConfigError("fetch.retry_after_s must be >= 0")
+        for name in ("workers", "per_host_concurrency", "max_bytes", "max_redirects", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"fetch.{name} must be >= 1")
+        if self.total_timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ConfigError("fetch timeouts must be > 0")
+
+
+@dataclass
+class ExtractConfig:
+    # Chosen by measurement (bench/bench_extract.py, bench/RESULTS.md).
+    include_comments: bool = False
+    favor_precision: bool = False
+    favor_recall: bool = False
+    # Publication date: the one the page's metadata declares (meta tags, microdata,
+    # JSON-LD; ~1 ms a page; pipeline/extract.py page_date). With date_htmldate, pages
+    # whose metadata has none ask htmldate's fast mode (original date, no extensive
+    # search): dates on ~72% of wcxb's pages instead of ~41%, at ~9 ms a page asked (~8%
+    # of the extraction time; bench/RESULTS.md "Rescue").
+    with_date: bool = True
+    date_htmldate: bool = False
+    workers: int = 0  # 0: all cores
+    page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
+    # Remove cookie/consent banners and privacy centres (OneTrust, Quantcast, Axeptio,
+    # Didomi, Cookiebot, Usercentrics, TrustArc, Sourcepoint, ...) from the page before
+    # extraction (pipeline/extract.py strip_consent): they otherwise become the "main
+    # text" of pages whose real content is short (issue 14).
+    strip_consent: bool = True
+    # Where trafilatura keeps little of a page's visible text (item lists of listings,
+    # collections and shops; forum posts), take its baseline or the page's whole text
+    # instead (pipeline/extract.py rescue_short_extraction; bench/RESULTS.md "Rescue").
+    rescue: bool = True
+    # Remove subscription prompts ("Unlock this article", "Already a subscriber? Log in")
+    # by their containers (paywall, regwall, Piano, restricted-content breakers) before
+    # extraction; the article around them is kept (pipeline/extract.py strip_banners).
+    strip_paywall: bool = True
+    # A forum thread or Q&A page whose engine marks its posts (XenForo, vBulletin, phpBB,
+    # Invision, SMF, schema.org QAPage answers) gives its title and posts as the text
+    # (pipeline/extract.py forum_posts): trafilatura counts posts as comments.
+    forum_posts: bool = True
+    # Where the container of what trafilatura kept holds 1.25x its words or more (the
+    # headings, short list items and cells of a service, listing or collection page),
+    # take the container's text (pipeline/extract.py expand_to_container; not on pages
+    # that declare a product; bench/RESULTS.md "Container").
+    expand: bool = True
+    # The document's title is its own column (og:title, else <title>); a first line of
+    # the text that repeats it (the headline above the story) is dropped unless
+    # title_line (pipeline/extract.py drop_title_line; bench/RESULTS.md "Container").
+    title_line: bool = False
+
+    def validate(self) -> None:
+        check_types(self, "extract")
+        _at_least(self, "extract", 0, "workers")
+        if self.page_timeout_s <= 0:
+            raise ConfigError("extract.page_timeout_s must be > 0")
+        if self.favor_precision and self.favor_recall:
+            raise ConfigError("extract: favor_precision and favor_recall are exclusive")
+
+
+@dataclass
+class FilterConfig:
+    # OpenWebText / Megatron dropped documents under 128 GPT-2 tokens.
+    min_length: int = 128
+    length_unit: str = "tokens"  # "tokens" (GPT-2 BPE) | "words" | "chars"
+    languages: tuple[str, ...] = ("en",)  # WebText is English
+    min_language_confidence: float = 0.5
+    remove_wikipedia: bool = True  # GPT-2 paper 2.2: all Wikipedia documents removed
+    drop_junk: bool = True
+    fix_mojibake: bool = True
+
+    def validate(self) -> None:
+        check_types(self, "filter")
+        if not self.languages:
+            raise ConfigError("filter.languages must name at least one language, e.g. [\"en\"]")
+        if not 0.0 <= self.min_language_confidence <= 1.0:
+            raise ConfigError("filter.min_language_confidence must be between 0 and 1")
+        if self.length_unit not in ("tokens", "words", "chars"):
+            raise ConfigError(f"filter.length_unit must be tokens, words or chars, not {self.length_unit!r}")
+        if self.min_length < 0:
+            raise ConfigError("filter.min_length must be >= 0")
+
+
+@dataclass
+class DedupConfig:
+    # Chosen by measurement on the Reuters near-dup dev set (bench/bench_dedup.py,
+    # bench/RESULTS.md): 22 bands x 5 rows over 110 permutations finds pairs down to
+    # J~0.4; candidates are then verified, which keeps precision >= .99. FineWeb's
+    # 14x8 reached F1 .57 there, this .79.
+    num_perm: int = 110
+    bands: int = 22
+    rows: int = 5
+    shingle_words: int = 5  # word 5-grams, as FineWeb and the dev set's ground truth
+    # A candidate pair is a duplicate when the signatures' estimated Jaccard or
+    # estimated containment (truncated / boilerplate-wrapped copies) reaches these.
+    jaccard_threshold: float = 0.5
+    containment_threshold: float = 0.85
+    seed: int = 1
+    redis_url: str | None = None  # band buckets in Redis (datasketch MinHashLSH storage) instead of state/segments
+    # Which copy of a cluster is kept. "earliest": the one first submitted to Reddit
+    # (the original is usually posted before its syndicated copies, and a build
+    # month by month then keeps what one build over all months keeps);
+    # "score": the highest Reddit score. Ties: score, length, id.
+    keep: str = "earliest"
+    workers: int = 0  # processes computing signatures, one input part each; 0: all cores
+
+    def validate(self) -> None:
+        check_types(self, "dedup")
+        _at_least(self, "dedup", 1, "num_perm", "bands", "rows")
+        _at_least(self, "dedup", 0, "workers")
+        for f in ("jaccard_threshold", "containment_threshold"):
+            if not 0.0 < getattr(self, f) <= 1.0:
+                raise ConfigError(f"dedup.{f} must be in (0, 1], not {getattr(self, f)!r}")
+        if self.redis_url is not None and not self.redis_url.startswith("redis://"):
+            raise ConfigError(f"dedup.redis_url must look like redis://HOST:PORT, not {self.redis_url!r}")
+        if self.keep not in ("earliest", "score"):
+            raise ConfigError(f"dedup.keep must be 'earliest' or 'score', not {self.keep!r}")
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(f"dedup: bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.shingle_words < 1:
+            raise ConfigError("dedup.shingle_words must be >= 1")
+
+
+@dataclass
+class ShardConfig:
+    max_shard_bytes: int = 256 * 2**20  # ~256 MB shards, as HF datasets and FineWeb publish
+    compression: str = "zstd"
+
+    def validate(self) -> None:
+        check_types(self, "shards")
+        if self.compression not in _COMPRESSIONS:
+            raise ConfigError(f"shards.compression must be one of {', '.join(_COMPRESSIONS)}, not {self.compression!r}")
+        if self.max_shard_bytes < 1024:
+            raise ConfigError("shards.max_shard_bytes must be >= 1024")
+
+
+@dataclass
+class ReportConfig:
+    # OpenAI's list of WebText's top 1,000 domains with document counts
+    # (openai/gpt-2-output-dataset or openai/gpt-2 `domains.txt`: "COUNT DOMAIN" per
+    # line). Not shipped with webtext; without it the likeness report describes the
+    # build alone.
+    webtext_domains: str | None = None
+    token_sample: int = 20_000  # documents tokenized (GPT-2 BPE) for tokens per document
+
+    def validate(self) -> None:
+        check_types(self, "report")
+        if self.webtext_domains is not None and not Path(self.webtext_domains).is_file():
+            raise ConfigError(f"report.webtext_domains: no such file {self.webtext_domains!r}")
+        if self.token_sample < 0:
+            raise ConfigError("report.token_sample must be >= 0")
+
+
+@dataclass
+class Config:
+    links: LinksConfig = field(default_factory=LinksConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        cfg = cls()
+        for section, values in (data or {}).items():
+            if section == "train":
+                continue  # the same file's training options: checked by model.train.load_train_config
+            if not hasattr(cfg, section):
+                raise ConfigError(f"unknown configuration section [{section}]")
+            sub = getattr(cfg, section)
+            known = {f.name for f in dataclasses.fields(sub)}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(sorted(known))}")
+                if isinstance(getattr(sub, key), tuple) and isinstance(value, list):
+                    value = tuple(value)
+                setattr(sub, key, value)
+        return cfg.validate()
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        if path is None:
+            return cls().validate()
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"configuration file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
+        return cls.from_dict(data)
+
+
+KINDS = ("cdx", "commoncrawl")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEYS = {"name", "kind", "cdx_url", "replay_prefix", "data_prefix", "rate", "concurrency", "limit"}
+
+
+@dataclass(frozen=True)
+class Archive:
+    name: str
+    kind: str
+    cdx_url: str
+    prefix: str  # replay prefix (cdx) or data prefix (commoncrawl)
+    rate: float = 1.0
+    concurrency: int = 1
+    limit: int = 5000
+
+
+def _check_url(value, where: str, allow_private: bool) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be an http(s) URL, not {value!r}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where} must be an http(s) URL, not {value!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{where}: no credentials in the URL")
+    if not allow_private:
+        try:
+            ip = ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            ip = None  # a name: checked when it is resolved, on every request
+        if ip is not None and not (ip.is_global and not ip.is_multicast and not ip.is_reserved):
+            raise ConfigError(f"{where} points at the private address {ip}; set fetch.allow_private_addresses "
+                              "= true for a local archive")
+    return value
+
+
+def parse_archives(entries, allow_private: bool = False) -> list[Archive]:
+    """``[fetch] archive_cdx`` -> archives, checked; a ConfigError names the bad key."""
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"fetch.archive_cdx must be a list of tables ([[fetch.archive_cdx]]), not {entries!r}")
+    out: list[Archive] = []
+    for i, e in enumerate(entries):
+        where = f"fetch.archive_cdx[{i}]"
+        if not isinstance(e, dict):
+            raise ConfigError(f"{where} must be a table with name, kind, cdx_url, ..., not {e!r}")
+        unknown = set(e) - _KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
+        name = e.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"{where}.name must be a short name of letters, digits, '.', '_' or '-', not {name!r}")
+        if any(a.name == name for a in out):
+            raise ConfigError(f"{where}.name: {name!r} is used twice")
+        kind = e.get("kind")
+        if kind not in KINDS:
+            raise ConfigError(f"{where}.kind must be 'cdx' (Wayback-style) or 'commoncrawl', not {kind!r}")
+        cdx_url = _check_url(e.get("cdx_url"), f"{where}.cdx_url", allow_private)
+        pkey = "replay_prefix" if kind == "cdx" else "data_prefix"
+        other = "data_prefix" if kind == "cdx" else "replay_prefix"
+        if other in e:
+            raise ConfigError(f"{where}.{other} is for kind = {'commoncrawl' if kind == 'cdx' else 'cdx'}; "
+                              f"kind = {kind!r} reads {pkey}")
+        prefix = _check_url(e.get(pkey), f"{where}.{pkey}", allow_private)
+        rate = e.get("rate", 1.0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise ConfigError(f"{where}.rate must be a number of requests per second > 0, not {rate!r}")
+        for key, default in (("concurrency", 1), ("limit", 5000)):
+            v = e.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{where}.{key} must be a whole number >= 1, not {v!r}")
+        out.append(Archive(name, kind, cdx_url, prefix, float(rate), e.get("concurrency", 1), e.get("limit", 5000)))
+    return out

@@ -1,0 +1,122 @@
+"""Consent banners and subscription prompts, removed from a page before extraction."""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+# Consent managers, by the ids and classes their scripts give their containers. A
+# bare "cmp" is not among them: Adobe's core components use cmp-* for content.
+_CONSENT_ATTR = re.compile(
+    r"onetrust|\bot-sdk|\bot-pc-|qc-cmp|axeptio|didomi|cookiebot|usercentrics|truste-|trustarc|\bsp_message|"
+    r"sp-message-container|gdpr-(?:banner|consent|notice|modal)|cookie[-_]?(?:banner|consent|notice|bar|law|wall|popup|modal)|"
+    r"cookies?[-_]?consent|consent[-_]?(?:banner|manager|modal|popup|wall|notice)|\bcc-(?:window|banner)\b|"
+    r"privacy[-_]?(?:banner|manager|center|centre|notice|consent)", re.I)
+# Subscription walls and prompts (Piano/TinyPass, "restricted content" breakers, reg
+# walls), by their containers' ids and classes. Such a prompt is short: a container
+# holding more than PAYWALL_MAX_CHARS of text may be the article itself (some sites
+# wrap the subscribers' part of a story in a "paywall" element) and stays.
+_PAYWALL_ATTR = re.compile(
+    r"paywall|pay-wall|regwall|reg-wall|registration-wall|piano-(?:offer|paywall|inline|container|modal|template)|"
+    r"\btp-(?:modal|backdrop)|restricted-(?:content|story)|(?:content|article|story)-(?:gate|lock)|"
+    r"locked-content|subscri(?:be|ption|ber)[-_]?(?:prompt|wall|box|banner|cta|offer|gate|only|promo)|"
+    r"premium-(?:wall|prompt|banner|gate)|meter(?:ed)?[-_](?:wall|banner|prompt)", re.I)
+_PAYWALL_WORDS = ("subscri", "log in", "login", "sign in", "unlock", "account", "premium", "trial", "member", "register")
+PAYWALL_MAX_CHARS = 1500
+# Words every _CONSENT_ATTR / _PAYWALL_ATTR alternative contains (lowercase): looked for
+# in all of a page's id and class values at once, they rule out most pages and
+# elements before any per-element work.
+_BANNER_WORDS = ("onetrust", "ot-", "qc-cmp", "axeptio", "didomi", "cookie", "usercentrics", "truste", "sp_message",
+                 "sp-message", "gdpr", "consent", "cc-", "privacy", "paywall", "pay-wall", "regwall", "reg-wall",
+                 "registration-wall", "piano-", "tp-modal", "tp-backdrop", "restricted-", "-gate", "-lock", "locked-",
+                 "subscri", "premium-", "meter-", "metered")
+_ID_CLASS = etree.XPath("//@id | //@class", smart_strings=False)
+_NTH_ID_CLASS = etree.XPath("(//@id | //@class)[$n]", smart_strings=True)
+_NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
+_CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
+                  "préférences", "datos personales", "privacidad")
+
+
+def strip_consent(tree) -> int:
+    """Remove consent-manager containers from an lxml tree (in place); returns how many
+    (``strip_banners`` with consent only)."""
+    return strip_banners(tree, consent=True, paywall=False)["consent"]
+
+
+def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str, int]:
+    """Remove consent-manager containers and subscription prompts from an lxml tree (in
+    place); returns how many of each ({"consent": n, "paywall": n}).
+
+    An element goes when its id or class names a consent manager (a paywall) AND its
+    text speaks of cookies, consent or privacy (of subscribing, logging in, unlocking)
+    AND it holds less than half the page's text (a wrapper of the whole page is never
+    removed); a paywall element also holds at most PAYWALL_MAX_CHARS. The outermost
+    match goes whole; the text after it stays."""
+    def text_of(el) -> str:  # the visible text below EL (scripts and styles left out)
+        parts = []
+        for n in el.iter():
+            if isinstance(n.tag, str) and n.tag not in ("script", "style", "noscript") and n.text:
+                parts.append(n.text)
+            if n is not el and n.tail:
+                parts.append(n.tail)
+        return "".join(parts)
+
+    removed = {"consent": 0, "paywall": 0}
+    # Candidates from the page's id and class strings, as plain strings (a page holds
+    # about a thousand): only a value that names a consent manager or a paywall has its
+    # element looked up (by its position among them), so elements become Python objects
+    # only there.
+    hits, last = [], None
+    values = _ID_CLASS(tree)  # document order: an element's id and class come together
+    joined = "\0".join(values).lower()  # one search over all of them; most pages have no candidate
+    found = []  # str.find per word: several times faster than one regex of alternatives
+    for word in _BANNER_WORDS:
+        at = joined.find(word)
+        while at != -1:
+            found.append(at)
+            at = joined.find(word, at + 1)
+    seen, i, pos = -1, 0, 0
+    for at in sorted(found):
+        i += joined.count("\0", pos, at)  # the value the word is in
+        pos = at
+        if i == seen:
+            continue
+        seen = i
+        low = values[i].lower()
+        if not ((consent and _CONSENT_ATTR.search(low)) or (paywall and _PAYWALL_ATTR.search(low))):
+            continue
+        el = _NTH_ID_CLASS(tree, n=i + 1)[0].getparent()
+        if el is last or el.tag in _NEVER_STRIPPED:
+            continue
+        last = el
+        attrs = f"{el.get('id') or ''} {el.get('class') or ''}".lower()
+        if consent and _CONSENT_ATTR.search(attrs):
+            hits.append((el, "consent"))
+        elif paywall and _PAYWALL_ATTR.search(attrs):
+            hits.append((el, "paywall"))
+    if not hits:
+        return removed
+    body = tree.find(".//body") if tree.tag != "body" else tree
+    body_len = len(text_of(body if body is not None else tree))
+    root = tree.getroottree().getroot()
+    for el, kind in hits:  # document order: an outer match goes before its descendants are looked at
+        parent = el.getparent()
+        if parent is None or el.getroottree().getroot() is not root:
+            continue  # inside a container removed already
+        text = text_of(el)
+        low = text.lower()
+        words = _CONSENT_WORDS if kind == "consent" else _PAYWALL_WORDS
+        if not any(w in low for w in words) or (body_len and len(text) > 0.5 * body_len):
+            continue
+        if kind == "paywall" and len(" ".join(text.split())) > PAYWALL_MAX_CHARS:
+            continue
+        if el.tail:  # the text after the element belongs to the page: keep it
+            prev = el.getprevious()
+            if prev is not None:
+                prev.tail = (prev.tail or "") + el.tail
+            else:
+                parent.text = (parent.text or "") + el.tail
+        parent.remove(el)
+        removed[kind] += 1
+    return removed

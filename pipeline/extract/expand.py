@@ -1,0 +1,176 @@
+"""After trafilatura: rescue a short extraction of a page that is not an article, widen it to the
+container of what it kept, and the line steps (a repeated quoted line, the headline)."""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+from pipeline.extract.page import _JSON_LD
+
+# The rescue of an extraction that kept little of the page (extract_page). Chosen on
+# wcxb's dev pages and checked on aeb's articles (bench/bench_extract.py; bench/RESULTS.md
+# "Rescue"): where trafilatura keeps under RESCUE_SHARE of the page's visible characters
+# and the page does not declare itself an article (og:type, schema.org Article types:
+# there trafilatura's article model is right, and a short story beside a long comment
+# thread is still short) and the extraction holds no paragraph of RESCUE_PROSE_WORDS
+# words (prose: the story was found, as on an old news site that declares nothing),
+# under RESCUE_PAGE_SHARE the page's whole visible text
+# (trafilatura's html2txt) replaces the extraction when longer; else trafilatura's
+# baseline (JSON-LD body, <article>, the page's paragraphs) does when it holds
+# RESCUE_BASELINE_RATIO times the words. Listing, collection, product, service and forum
+# pages are where it fires: their item lists and posts are what an article model leaves out.
+RESCUE_SHARE = 0.4
+RESCUE_PAGE_SHARE = 0.06
+RESCUE_BASELINE_RATIO = 3
+RESCUE_PROSE_WORDS = 60
+_WORD = re.compile(r"\w+")
+_HIDDEN = "self::script or self::style or self::noscript or self::template or self::svg or self::aside or self::footer"
+_PAGE_CHARS = etree.XPath("string-length(normalize-space(//body))")
+_HIDDEN_ELEMENTS = etree.XPath(f"//body//*[{_HIDDEN}][not({_HIDDEN.replace('self::', 'ancestor::')})]")
+_SPACED_CHARS = etree.XPath("string-length(normalize-space(.))")
+_OG_TYPE = etree.XPath("//meta[@property='og:type']/@content")
+_ARTICLE_TYPE = re.compile(r'"@type"\s*:\s*\[?\s*"(?:News|Blog|Scholarly|Tech|Report|Reportage|Analysis|Opinion)?(?:Article|Posting)"')
+
+
+def declares_article(tree) -> bool:
+    """The page says it is an article: og:type "article", or a schema.org Article,
+    NewsArticle, BlogPosting (...) in its JSON-LD."""
+    if any(v.strip().lower() == "article" for v in _OG_TYPE(tree)):
+        return True
+    return any(_ARTICLE_TYPE.search(t) for t in _JSON_LD(tree))
+
+
+def visible_chars(tree) -> int:
+    """About how many characters of text the page shows: the body's text, whitespace
+    runs counted once, less scripts, styles, templates, SVG, asides and footers."""
+    total = _PAGE_CHARS(tree)
+    for el in _HIDDEN_ELEMENTS(tree):
+        total -= _SPACED_CHARS(el)
+    return max(0, int(total))
+
+
+def rescue_short_extraction(tree, text: str | None, article: bool | None = None) -> tuple[str | None, str | None]:
+    """(text, how) where HOW names the rescue that replaced TEXT ("baseline" or "page"),
+    or None when TEXT stays. TREE is the parsed page, left unchanged."""
+    from trafilatura import baseline, html2txt
+
+    # the cheap tests first: prose and a declared article rule out most article pages
+    if any(len(_WORD.findall(line)) >= RESCUE_PROSE_WORDS for line in (text or "").splitlines()):
+        return text, None
+    if article if article is not None else declares_article(tree):
+        return text, None
+    page = visible_chars(tree)
+    got = len(" ".join((text or "").split()))
+    if not page or got >= RESCUE_SHARE * page:
+        return text, None
+    words = len(_WORD.findall(text or ""))
+    if got < RESCUE_PAGE_SHARE * page:
+        whole = html2txt(tree)
+        if len(_WORD.findall(whole)) > words:
+            return whole, "page"
+    base = baseline(tree)[1]
+    if len(_WORD.findall(base)) > RESCUE_BASELINE_RATIO * words:
+        return base, "baseline"
+    return text, None
+
+
+# Expansion to the extraction's container. On service, listing and collection pages
+# trafilatura keeps a section's paragraphs but drops its headings, short list items and
+# table cells (the truth of such a page keeps them). The container that holds the
+# paragraphs trafilatura kept is found back in the page: the deepest element holding
+# EXPAND_COVER of the page's block elements (p, li, h1-h6, td ...) whose text is one of
+# the extraction's lines of EXPAND_MIN_WORDS words or more. Its text (less scripts,
+# styles, navigation, headers, footers, asides, forms and buttons) replaces the
+# extraction when it holds EXPAND_RATIO times the words or more; never the whole body,
+# and never on a page that declares a product (schema.org Product, og:type product):
+# there the container holds prices, variant pickers and cart widgets. Measured on wcxb
+# dev (bench/RESULTS.md "Container"): fires on 10% of the pages, .831 -> .844 overall;
+# chosen on that split, checked on each half (bench/bench_expand_folds.py) and on aeb.
+EXPAND_MIN_WORDS = 3
+EXPAND_COVER = 0.8
+EXPAND_RATIO = 1.25
+_BLOCKS = etree.XPath("//p|//li|//h1|//h2|//h3|//h4|//h5|//h6|//td|//th|//dd|//dt|//blockquote|//pre")
+_NOT_TEXT = etree.XPath("//script|//style|//noscript|//template|//svg|//nav|//header|//footer|//aside|//form"
+                        "|//button|//select|//iframe")
+_PRODUCT_TYPE = re.compile(r'"@type"\s*:\s*\[?\s*"Product"')
+_PRODUCT_ITEM = etree.XPath("//*[@itemtype='https://schema.org/Product' or @itemtype='http://schema.org/Product']")
+
+
+def _words_key(line: str) -> str:
+    return " ".join(_WORD.findall(line.lower()))
+
+
+def declares_product(tree) -> bool:
+    """The page says it sells one product: og:type product, or a schema.org Product in
+    its JSON-LD or microdata."""
+    if any(v.strip().lower() in ("product", "og:product") for v in _OG_TYPE(tree)):
+        return True
+    return any(_PRODUCT_TYPE.search(t) for t in _JSON_LD(tree)) or bool(_PRODUCT_ITEM(tree))
+
+
+def expand_to_container(tree, text: str | None, min_words: int = EXPAND_MIN_WORDS, cover: float = EXPAND_COVER,
+                        ratio: float = EXPAND_RATIO) -> str | None:
+    """The text of the element that holds what TEXT (trafilatura's extraction of the
+    page TREE) was taken from, when it holds RATIO times TEXT's words or more; else
+    None. TREE loses its scripts, navigation, forms (...): call it last."""
+    if not text:
+        return None
+    lines = {_words_key(line) for line in text.splitlines()}
+    lines = {k for k in lines if k.count(" ") + 1 >= min_words}
+    if not lines:
+        return None
+    for el in _NOT_TEXT(tree):
+        parent = el.getparent()
+        if parent is not None:
+            parent.remove(el)
+    hits = [el for el in _BLOCKS(tree) if _words_key(el.text_content()) in lines]
+    if len(hits) < 2:
+        return None
+    held: dict = {}
+    for el in hits:
+        for anc in el.iterancestors():
+            held[anc] = held.get(anc, 0) + 1
+    need = cover * len(hits)
+    best, depth = None, -1
+    for anc, n in held.items():
+        if n >= need:
+            d = sum(1 for _ in anc.iterancestors())
+            if d > depth:
+                best, depth = anc, d
+    if best is None or best.tag in ("body", "html"):
+        return None
+    parts = (" ".join(t.split()) for t in best.itertext())
+    found = "\n".join(t for t in parts if t)
+    if len(_WORD.findall(found)) < ratio * len(_WORD.findall(text)):
+        return None
+    return found
+
+
+def drop_repeated_lines(text: str, min_words: int = 3) -> str:
+    """TEXT without the lines of MIN_WORDS words or more that repeat an earlier line
+    (word for word, case aside): a forum post quoting an earlier one."""
+    seen: set[str] = set()
+    out = []
+    for line in text.splitlines():
+        key = _words_key(line)
+        if key.count(" ") + 1 >= min_words:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(line)
+    return "\n".join(out)
+
+
+def drop_title_line(text: str | None, title: str | None) -> str | None:
+    """TEXT without its first line when that line (3 words or more) is the page's
+    TITLE or a part of it ("Headline | Site"): the document keeps its title in its own
+    field, and the text is the body."""
+    if not text or not title:
+        return text
+    first, _, rest = text.partition("\n")
+    key = _words_key(first)
+    if key.count(" ") >= 2 and key in _words_key(title):
+        return rest
+    return text

@@ -1,0 +1,254 @@
+"""The crawl loop: links -> pages in WARC, on a pool of threads, politely per host, with archive fallback."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+
+from pipeline.core.config import FetchConfig
+from pipeline.core.schema import LINK_FIELDS
+from pipeline.core.summary import RunSummary, progress
+from pipeline.fetch.netsafety import (
+    FetchRefused,
+    without_credentials,
+)
+from pipeline.fetch.outcomes import (
+    PARTITION_STATE,
+    OutcomeLog,
+    _count_outcomes,
+    host_partition,
+    is_transient,
+    outcome_files,
+    retry_state,
+)
+from pipeline.fetch.warcstore import WarcSink, repair_warcs
+from pipeline.fetch.webclient import Fetcher, Response
+
+
+def _interleave_by_host(rows: list) -> list:
+    """Round-robin over hosts so the workers spread across domains (rows are
+    (id, url, url_norm) tuples or dicts)."""
+    from collections import deque
+
+    by_host: dict[str, deque] = {}
+    for r in rows:
+        norm = r[2] if isinstance(r, tuple) else r["url_norm"]
+        by_host.setdefault(norm.split("/", 1)[0], deque()).append(r)
+    queues = deque(by_host.values())
+    out = []
+    while queues:
+        q = queues.popleft()
+        out.append(q.popleft())
+        if q:
+            queues.append(q)
+    return out
+
+
+def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, warc_prefix: str,
+           reuse_outcomes: Iterable[str | Path] = (), retry_failed: bool = False, progress_bar: bool = True,
+           part: tuple[int, int] | None = None) -> RunSummary:
+    """Fetch LINKS with the outcome log LOG_PATH and WARC files named WARC_PREFIX-...
+    (PART: (partition, partitions): only its URLs of REUSE_OUTCOMES are kept in memory);
+    returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = OutcomeLog(log_path)
+    summary = RunSummary("fetch", unit="urls")
+    for note in repair_warcs(out / "warc", log.warc_ends, warc_prefix):
+        summary.note(note)
+    earlier: set[str] = set()
+    for d in reuse_outcomes:
+        if Path(d).resolve() == out.resolve():
+            continue
+        for p in outcome_files(d):
+            with open(p, "rb") as fh:
+                for line in fh:
+                    if line.strip():
+                        u = orjson.loads(line)["url_norm"]
+                        if part is None or host_partition(u, part[1]) == part[0]:
+                            earlier.add(u)
+    # The links are read as a stream; what is pending is kept as compact tuples
+    # (~300 bytes a URL), then interleaved by host.
+    todo: list[tuple] = []
+    now = time.time()
+    retrying = 0
+    archive_only = 0
+    from pipeline.fetch.archives import ARCHIVE_FALLBACK, ArchiveClient, wants_archive
+
+    given: set[str] = set()
+    for r in links:
+        summary.n_in += 1
+        given.add(r["url_norm"])
+        prev = log.state(r["url_norm"])
+        meta = {f: r[f] for f in LINK_FIELDS if r.get(f) is not None} or None
+        row = (r.get("id"), r["url"], r["url_norm"], r.get("created_utc"), False, meta)
+        if prev is not None:
+            if cfg.source != "live" and prev["outcome"] in ARCHIVE_FALLBACK:
+                archive_only += 1  # dead in an earlier live run, never asked of the archives
+                todo.append(row[:4] + (True, meta))
+                continue
+            state = retry_state(prev, cfg, now, retry_failed)
+            if state != "retry":
+                summary.drop(state)
+                continue
+            retrying += 1
+            todo.append(row)
+        elif r["url_norm"] in earlier:
+            summary.drop("fetched_in_earlier_build")
+        else:
+            todo.append(row)
+    del earlier
+    # URLs whose last attempt failed transiently and whose back-off has passed, that no
+    # row named (a monthly build gives fetch only the links new since its last run):
+    # retried from the log. Those still waiting are counted in extra, not as input.
+    for url_norm, (doc_id, url, created_utc, meta) in list(log.retry_rows.items()):
+        if url_norm not in given and retry_state(log.state(url_norm), cfg, now, retry_failed) == "retry":
+            summary.n_in += 1
+            retrying += 1
+            todo.append((doc_id, url, url_norm, created_utc, False, meta))
+    del given
+    todo = _interleave_by_host(todo)
+    sink = WarcSink(out / "warc", cfg.warc_max_bytes, prefix=warc_prefix)
+    fetcher = Fetcher(cfg)
+    archives = ArchiveClient(cfg, fetcher, out) if cfg.source != "live" else None
+
+    def work(row: tuple) -> dict:
+        doc_id, raw_url, url_norm, created_utc, skip_live, meta = row
+        url = without_credentials(raw_url)
+        fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        prev = log.state(url_norm)
+        rec = {"id": doc_id, "url": url, "url_norm": url_norm, "fetched_at": fetched_at,
+               "attempt": prev["attempt"] + 1 if prev else 1}
+        if meta:  # the link's Reddit fields travel with every attempt (extract reads an ok page's;
+            rec.update(meta)  # a retry from the log, with no link row, takes them from the last one)
+        if cfg.source == "archive" or skip_live:
+            outcome, resp, info = (prev["outcome"] if skip_live else None), None, {}
+        else:
+            try:
+                outcome, resp, info = fetcher.fetch(url)
+            except FetchRefused as exc:
+                outcome, resp, info = exc.outcome, None, {"error": exc.detail}
+            except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+                outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        page = None
+        if archives is not None and (cfg.source == "archive" or skip_live or wants_archive(outcome, info)):
+            live_outcome = outcome
+            try:
+                outcome, page, arc_info = archives.lookup(url, created_utc)
+            except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+                outcome, page, arc_info = "archive_error", None, {"archive_error": f"{type(exc).__name__}: {exc}"[:500]}
+            if live_outcome is not None:
+                rec["live_outcome"] = live_outcome
+            info.update(arc_info)
+            if resp is not None:  # the live answer (a 404 page, ...) stays in the WARC, as a trail record
+                info.setdefault("_responses", []).append(resp)
+                rec["live_status"] = resp.status
+                resp = None
+        rec["outcome"] = outcome
+        if outcome == "ok":
+            rec["source"] = f"archive:{page.archive}" if page is not None else "live"
+        trail = info.pop("_responses", [])
+        rec.update({k: v for k, v in info.items() if v})
+        for earlier_resp in trail:  # redirect hops and retried answers: recorded too, before the last
+            name, offset, length, end = sink.write(earlier_resp, fetched_at)
+            rec.setdefault("warc_trail", []).append({"url": earlier_resp.url, "status": earlier_resp.status,
+                                                     "warc_file": name, "warc_offset": offset, "warc_record_end": end})
+        if page is not None:
+            # WARC-Target-URI is the link's URL, WARC-Date the capture time, and the
+            # provenance in WARC-Source-URI and WebText-* headers (pipeline/archive.py)
+            resp = Response(url, page.status, page.reason, page.headers, page.body, None)
+            rec.update(captured_at=page.captured_at, capture_timestamp=page.capture.timestamp,
+                       capture_url=page.capture.url, archive_url=page.source_uri)
+            warc_extra, with_request = page.warc_headers(), False
+        else:
+            warc_extra, with_request = None, True
+        if resp is not None:
+            rec["status"] = resp.status
+            rec["final_url"] = resp.url
+            rec["content_type"] = dict((k.lower(), v) for k, v in resp.headers).get("content-type")
+            name, offset, length, end = sink.write(resp, fetched_at, warc_extra, with_request)
+            rec["warc_file"] = name
+            rec["warc_offset"] = offset
+            rec["warc_length"] = length
+            rec["warc_record_end"] = end
+        return rec
+
+    outcomes: dict[str, int] = defaultdict(int)
+    sources: dict[str, int] = defaultdict(int)
+    # At most a few tasks per worker are queued: memory does not follow the URL list,
+    # and outcomes are written from the first response on.
+    window = max(4, 2 * cfg.workers)
+    try:
+        with ThreadPoolExecutor(max_workers=cfg.workers) as pool, \
+                progress(total=len(todo), desc=f"fetch {warc_prefix}", unit="urls", disable=None if progress_bar else True) as bar:
+            inflight: set = set()
+
+            def drain(block_until: int) -> None:
+                nonlocal inflight
+                while len(inflight) > block_until:
+                    finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        rec = fut.result()
+                        log.add(rec)
+                        outcomes[rec["outcome"]] += 1
+                        if rec["outcome"] == "ok":
+                            sources[rec["source"]] += 1
+                        bar.update(1)
+
+            for i in range(len(todo)):
+                row, todo[i] = todo[i], None  # drop each row once it is handed out
+                inflight.add(pool.submit(work, row))
+                drain(window - 1)
+            drain(0)
+    finally:
+        sink.close()
+        log.close()
+        if archives is not None:
+            archives.close()
+    summary.n_out = outcomes.get("ok", 0)
+    # The funnel's sources: pages live and from each archive, this run and over all runs.
+    summary.extra["ok_by_source"] = dict(sorted(sources.items()))
+    all_ok = sum(1 for t in log.done.values() if t[0] == "ok")
+    by_source_all = _count_outcomes(log.archived.values())
+    summary.extra["ok_by_source_all_runs"] = {"live": all_ok - sum(by_source_all.values()), **by_source_all}
+    if archives is not None:
+        summary.extra["archive_requests"] = dict(archives.counts)
+        summary.extra["archive_only"] = archive_only
+        for reason in ("not_archived", "archive_no_html_capture", "archive_after_cutoff", "archive_error"):
+            summary.extra.setdefault("not_from_an_archive", {})[reason] = outcomes.get(reason, 0)
+        summary.note("pages by source: " + (", ".join(f"{k} {v:,}" for k, v in sorted(sources.items())) or "none")
+                     + f"; in no archive {sum(summary.extra['not_from_an_archive'].values()):,}")
+    for k, v in outcomes.items():
+        if k != "ok":
+            summary.drop(k, v)
+    summary.extra["outcomes_all_runs"] = _count_outcomes(t[0] for t in log.done.values())
+    summary.extra["ok_all_runs"] = summary.extra["outcomes_all_runs"].get("ok", 0)
+    summary.extra["retried"] = retrying
+    # Where every URL with a transient last outcome stands after this run (the funnel's "waiting" and "given up").
+    states: dict[str, int] = defaultdict(int)
+    later = time.time()
+    next_due = None
+    for url_norm, (outcome, attempt, at) in log.done.items():
+        if is_transient(outcome):
+            given_up = retry_state({"outcome": outcome, "attempt": attempt, "fetched_epoch": at}, cfg, later) == "given_up"
+            states["given_up" if given_up else "waiting_retry"] += 1
+            if not given_up:
+                due = at + cfg.retry_after_s * 2 ** (attempt - 1)
+                next_due = due if next_due is None else min(next_due, due)
+    summary.extra["waiting_retry"] = states.get("waiting_retry", 0)
+    summary.extra["given_up"] = states.get("given_up", 0)
+    # What a later build needs to know of this log without reading it: whether a retry
+    # falls due (then the partition runs with no new link), and its all-runs figures.
+    from pipeline.core.io import atomic_write_json
+
+    atomic_write_json(log_path.with_name(log_path.name.replace(".jsonl", ".state.json")),
+                      {"next_due": next_due, **{k: summary.extra[k] for k in PARTITION_STATE}})
+    summary.check()
+    return summary.finish()
+
+

@@ -1,0 +1,1 @@
+"""The shard stage: Parquet shards under a versioned manifest, with a dataset card."""
