@@ -1,4 +1,4 @@
-"""Is the container expansion's setting (pipeline/extract.py expand_to_container:
+"""Is the container expansion's setting (pipeline/extract/ expand_to_container:
 EXPAND_MIN_WORDS, EXPAND_COVER, EXPAND_RATIO) fitted to the page set it was chosen on?
 
 The setting was chosen on all of wcxb dev, where bench/bench_extract.py measures it.

@@ -88,7 +88,7 @@ def make_done(work: Path, n: int) -> None:
 
 def child(args) -> None:
     from pipeline.core.config import FetchConfig
-    from pipeline.fetch.crawl import fetch_links
+    from pipeline.fetch.stage import fetch_links
     from pipeline.links.table import iter_links
 
     if args.case == "idle":

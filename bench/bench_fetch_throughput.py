@@ -154,7 +154,7 @@ def anchor(n: int, port: int, out: Path, concurrency: int, per_host: int, delay:
 def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay: float, processes: int) -> dict:
     from pipeline.core.config import FetchConfig
     from pipeline.core.urls import normalize_url, url_id
-    from pipeline.fetch.crawl import fetch_links
+    from pipeline.fetch.stage import fetch_links
 
     hosts, urls = hosts_and_urls(n)
     procs = processes or os.cpu_count() or 1

@@ -61,7 +61,6 @@ def preflight(dumps: list[str], out: str | Path, cfg: Config, dask_address: str 
     """``pipeline.build.check_inputs`` (configuration, inputs, a writable OUT), and a
     reachable Dask scheduler, before any work. Returns the expanded dump list."""
     if dask_address:  # before check_inputs makes OUT
-        cfg.validate()
         check_dask_address(dask_address)
     files, _ = check_inputs(dumps, url_lists or [], out, cfg)
     return files

@@ -227,11 +227,13 @@ def demo_config(world: DemoWorld, address: str):
     hosts resolve to the DemoWeb at ADDRESS on 127.0.0.1."""
     from pipeline.core.config import Config
 
-    cfg = Config()
-    cfg.fetch.resolve = {h: address for host in world.hosts for h in (host, "www." + host)}
-    cfg.fetch.allow_private_addresses = True  # the demo's web is on 127.0.0.1, by design
-    cfg.fetch.per_host_delay_s = 0.05
-    cfg.fetch.connect_timeout_s = 2.0
-    cfg.fetch.total_timeout_s = 5.0
+    cfg = Config().replace(
+        "fetch",
+        resolve={h: address for host in world.hosts for h in (host, "www." + host)},
+        allow_private_addresses=True,  # the demo's web is on 127.0.0.1, by design
+        per_host_delay_s=0.05,
+        connect_timeout_s=2.0,
+        total_timeout_s=5.0,
+    )
     # Hosts the demo does not serve (imgur, youtube) are dropped by the link stage before any fetch.
     return cfg

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.errors import UnsafeInput
-
+from .errors import UnsafeInput
 from .gpt import GPT, GPTConfig
 
 

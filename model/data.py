@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -62,15 +63,15 @@ def parquet_files(src: str | Path, max_version: int | None = None) -> list[Path]
 
 
 def open_documents(f: Path) -> pq.ParquetFile:
-    """The file, checked: readable Parquet (else DamagedPart, naming it) with id and text columns."""
+    """The file, checked: readable Parquet (else DamagedFile, naming it) with id and text columns."""
     import pyarrow as pa
 
-    from pipeline.core.errors import DamagedPart
+    from .errors import DamagedFile
 
     try:
         pf = pq.ParquetFile(f)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DamagedPart(f, str(exc).splitlines()[0][:300]) from exc
+        raise DamagedFile(f, str(exc).splitlines()[0][:300]) from exc
     if not {"id", "text"} <= set(pf.schema_arrow.names):
         raise ValueError(f"{f}: documents need columns id and text (has {pf.schema_arrow.names})")
     return pf
@@ -79,7 +80,7 @@ def open_documents(f: Path) -> pq.ParquetFile:
 def iter_documents(files: list[Path], batch_size: int = 1024) -> Iterator[tuple[list[str], list[str]]]:
     import pyarrow as pa
 
-    from pipeline.core.errors import DamagedPart
+    from .errors import DamagedFile
 
     pfs = [open_documents(f) for f in files]  # every footer checked before any work
     for f, pf in zip(files, pfs):
@@ -87,7 +88,7 @@ def iter_documents(files: list[Path], batch_size: int = 1024) -> Iterator[tuple[
             for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "text"]):
                 yield batch.column("id").to_pylist(), batch.column("text").to_pylist()
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DamagedPart(f, str(exc).splitlines()[0][:300]) from exc
+            raise DamagedFile(f, str(exc).splitlines()[0][:300]) from exc
 
 
 def tokenize_shards(
@@ -114,9 +115,10 @@ def tokenize_shards(
     fh = {s: open(tmp[s], "wb") for s in tmp}
     counts = {"train": [0, 0], "val": [0, 0]}  # tokens, docs
     val_starts: list[int] = []
-    from pipeline.core.summary import progress as bar_of
+    from tqdm.auto import tqdm
 
-    bar = bar_of(desc="tokenize", unit="docs", disable=None if progress else True)
+    bar = tqdm(desc="tokenize", unit="docs", disable=None if progress else True, dynamic_ncols=True, mininterval=0.5,
+               file=sys.stderr)
     eot_arr = np.array([eot], dtype=np.uint32)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -170,9 +172,7 @@ def tokenize_shards(
             "manifest_sha256": hashlib.sha256(src_manifest.read_bytes()).hexdigest() if src_manifest and src_manifest.is_file() else None,
         },
     }
-    from pipeline.core.io import atomic_write_json
-
-    atomic_write_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 
@@ -236,3 +236,18 @@ class TokenBatches:
 
     def next(self):
         return self._gather(self.rng.integers(0, len(self.tokens) - self.block_size - 1, size=self.batch_size))
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """OBJ as JSON at PATH, whole or not at all (a temporary file, fsynced, then renamed)."""
+    import json
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(obj, indent=2, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -2,7 +2,7 @@
 de-tokenizers for WikiText and PTB, and WikiText's split into articles.
 
 Plain Python with no torch and no project imports: the corpus side
-(``pipeline/decontaminate.py``) reads the sets through here without importing the
+(``pipeline/report/decontaminate.py``) reads the sets through here without importing the
 model.
 """
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import TokenBatches, load_token_manifest
+from .data import TokenBatches, load_token_manifest, write_json_atomic
+from .errors import ConfigError
 from .gpt import GPT, config_for
 
 
@@ -72,12 +73,27 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every [train] value has its field's type (TOML: a "false" string is not false, 1e6 is not an int)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        default = getattr(TrainConfig, f.name)
+        if v is None and f.name in ("block_size", "tokens_per_step"):
+            continue
+        want = int if f.name in ("block_size", "tokens_per_step") else type(default)
+        ok = isinstance(v, want) and not (want is not bool and isinstance(v, bool))
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            object.__setattr__(cfg, f.name, float(v))
+            ok = True
+        if not ok:
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[want]
+            raise ConfigError(f"train.{f.name} must be {kind}, not {v!r} ({type(v).__name__})")
+
+
 def load_train_config(path: str | None = None, preset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Preset, then the TOML file's [train] section, then KEY=VALUE overrides; every
     key and type checked (ConfigError naming the key, before any work)."""
-    from pipeline.core.config import check_types
-    from pipeline.core.errors import ConfigError
-
     values: dict = {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if preset:
@@ -119,7 +135,7 @@ def load_train_config(path: str | None = None, preset: str | None = None, overri
                 k in ("block_size", "tokens_per_step") else "a number"
             raise ConfigError(f"training option {k} must be {kind}, not {v!r}") from None
     cfg = TrainConfig(**values)
-    check_types(cfg, "train")
+    _check_types(cfg)
     for name in ("batch_size", "max_steps", "eval_interval", "eval_iters", "ckpt_interval", "pad_vocab_to"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1, not {getattr(cfg, name)!r}")
@@ -264,9 +280,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
 
             peak = measure_matmul_flops(device, ptdtype if dtype != "float32" else torch.float32)
     if master:  # what this call ran on: MFU's denominator and how it was obtained
-        from pipeline.core.io import atomic_write_json
-
-        atomic_write_json(out / "run.json", {
+        write_json_atomic(out / "run.json", {
             "start_step": step, "world": world, "device": device, "dtype": dtype,
             "device_name": torch.cuda.get_device_name(device) if dev_type == "cuda" else None,
             "tokens_per_step": accum * micro_tokens, "micro_batch": cfg.batch_size, "accum": accum,

@@ -125,7 +125,6 @@ def check_inputs(dumps: list[str], url_lists: list[str], out: str | Path, cfg: C
     written. Returns the dump files and URL lists, globs expanded."""
     from pipeline.sources.urllists import expand_url_lists
 
-    cfg.validate()
     files = expand_dumps(list(dumps or []))
     lists = expand_url_lists(list(url_lists)) if url_lists else []
     if not files and not lists:

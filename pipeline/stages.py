@@ -152,7 +152,7 @@ def _fetch_finish(ctx: BuildContext, results: list[dict]) -> dict:
 
 
 def _fetch_run(ctx: BuildContext) -> dict:
-    from pipeline.fetch.crawl import fetch_links
+    from pipeline.fetch.stage import fetch_links
 
     runs = _unread_link_runs(ctx)
     return _links_read(ctx, fetch_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch).to_dict(), runs)

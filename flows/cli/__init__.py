@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 
 from flows.cli.options import build_parser
+from model.errors import ConfigError as ModelConfigError
+from model.errors import InputError as ModelInputError
 from pipeline.core.errors import ConfigError, InputError
 
 
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side analytics
     # Each module registers its subcommands on import, in the order --help lists them.
-    from flows.cli import links, stages, builds, model  # noqa: F401
+    from flows.cli import builds, links, model, stages  # noqa: F401
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, BuildLocked, InputError) as exc:
+    except (ConfigError, ModelConfigError, FileNotFoundError, BuildLocked, InputError, ModelInputError) as exc:
         print(f"webtext {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

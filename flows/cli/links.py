@@ -8,25 +8,26 @@ from flows.cli.options import FORMATTER, _add_config, _config, register
 from pipeline.core.config import LinksConfig
 from pipeline.core.errors import ConfigError
 
+
 def cmd_links(args) -> int:
-    cfg = _config(args)
-    lc = cfg.links
+    ch: dict = {}
     if args.min_score is not None:
-        lc.min_score = args.min_score
+        ch["min_score"] = args.min_score
     if args.score_mode:
-        lc.score_mode = args.score_mode
+        ch["score_mode"] = args.score_mode
     if args.after is not None:
-        lc.created_after = args.after
+        ch["created_after"] = args.after
     if args.before is not None:
-        lc.created_before = args.before
+        ch["created_before"] = args.before
     elif args.reddit and not args.dump and not args.urls:
         # The live API only has posts from long after the faithful window's end.
-        lc.created_before = None
+        ch["created_before"] = None
     if args.allow_nsfw:
-        lc.exclude_nsfw = False
+        ch["exclude_nsfw"] = False
     if args.blocklist:
-        lc.blocklist_path = args.blocklist
-    lc.validate()
+        ch["blocklist_path"] = args.blocklist
+    cfg = _config(args).replace("links", **ch)
+    lc = cfg.links
     if bool(args.dump or args.urls) == bool(args.reddit):
         raise ConfigError("give --dump FILE ... and/or --urls FILE ..., or --reddit SUBREDDIT[,...]")
     if args.dump or args.urls:
@@ -37,7 +38,8 @@ def cmd_links(args) -> int:
         summary = harvest_dump_links(expand_dumps(args.dump or []), args.out, lc,
                                      url_lists=expand_url_lists(args.urls or []))
     else:
-        from pipeline.sources.reddit_api import harvest_subreddits, make_reddit
+        from pipeline.links.api import harvest_subreddits
+        from pipeline.sources.reddit_api import make_reddit
 
         reddit = make_reddit(args.praw_site)
         subs = [s for part in args.reddit for s in part.split(",")]

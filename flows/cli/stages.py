@@ -43,22 +43,22 @@ def add_fetch(sub):
     _add_config(p)
 
     def run(args):
-        from pipeline.fetch.crawl import fetch_links
         from pipeline.fetch.replay import replay_links
+        from pipeline.fetch.stage import fetch_links
 
-        cfg = _config(args)
-        fc = cfg.fetch
+        ch: dict = {}
         if args.workers:
-            fc.workers = args.workers
+            ch["workers"] = args.workers
         if args.no_robots:
-            fc.respect_robots = False
+            ch["respect_robots"] = False
         if args.allow_private:
-            fc.allow_private_addresses = True
+            ch["allow_private_addresses"] = True
         if args.user_agent:
-            fc.user_agent = args.user_agent
+            ch["user_agent"] = args.user_agent
         if args.source:
-            fc.source = args.source
-        fc.validate()
+            ch["source"] = args.source
+        cfg = _config(args).replace("fetch", **ch)
+        fc = cfg.fetch
         rows = _links_rows(args.links)
         if args.from_warc:
             s = replay_links(rows, args.out, args.from_warc)
@@ -98,7 +98,7 @@ def add_extract(sub):
 
         cfg = _config(args)
         if args.workers:
-            cfg.extract.workers = args.workers
+            cfg = cfg.replace("extract", workers=args.workers)
         if bool(args.warc) == bool(args.fetch):
             from pipeline.core.errors import ConfigError
 
@@ -146,14 +146,14 @@ def add_filter(sub):
     def run(args):
         from pipeline.filters.stage import filter_documents
 
-        fc = _config(args).filter
+        ch: dict = {}
         if args.min_length is not None:
-            fc.min_length = args.min_length
+            ch["min_length"] = args.min_length
         if args.length_unit:
-            fc.length_unit = args.length_unit
+            ch["length_unit"] = args.length_unit
         if args.languages:
-            fc.languages = tuple(x.strip() for x in args.languages.split(",") if x.strip())
-        fc.validate()
+            ch["languages"] = tuple(x.strip() for x in args.languages.split(",") if x.strip())
+        fc = _config(args).replace("filter", **ch).filter
         filter_documents(args.src, args.out, fc, args.write_dropped).print()
 
     p.set_defaults(func=run)
@@ -183,9 +183,8 @@ def add_dedup(sub):
     def run(args):
         from pipeline.dedup.stage import dedup_documents
 
-        dc = _config(args).dedup
-        if args.redis:
-            dc.redis_url = args.redis
+        cfg = _config(args)
+        dc = (cfg.replace("dedup", redis_url=args.redis) if args.redis else cfg).dedup
         dedup_documents(args.src, args.out, dc, args.state).print()
 
     p.set_defaults(func=run)

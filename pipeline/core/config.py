@@ -6,8 +6,11 @@ outbound links from Reddit with at least 3 karma, links before December 2017
 (the released WebText has no link created after 2017), Wikipedia removed,
 ~45M links -> slightly over 8M documents, 40 GB of text after dedup and cleaning.
 
-A configuration is checked when it is made (``validate``), so a bad value fails
-at start, before any work.
+Every section is a frozen dataclass, checked once, when it is made (its
+``validate`` runs in ``__post_init__``): a bad value fails at start, before any work,
+and a configuration that exists is valid. A changed copy is made with
+``Config.replace(section, key=value)`` (or ``dataclasses.replace`` on a section), which
+checks the copy.
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ from pipeline.core.errors import ConfigError
 PAPER_LINKS = 45_000_000  # "45 million links"
 PAPER_DOCUMENTS = 8_000_000  # "slightly over 8 million documents"
 PAPER_TEXT_BYTES = 40 * 10**9  # "40 GB of text"
+
+
+class _Section:
+    """A configuration section: checked once, when it is made."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:  # each section's own checks
+        raise NotImplementedError
 
 
 _COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
@@ -57,13 +70,13 @@ def check_types(section: Any, name: str) -> None:
         elif base is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if ok:
-                setattr(section, f.name, float(value))
+                object.__setattr__(section, f.name, float(value))
         elif base is str:
             ok = isinstance(value, str)
         elif origin is tuple:
             ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
             if ok:
-                setattr(section, f.name, tuple(value))
+                object.__setattr__(section, f.name, tuple(value))
         elif origin is dict:
             ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         if not ok:
@@ -90,8 +103,8 @@ def _parse_date(value: str | None, name: str) -> int | None:
     return int(d.timestamp())
 
 
-@dataclass
-class LinksConfig:
+@dataclass(frozen=True)
+class LinksConfig(_Section):
     # GPT-2 paper 2.2: "outbound links from Reddit ... which received at least 3 karma".
     min_score: int = 3
     # OpenWebText2 summed the scores of all submissions of a URL; WebText/OpenWebText
@@ -125,8 +138,8 @@ class LinksConfig:
         return _parse_date(self.created_before, "links.created_before")
 
 
-@dataclass
-class FetchConfig:
+@dataclass(frozen=True)
+class FetchConfig(_Section):
     user_agent: str = "webtext/0.1 (+https://github.com/webtext/webtext; corpus research crawler)"
     workers: int = 32  # I/O bound: many threads, few cores
     per_host_concurrency: int = 2  # never more than 2 requests in flight to one host
@@ -157,7 +170,7 @@ class FetchConfig:
     # send credentials to crawled sites. With a proxy the check still runs on the
     # target's name here; the proxy's own resolution is the proxy's business.
     proxy: str | None = None
-    # Where pages come from (pipeline/archive.py): "live" (the web today), "archive"
+    # Where pages come from (pipeline/fetch/archives.py): "live" (the web today), "archive"
     # (every URL from the web archives in archive_cdx: the faithful replica) or
     # "live-then-archive" (live first; a URL whose live fetch failed for good, e.g. 404,
     # 410 or a host name that no longer exists, is looked up in the archives).
@@ -206,14 +219,14 @@ class FetchConfig:
             raise ConfigError("fetch timeouts must be > 0")
 
 
-@dataclass
-class ExtractConfig:
+@dataclass(frozen=True)
+class ExtractConfig(_Section):
     # Chosen by measurement (bench/bench_extract.py, bench/RESULTS.md).
     include_comments: bool = False
     favor_precision: bool = False
     favor_recall: bool = False
     # Publication date: the one the page's metadata declares (meta tags, microdata,
-    # JSON-LD; ~1 ms a page; pipeline/extract.py page_date). With date_htmldate, pages
+    # JSON-LD; ~1 ms a page; pipeline/extract/ page_date). With date_htmldate, pages
     # whose metadata has none ask htmldate's fast mode (original date, no extensive
     # search): dates on ~72% of wcxb's pages instead of ~41%, at ~9 ms a page asked (~8%
     # of the extraction time; bench/RESULTS.md "Rescue").
@@ -223,29 +236,29 @@ class ExtractConfig:
     page_timeout_s: float = 30.0  # a page that makes the extractor run away is recorded and skipped
     # Remove cookie/consent banners and privacy centres (OneTrust, Quantcast, Axeptio,
     # Didomi, Cookiebot, Usercentrics, TrustArc, Sourcepoint, ...) from the page before
-    # extraction (pipeline/extract.py strip_consent): they otherwise become the "main
+    # extraction (pipeline/extract/ strip_consent): they otherwise become the "main
     # text" of pages whose real content is short (issue 14).
     strip_consent: bool = True
     # Where trafilatura keeps little of a page's visible text (item lists of listings,
     # collections and shops; forum posts), take its baseline or the page's whole text
-    # instead (pipeline/extract.py rescue_short_extraction; bench/RESULTS.md "Rescue").
+    # instead (pipeline/extract/ rescue_short_extraction; bench/RESULTS.md "Rescue").
     rescue: bool = True
     # Remove subscription prompts ("Unlock this article", "Already a subscriber? Log in")
     # by their containers (paywall, regwall, Piano, restricted-content breakers) before
-    # extraction; the article around them is kept (pipeline/extract.py strip_banners).
+    # extraction; the article around them is kept (pipeline/extract/ strip_banners).
     strip_paywall: bool = True
     # A forum thread or Q&A page whose engine marks its posts (XenForo, vBulletin, phpBB,
     # Invision, SMF, schema.org QAPage answers) gives its title and posts as the text
-    # (pipeline/extract.py forum_posts): trafilatura counts posts as comments.
+    # (pipeline/extract/ forum_posts): trafilatura counts posts as comments.
     forum_posts: bool = True
     # Where the container of what trafilatura kept holds 1.25x its words or more (the
     # headings, short list items and cells of a service, listing or collection page),
-    # take the container's text (pipeline/extract.py expand_to_container; not on pages
+    # take the container's text (pipeline/extract/ expand_to_container; not on pages
     # that declare a product; bench/RESULTS.md "Container").
     expand: bool = True
     # The document's title is its own column (og:title, else <title>); a first line of
     # the text that repeats it (the headline above the story) is dropped unless
-    # title_line (pipeline/extract.py drop_title_line; bench/RESULTS.md "Container").
+    # title_line (pipeline/extract/ drop_title_line; bench/RESULTS.md "Container").
     title_line: bool = False
 
     def validate(self) -> None:
@@ -257,8 +270,8 @@ class ExtractConfig:
             raise ConfigError("extract: favor_precision and favor_recall are exclusive")
 
 
-@dataclass
-class FilterConfig:
+@dataclass(frozen=True)
+class FilterConfig(_Section):
     # OpenWebText / Megatron dropped documents under 128 GPT-2 tokens.
     min_length: int = 128
     length_unit: str = "tokens"  # "tokens" (GPT-2 BPE) | "words" | "chars"
@@ -280,8 +293,8 @@ class FilterConfig:
             raise ConfigError("filter.min_length must be >= 0")
 
 
-@dataclass
-class DedupConfig:
+@dataclass(frozen=True)
+class DedupConfig(_Section):
     # Chosen by measurement on the Reuters near-dup dev set (bench/bench_dedup.py,
     # bench/RESULTS.md): 22 bands x 5 rows over 110 permutations finds pairs down to
     # J~0.4; candidates are then verified, which keeps precision >= .99. FineWeb's
@@ -320,8 +333,8 @@ class DedupConfig:
             raise ConfigError("dedup.shingle_words must be >= 1")
 
 
-@dataclass
-class ShardConfig:
+@dataclass(frozen=True)
+class ShardConfig(_Section):
     max_shard_bytes: int = 256 * 2**20  # ~256 MB shards, as HF datasets and FineWeb publish
     compression: str = "zstd"
 
@@ -333,8 +346,8 @@ class ShardConfig:
             raise ConfigError("shards.max_shard_bytes must be >= 1024")
 
 
-@dataclass
-class ReportConfig:
+@dataclass(frozen=True)
+class ReportConfig(_Section):
     # OpenAI's list of WebText's top 1,000 domains with document counts
     # (openai/gpt-2-output-dataset or openai/gpt-2 `domains.txt`: "COUNT DOMAIN" per
     # line). Not shipped with webtext; without it the likeness report describes the
@@ -350,7 +363,7 @@ class ReportConfig:
             raise ConfigError("report.token_sample must be >= 0")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     links: LinksConfig = field(default_factory=LinksConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
@@ -360,36 +373,36 @@ class Config:
     shards: ShardConfig = field(default_factory=ShardConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
-    def validate(self) -> "Config":
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def replace(self, section: str, **changes: Any) -> "Config":
+        """A copy with SECTION's keys changed (the new section is checked)."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
-        cfg = cls()
+        sections: dict[str, Any] = {}
+        by_name = {f.name: f for f in dataclasses.fields(cls)}
         for section, values in (data or {}).items():
             if section == "train":
-                continue  # the same file's training options: checked by model.train.load_train_config
-            if not hasattr(cfg, section):
+                continue  # the same file's training options: read by model.train.load_train_config
+            if section not in by_name:
                 raise ConfigError(f"unknown configuration section [{section}]")
-            sub = getattr(cfg, section)
-            known = {f.name for f in dataclasses.fields(sub)}
-            for key, value in values.items():
+            kind = by_name[section].default_factory
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] must be a table of keys, not {values!r}")
+            known = {f.name for f in dataclasses.fields(kind)}
+            for key in values:
                 if key not in known:
                     raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(sorted(known))}")
-                if isinstance(getattr(sub, key), tuple) and isinstance(value, list):
-                    value = tuple(value)
-                setattr(sub, key, value)
-        return cfg.validate()
+            sections[section] = kind(**values)
+        return cls(**sections)
 
     @classmethod
     def load(cls, path: str | Path | None) -> "Config":
         if path is None:
-            return cls().validate()
+            return cls()
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"configuration file not found: {p}")

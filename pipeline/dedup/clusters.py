@@ -108,7 +108,6 @@ class NearDedup:
     """In-memory use (benchmarks, notebooks): documents -> {removed id: kept id}."""
 
     def __init__(self, cfg: DedupConfig):
-        cfg.validate()
         self.cfg = cfg
         self.hasher = MinHasher(cfg.num_perm, cfg.shingle_words, cfg.seed)
 

@@ -97,7 +97,6 @@ class DedupIndex:
     """The persisted index: segments under ``state/segments`` and ``state/ledger.json``."""
 
     def __init__(self, cfg: DedupConfig, state_dir: str | Path, out_dir: Path | None = None):
-        cfg.validate()
         self.cfg = cfg
         self.state = Path(state_dir)
         self.seg_dir = self.state / "segments"

@@ -119,7 +119,6 @@ def extract_documents(
 
     DAMAGED: the list ``tasks_from_warcs`` fills; each damaged WARC stretch counts
     as one unit dropped as ``warc_damaged`` and is named in the summary."""
-    cfg.validate()
     check_extractor()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +276,6 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
 
     Reddit fields come with each ok outcome record (fetch copies them from the
     links); records of an older fetch that lack them are joined from LINKS_DIR."""
-    cfg.validate()
     check_extractor()
     fetch_dir, out = Path(fetch_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,10 @@ recorded outcome, appended to its partition's log:
     connection_error, invalid_url, not_in_archive (replay)
     not_archived, archive_no_html_capture, archive_after_cutoff, archive_error
                   ``[fetch] source = "archive"`` or ``"live-then-archive"``: no
-                  archive had the page (pipeline/archive.py); an ``ok`` page from
+                  archive had the page (pipeline/fetch/archives.py); an ``ok`` page from
                   an archive has ``source = "archive:<name>"``, a live one ``"live"``
 
-Raw responses go to WARC (warcio, pipeline/warcstore.py): a request and a response record for every
+Raw responses go to WARC (warcio, pipeline/fetch/warcstore.py): a request and a response record for every
 HTTP response received, the body cut at ``max_bytes`` with ``WARC-Truncated``
 when it was too long. Each record is serialised in memory and written with one
 ``write`` + ``fsync`` before its outcome line is appended; a new run opens a new

@@ -35,7 +35,7 @@ its provenance: ``WARC-Source-URI`` (the archive URL read), ``WebText-Archive``
 (the archive's name), ``WebText-Capture-Timestamp`` and ``WebText-Capture-URI``
 (the URL as the archive holds it). Extraction reads it like any page.
 
-Outcomes (one per URL, see pipeline/fetch.py): ``ok`` with ``source =
+Outcomes (one per URL, see pipeline/fetch/): ``ok`` with ``source =
 "archive:<name>"``; ``not_archived`` (no archive holds any capture);
 ``archive_no_html_capture`` (captures, none a 200 HTML page); ``archive_after_cutoff``
 (a 200 HTML page only after the cut-off); ``archive_error`` (an archive could not

@@ -160,7 +160,7 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
                                                      "warc_file": name, "warc_offset": offset, "warc_record_end": end})
         if page is not None:
             # WARC-Target-URI is the link's URL, WARC-Date the capture time, and the
-            # provenance in WARC-Source-URI and WebText-* headers (pipeline/archive.py)
+            # provenance in WARC-Source-URI and WebText-* headers (pipeline/fetch/archives.py)
             resp = Response(url, page.status, page.reason, page.headers, page.body, None)
             rec.update(captured_at=page.captured_at, capture_timestamp=page.capture.timestamp,
                        capture_url=page.capture.url, archive_url=page.source_uri)

@@ -272,7 +272,6 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     earlier live run is looked up in the archives without being fetched live again.
     A link's ``created_utc`` (its first Reddit submission), when the rows have it,
     is the time the archived capture is chosen closest to."""
-    cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = spool_links(links, out, cfg)

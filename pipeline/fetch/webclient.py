@@ -1,12 +1,12 @@
 """HTTP for the fetch stage: one polite, bounded GET at a time.
 
 ``Fetcher.fetch`` fetches one URL following redirects by hand (every hop's host
-checked, pipeline/netsafety.py), through a per-host throttle (``HostThrottle``:
+checked, pipeline/fetch/netsafety.py), through a per-host throttle (``HostThrottle``:
 concurrency and delay between request starts), after the origin's robots.txt,
 reading at most ``max_bytes`` before a whole-response deadline that a trickling
 server cannot stretch (``Deadlines``), and classifies the answer (``classify``:
 ok, http_<code>, not_html, binary, too_large, ...). No files: the stage
-(pipeline/fetch.py) stores what it returns.
+(pipeline/fetch/) stores what it returns.
 """
 
 from __future__ import annotations
@@ -158,7 +158,6 @@ def sniff_binary(head: bytes) -> bool:
 
 class Fetcher:
     def __init__(self, cfg: FetchConfig):
-        cfg.validate()
         self.cfg = cfg
         self.throttle = HostThrottle(cfg.per_host_concurrency, cfg.per_host_delay_s)
         self.pool_lock = threading.Lock()

@@ -118,7 +118,6 @@ def junk_filter(doc: Doc) -> str | None:
 
 
 def build_filters(cfg: FilterConfig) -> list[tuple[str, Filter]]:
-    cfg.validate()
     filters: list[tuple[str, Filter]] = []
     if cfg.remove_wikipedia:
         filters.append(("wikipedia", wikipedia_filter))

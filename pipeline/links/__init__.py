@@ -6,8 +6,8 @@ dropped with a named reason. The counts add up to the lines read
 (``RunSummary.check``).
 
 Sources: Pushshift / Arctic Shift monthly dumps (``harvest_dump_part``), plain URL
-lists (``harvest_url_list_part``, pipeline/urllists.py), both into parts that
-``merge_link_parts`` merges, and the live API (pipeline/reddit_api.py, which writes
+lists (``harvest_url_list_part``, pipeline/sources/urllists.py), both into parts that
+``merge_link_parts`` merges, and the live API (pipeline/sources/reddit_api.py, which writes
 one ``links.parquet``). Each merge is a run that reads only the parts no earlier
 run consumed and writes ``runs/links-NNNN.parquet`` with the URLs that became links
 in it (``iter_links``/``read_links`` read every run, or some). An entry

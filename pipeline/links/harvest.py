@@ -73,7 +73,7 @@ def harvest_dump_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, b
 
 
 def harvest_url_list_part(path: str | Path, out_dir: str | Path, cfg: LinksConfig, bar=None) -> dict:
-    """Harvest one URL list (pipeline/urllists.py) into ``out_dir/parts/urls-NAME...``,
+    """Harvest one URL list (pipeline/sources/urllists.py) into ``out_dir/parts/urls-NAME...``,
     like a dump: the same rules, blocklist and dedup, merged with the dumps' parts."""
     return _harvest_part(path, out_dir, cfg, "urls", bar)
 

@@ -6,8 +6,8 @@ dropped with a named reason. The counts add up to the lines read
 (``RunSummary.check``).
 
 Sources: Pushshift / Arctic Shift monthly dumps (``harvest_dump_part``), plain URL
-lists (``harvest_url_list_part``, pipeline/urllists.py), both into parts that
-``merge_link_parts`` merges, and the live API (pipeline/reddit_api.py, which writes
+lists (``harvest_url_list_part``, pipeline/sources/urllists.py), both into parts that
+``merge_link_parts`` merges, and the live API (pipeline/sources/reddit_api.py, which writes
 one ``links.parquet``). Each merge is a run that reads only the parts no earlier
 run consumed and writes ``runs/links-NNNN.parquet`` with the URLs that became links
 in it (``iter_links``/``read_links`` read every run, or some). An entry
@@ -401,7 +401,6 @@ def harvest_dump_links(dumps: Iterable[str | Path], out_dir: str | Path, cfg: Li
     missing = [str(u) for u in url_lists if not u.is_file()]
     if missing:
         raise FileNotFoundError(f"URL list(s) not found: {', '.join(missing)}")
-    cfg.validate()
     started = time.time()
     total = sum(d.stat().st_size for d in dumps + url_lists)
     with progress(total=total, unit="B", unit_scale=True, desc="links") as bar:

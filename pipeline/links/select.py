@@ -69,7 +69,6 @@ class LinkSelector:
     date window; the list's maker filtered them."""
 
     def __init__(self, cfg: LinksConfig, summary: RunSummary | None = None, from_list: bool = False):
-        cfg.validate()
         self.cfg = cfg
         self.from_list = from_list
         self.summary = summary or RunSummary("links", unit="submissions")

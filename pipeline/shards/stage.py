@@ -79,7 +79,6 @@ def existing_ids(out_dir: Path, manifest: dict) -> set[str]:
 
 
 def _prepare(out: Path, cfg: ShardConfig) -> dict:
-    cfg.validate()
     out.mkdir(parents=True, exist_ok=True)
     (out / DATA).mkdir(exist_ok=True)
     manifest = load_manifest(out)

@@ -8,7 +8,7 @@ Listings hold at most ~1,000 items, so harvesting is repeated and incremental:
 every submission seen is kept in ``api_submissions.jsonl`` in the output
 directory (with its latest score, since karma grows after posting), and each run
 adds what is new. Links are then selected from everything seen, by the same
-rules as the dump files. praw/prawcore honour Reddit's ``x-ratelimit-*``
+rules as the dump files (``pipeline.links.api``). praw/prawcore honour Reddit's ``x-ratelimit-*``
 headers themselves (they sleep when ``remaining`` runs out).
 """
 
@@ -19,12 +19,9 @@ from typing import Iterable
 
 import orjson
 
-from pipeline.core.config import LinksConfig
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_bytes
-from pipeline.core.summary import RunSummary, progress
-from pipeline.links.table import select_links, write_links
-from pipeline.sources.dumps import _coerce
+from pipeline.core.summary import progress
 
 STORE_NAME = "api_submissions.jsonl"
 FIELDS = (
@@ -82,21 +79,20 @@ def save_store(out_dir: str | Path, store: dict[str, dict]) -> None:
     atomic_write_bytes(Path(out_dir) / STORE_NAME, data)
 
 
-def harvest_subreddits(
+def harvest_listings(
     reddit,
-    subreddits: Iterable[str],
+    subreddits: list[str],
     out_dir: str | Path,
-    cfg: LinksConfig,
     listings: Iterable[str] = ("new", "top"),
     limit: int | None = None,
-) -> RunSummary:
-    """``webtext links --reddit``: harvest listings, remember them, select links from all seen."""
+) -> tuple[dict[str, dict], dict]:
+    """Harvest the SUBREDDITS' listings into the store of every submission seen under
+    OUT_DIR; returns the store and what this run added ({known_before, new, updated})."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = load_store(out_dir)
     before = len(store)
     new = updated = 0
-    subreddits = [s.strip() for s in subreddits if s.strip()]
     with progress(desc="reddit api", unit="posts") as bar:
         for name in subreddits:
             sr = reddit.subreddit(name)
@@ -112,10 +108,4 @@ def harvest_subreddits(
                     store[rec["id"]] = rec
                     bar.update(1)
     save_store(out_dir, store)
-    rows, summary = select_links((_coerce(r) for r in store.values()), cfg)
-    write_links(rows, out_dir / "links.parquet")
-    summary.note(f"API: {len(subreddits)} subreddit(s); {before:,} submissions known before, {new:,} new, {updated:,} updated")
-    summary.extra["api"] = {"subreddits": subreddits, "known_before": before, "new": new, "updated": updated}
-    summary.check()
-    summary.finish().write(out_dir)
-    return summary
+    return store, {"known_before": before, "new": new, "updated": updated}

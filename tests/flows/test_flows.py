@@ -257,8 +257,8 @@ def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, worl
     # lost the race to a fast fetch (all 62 pages fetched first, once in CI)
     with DemoWeb(w, outage_after=3) as web:
         port = web.port
-        cfg = demo_config(w, web.address)
-        cfg.fetch.retry_after_s = 0  # the next build may retry at once (the default waits a day)
+        # the next build may retry at once (the default waits a day)
+        cfg = demo_config(w, web.address).replace("fetch", retry_after_s=0)
         r1 = build_corpus([str(p) for p in dumps], str(tmp_path), cfg.to_dict())
     f1 = stage(r1, "fetch")
     assert f1["extra"]["waiting_retry"] >= 5, f1

@@ -33,8 +33,8 @@ from pipeline.core.config import Config, ExtractConfig
 from pipeline.core.errors import ConfigError
 from pipeline.core.urls import normalize_url, url_id
 from pipeline.extract.stage import extract_documents, read_documents, tasks_from_fetch
-from pipeline.fetch.crawl import fetch_links
 from pipeline.fetch.outcomes import outcome_files, read_outcomes
+from pipeline.fetch.stage import fetch_links
 
 DEAD = "http://deadnews.example"
 LIVE = "http://livenews.example"

@@ -84,10 +84,7 @@ def is_dead(key: tuple[str, str]) -> bool:
 
 
 def build_cfg(world: DemoWorld, web: DemoWeb):
-    cfg = demo_config(world, web.address)
-    cfg.extract.workers = 2
-    cfg.dedup.workers = 2
-    return cfg
+    return demo_config(world, web.address).replace("extract", workers=2).replace("dedup", workers=2)
 
 
 def shard_docs(out: Path) -> dict[str, str]:
@@ -184,10 +181,10 @@ def test_demo_build_with_half_its_web_dead_recovers_the_archived_pages(tmp_path)
     for key in [k for k in world_b.pages if is_dead(k)]:
         del world_b.pages[key]  # DemoWeb answers 404 for a page it does not hold
     with wayback_of(arch, tmp_path / "captures.warc.gz") as base, DemoWeb(world_b) as web_b:
-        cfg = build_cfg(world_b, web_b)
-        cfg.fetch.source = "live-then-archive"
-        cfg.fetch.archive_cdx = [{"name": ARCHIVE, "kind": "cdx", "cdx_url": f"{base}/{COLL}/cdx",
-                                  "replay_prefix": f"{base}/{COLL}", "rate": 200, "concurrency": 4}]
+        cfg = build_cfg(world_b, web_b).replace(
+            "fetch", source="live-then-archive",
+            archive_cdx=[{"name": ARCHIVE, "kind": "cdx", "cdx_url": f"{base}/{COLL}/cdx",
+                          "replay_prefix": f"{base}/{COLL}", "rate": 200, "concurrency": 4}])
         assert cfg.fetch.archive_cutoff == "2017-12-31"  # the default: the faithful-replica window
         t0 = time.monotonic()
         stages_b = run_build(dumps, tmp_path / "B", cfg)

@@ -58,6 +58,7 @@ def test_a_second_build_on_the_same_directory_is_refused_and_the_lock_dies_with_
 
 
 def test_one_file_holds_the_corpus_and_training_settings_and_train_typos_fail(tmp_path):
+    from model.errors import ConfigError as TrainConfigError
     from model.train import load_train_config
 
     p = tmp_path / "webtext.toml"
@@ -66,16 +67,16 @@ def test_one_file_holds_the_corpus_and_training_settings_and_train_typos_fail(tm
     t = load_train_config(str(p), "tiny", ["batch_size=4"])
     assert (t.max_steps, t.lr, t.batch_size, t.compile) == (7, 0.002, 4, False)
     p.write_text("[train]\nmax_stepz = 7\n")
-    with pytest.raises(ConfigError, match="unknown key train.max_stepz"):
+    with pytest.raises(TrainConfigError, match="unknown key train.max_stepz"):
         load_train_config(str(p), "tiny", [])
     p.write_text('[train]\nmax_steps = "many"\n')
-    with pytest.raises(ConfigError, match="train.max_steps must be a whole number"):
+    with pytest.raises(TrainConfigError, match="train.max_steps must be a whole number"):
         load_train_config(str(p), "tiny", [])
     for bad, msg in [(["lr=abc"], "lr must be a number"), (["compile=maybe"], "compile must be true or false"),
                      (["max_steps=0"], "max_steps must be >= 1"), (["nope=1"], "unknown training option")]:
-        with pytest.raises(ConfigError, match=msg):
+        with pytest.raises(TrainConfigError, match=msg):
             load_train_config(None, "tiny", bad)
-    with pytest.raises(ConfigError, match="unknown training preset"):
+    with pytest.raises(TrainConfigError, match="unknown training preset"):
         load_train_config(None, "huge", [])
 
 

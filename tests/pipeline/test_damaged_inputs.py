@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from model.errors import DamagedFile
 from pipeline.core.config import DedupConfig, FilterConfig
-from pipeline.core.errors import DamagedPart
 from pipeline.dedup.stage import dedup_documents
 from pipeline.filters.stage import filter_documents
 from pipeline.links.table import read_links
@@ -67,7 +67,7 @@ def test_a_damaged_shard_stops_tokenize_and_the_cli_says_which_file(tmp_path):
     write_part(shards / "shard-a.parquet", [doc(i) for i in range(3)])
     write_part(shards / "shard-b.parquet", [doc(i) for i in range(3, 6)])
     truncate(shards / "shard-b.parquet")
-    with pytest.raises(DamagedPart, match="shard-b.parquet: damaged Parquet file"):
+    with pytest.raises(DamagedFile, match="shard-b.parquet: damaged Parquet file"):
         tokenize_shards(shards, tmp_path / "tokens", val_fraction=0.0, progress=False)
     assert not (tmp_path / "tokens").exists()  # nothing written
     r = subprocess.run(WEBTEXT + ["tokenize", "--in", str(shards), "--out", str(tmp_path / "t2")], cwd=REPO,
@@ -87,9 +87,9 @@ def test_a_corrupt_member_in_the_middle_of_a_warc_costs_only_its_own_record(tmp_
     from pipeline.core.config import ExtractConfig
     from pipeline.core.urls import normalize_url, url_id
     from pipeline.extract.stage import extract_documents, tasks_from_warcs
-    from pipeline.fetch.crawl import fetch_links
     from pipeline.fetch.outcomes import read_outcomes
     from pipeline.fetch.replay import replay_links
+    from pipeline.fetch.stage import fetch_links
     from pipeline.fetch.warcstore import index_warcs
 
     def rows_for(base, paths):

@@ -19,7 +19,7 @@ from pipeline.extract.stage import (
     read_documents,
     tasks_from_fetch,
 )
-from pipeline.fetch.crawl import fetch_links
+from pipeline.fetch.stage import fetch_links
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from pipeline.extract.stage import (
     tasks_from_fetch,
     tasks_from_warcs,
 )
-from pipeline.fetch.crawl import fetch_links
 from pipeline.fetch.outcomes import read_outcomes
 from pipeline.fetch.replay import replay_links
+from pipeline.fetch.stage import fetch_links
 from pipeline.links.table import write_links
 
 HOSTILE = {

@@ -14,10 +14,10 @@ from webtext_testlib import WebServer, aeb_pages, outcome_lines, test_fetch_conf
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.urls import normalize_url, url_id
-from pipeline.fetch.crawl import fetch_links
 from pipeline.fetch.outcomes import outcome_files, read_outcomes
 from pipeline.fetch.stage import (
     combine_fetch,
+    fetch_links,
     fetch_partition,
     host_partition,
     spool_links,

@@ -86,7 +86,7 @@ def test_three_months_one_at_a_time_equal_one_merge(tmp_path, mode):
 KILL_BEFORE_LEDGER = """
 import os, signal, sys
 from pipeline.links import merge as links
-from pipeline.config import LinksConfig
+from pipeline.core.config import LinksConfig
 links.LinkIndex.commit = lambda self, entry: os.kill(os.getpid(), signal.SIGKILL)  # dies right before the ledger
 links.harvest_dump_links(sys.argv[2:], sys.argv[1], LinksConfig(score_mode="sum", created_before=None))
 """

@@ -4,9 +4,10 @@ import orjson
 from webtext_testlib import FakeReddit, shared
 
 from pipeline.core.config import LinksConfig
+from pipeline.links.api import harvest_subreddits
 from pipeline.links.table import read_links, select_links
 from pipeline.sources.dumps import _coerce
-from pipeline.sources.reddit_api import harvest_subreddits, load_store, make_reddit
+from pipeline.sources.reddit_api import load_store, make_reddit
 
 
 def _api_records():
