@@ -213,8 +213,7 @@ def _filter_finish(ctx: BuildContext, results: list[dict]) -> dict:
                 s.extra[k] = s.extra.get(k, 0) + v
             elif k == "damaged_parts":
                 s.extra.setdefault(k, []).extend(v)
-    s.check()
-    s.finish().write(ctx.dir("filter"))
+    s.close(ctx.dir("filter"))
     return s.to_dict()
 
 

@@ -112,7 +112,7 @@ def add_serve(sub):
                               "(or log in to Prefect Cloud), then serve again")
         if args.interval is not None and args.interval < 1:
             raise ConfigError("--interval must be at least 1 second")
-        from flows.corpus import serve_deployments
+        from flows.serve import serve_deployments
         from model.train import load_train_config
 
         cfg = _config(args)
@@ -180,8 +180,9 @@ def add_demo(sub):
     def run(args):
         import shutil
 
-        from flows.corpus import build_corpus, funnel_markdown, train_model
+        from flows.corpus import build_corpus, funnel_markdown
         from flows.demo import DemoWeb, DemoWorld, demo_config
+        from flows.train import train_model
 
         out = Path(args.out)
         if out.exists():

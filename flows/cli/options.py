@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from pipeline.core.config import Config
 
@@ -10,11 +11,18 @@ FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _config(args) -> Config:
-    return Config.load(getattr(args, "config", None))
+    """The configuration file (or the defaults), then every --set, checked once."""
+    cfg = Config.load(getattr(args, "config", None))
+    pairs = getattr(args, "set", None) or []
+    return cfg.with_overrides(pairs) if pairs else cfg
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", help="configuration file (sections [links], [fetch], ...); defaults are WebText-faithful")
+    sections = ", ".join(f.name for f in dataclasses.fields(Config))
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help=f"change one configuration key after the file (repeatable; sections: {sections}; VALUE "
+                        "as in TOML), e.g. --set fetch.workers=8 --set 'filter.languages=[\"en\", \"de\"]'")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,13 @@ class _Section:
 _COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 
 
+def _did_you_mean(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def check_types(section: Any, name: str) -> None:
     """Every value of a configuration section has its field's type (TOML gives
     strings, numbers, booleans, arrays and tables; a "false" string is not false,
@@ -395,9 +402,30 @@ class Config:
             known = {f.name for f in dataclasses.fields(kind)}
             for key in values:
                 if key not in known:
-                    raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(sorted(known))}")
+                    raise ConfigError(f"unknown key {section}.{key}{_did_you_mean(key, known)}; "
+                                      f"known: {', '.join(sorted(known))}")
             sections[section] = kind(**values)
         return cls(**sections)
+
+    def with_overrides(self, pairs: list[str]) -> "Config":
+        """``--set SECTION.KEY=VALUE`` pairs applied to a copy (VALUE is read as TOML: 8,
+        true, "text", ["en", "de"]; anything else as a bare string), checked like a file's."""
+        data = dataclasses.asdict(self)
+        sections = {f.name for f in dataclasses.fields(self)}
+        for pair in pairs:
+            name, eq, raw = pair.partition("=")
+            section, dot, key = name.strip().partition(".")
+            if not eq or not dot or not key:
+                raise ConfigError(f"--set {pair!r}: expected SECTION.KEY=VALUE, e.g. fetch.workers=8")
+            if section not in sections:
+                raise ConfigError(f"--set {pair!r}: unknown configuration section [{section}]"
+                                  f"{_did_you_mean(section, sections)}; known: {', '.join(sorted(sections))}")
+            try:
+                value = tomllib.loads(f"v = {raw.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw.strip()
+            data[section][key] = value
+        return type(self).from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path | None) -> "Config":

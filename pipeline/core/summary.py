@@ -54,6 +54,14 @@ class RunSummary:
         self.finished = time.time()
         return self
 
+    def close(self, out_dir: str | Path, name: str | None = None) -> "RunSummary":
+        """The end of every stage's run, written once: the counts must add up (else
+        AssertionError: something was lost), the end time is stamped, and the summary is
+        written beside the stage's output."""
+        self.check()
+        self.finish().write(out_dir, name)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,

@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 from pipeline.core.config import DedupConfig
 from pipeline.core.errors import DamagedPart
 from pipeline.core.io import conform
+from pipeline.core.pool import TaskFailed, TaskPool
 from pipeline.core.summary import RunSummary, progress
 from pipeline.dedup.clusters import find_clusters
 from pipeline.dedup.index import LEDGER, DedupIndex
@@ -166,20 +167,23 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
     summary.n_out = written
     summary.extra["index_size"] = sum(r.get("kept", 0) for r in index.ledger["runs"])
     summary.extra["run"] = run
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary
+
+
+def _part_signatures(task: tuple) -> dict:
+    part, out_file, cfg = task
+    return part_signatures(part, out_file, cfg)
 
 
 def _signatures(parts: list[Path], sig_files: list[Path], cfg: DedupConfig, workers: int) -> None:
     todo = [(p, s) for p, s in zip(parts, sig_files) if not s.is_file()]
     bar = progress(total=len(todo), desc="dedup signatures", unit="parts")
     if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
-            for _ in pool.map(part_signatures, [p for p, _ in todo], [s for _, s in todo], [cfg] * len(todo)):
+        with TaskPool(_part_signatures, workers) as pool:
+            for r in pool.imap([(p, s, cfg) for p, s in todo]):
+                if isinstance(r, TaskFailed):  # a worker killed by the OOM killer, say: stop with the part's name
+                    raise RuntimeError(f"dedup signatures of {r.task[0]}: the worker process died ({r.reason})")
                 bar.update(1)
     else:
         for p, s in todo:

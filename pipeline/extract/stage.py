@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -40,11 +39,11 @@ from pipeline.core.summary import RunSummary, progress
 from pipeline.core.urls import InvalidURL, normalize_url, url_id
 from pipeline.extract.worker import (
     ExtractorUnavailable,
-    _init_worker,
     check_extractor,
     count_steps,
-    extract_one,
+    extracted,
     note_steps,
+    page_pool,
 )
 
 CHUNK = 256
@@ -150,16 +149,13 @@ def extract_documents(
     if damaged:
         summary.extra["damaged_warc_regions"] = list(damaged)
     workers = cfg.workers or os.cpu_count() or 1
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(["pipeline.extract.worker"])
     kept_total = 0
-    with ctx.Pool(workers, initializer=_init_worker, initargs=({"cfg": asdict(cfg)},), maxtasksperchild=2000) as pool, \
+    with page_pool(cfg, workers, start_method) as pool, \
             progress(total=len(todo), desc="extract", unit="pages") as bar:
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             docs, kept, dropped = [], [], []
-            for key, doc, reason in pool.imap(extract_one, chunk, chunksize=4):
+            for key, doc, reason in extracted(pool, chunk):
                 bar.update(1)
                 if doc is None:
                     dropped.append((key, reason))
@@ -187,8 +183,7 @@ def extract_documents(
             kept_total += len(docs)
     summary.n_out = kept_total
     note_steps(summary)
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary
 
 
@@ -293,14 +288,11 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
     end = log.stat().st_size
     in_run: set[str] = set()
     n_workers = workers or cfg.workers or os.cpu_count() or 1
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(["pipeline.extract.worker"])
 
     def commit(pool, chunk: list, records: dict, upto: int) -> None:
         nonlocal meta_of_links
         docs = []
-        for key, doc, reason in pool.imap(extract_one, chunk, chunksize=4):
+        for key, doc, reason in extracted(pool, chunk):
             if doc is None:
                 summary.drop(reason.split(":", 1)[0])
                 continue
@@ -324,7 +316,7 @@ def extract_log(fetch_dir: str | Path, out_dir: str | Path, cfg: ExtractConfig, 
             "extract runs trafilatura in child processes, which a daemonic process (a Dask worker started with "
             "distributed.worker.daemon: true, Dask's default) may not start: start the workers with "
             "DASK_DISTRIBUTED__WORKER__DAEMON=False (webtext's own local cluster does)")
-    with ctx.Pool(n_workers, initializer=_init_worker, initargs=({"cfg": asdict(cfg)},), maxtasksperchild=2000) as pool, \
+    with page_pool(cfg, n_workers, start_method) as pool, \
             progress(total=end - led["consumed"], desc=f"extract {label}", unit="B", unit_scale=True,
                      disable=None if progress_bar else True) as bar:
         chunk, records, pos = [], {}, led["consumed"]
@@ -388,8 +380,7 @@ def finish_extract(out_dir: str | Path, parts: list[dict]) -> RunSummary:
             steps[k] = steps.get(k, 0) + v
     s.extra["extraction_steps"] = steps
     note_steps(s)
-    s.check()
-    s.finish().write(out_dir)
+    s.close(out_dir)
     return s
 
 

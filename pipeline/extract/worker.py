@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+from dataclasses import asdict
+from typing import Iterator
 
 from pipeline.core.config import ExtractConfig
 from pipeline.core.html import decode_content_encoding, decode_html
+from pipeline.core.pool import TaskFailed, TaskPool, WorkerStartError
 from pipeline.core.summary import RunSummary
 from pipeline.core.urls import InvalidURL, normalize_url
 from pipeline.extract.consent import strip_banners
@@ -99,8 +102,8 @@ class ExtractorUnavailable(RuntimeError):
 def check_extractor() -> None:
     """Import trafilatura in this process, or raise a clear error.
 
-    Called before the worker pool starts: a multiprocessing worker whose
-    initializer raises is replaced forever, which would hang the run.
+    Called before the worker pool starts, so the error comes at once and names its
+    cause (a worker whose import fails stops the pool too: ``extracted``).
     """
     try:
         import trafilatura  # noqa: F401
@@ -113,11 +116,36 @@ def check_extractor() -> None:
 
 def _init_worker(opts: dict) -> None:
     _OPTS.update(opts)
+    _OPTS["config"] = ExtractConfig(**opts.get("cfg", {}))  # checked once per worker, not per page
     signal.signal(signal.SIGALRM, _alarm)
-    try:  # never raise here (see check_extractor); extract_one re-raises in the parent
-        import trafilatura  # noqa: F401  (import once per worker)
-    except Exception as exc:
-        _OPTS["init_error"] = f"{type(exc).__name__}: {exc}"
+    import trafilatura  # noqa: F401  (once per worker; a failure stops the pool with the reason)
+
+
+# A page's time limit is kept by an alarm inside the worker (the page is dropped as
+# extract_timeout and the worker goes on); the pool kills a worker whose page is still
+# running this much later (C code the alarm cannot interrupt: libxml2 on a page of
+# 150,000 attributes), and the page is dropped with the same reason.
+KILL_GRACE_S = 10.0
+
+
+def page_pool(cfg: ExtractConfig, workers: int, start_method: str = "forkserver") -> TaskPool:
+    """The extraction workers: ``extract_one`` on WORKERS processes with CFG."""
+    return TaskPool(extract_one, workers, initializer=_init_worker, initargs=({"cfg": asdict(cfg)},),
+                    time_limit_s=cfg.page_timeout_s + KILL_GRACE_S, max_tasks_per_worker=2000,
+                    start_method=start_method, preload=("pipeline.extract.worker",))
+
+
+def extracted(pool: TaskPool, tasks: list) -> Iterator[tuple[str | None, dict | None, str | None]]:
+    """``extract_one``'s answers for TASKS, in order; a page whose worker was killed past
+    its time limit is ``extract_timeout``, one whose worker died ``extract_crashed``."""
+    try:
+        for r in pool.imap(tasks):
+            if isinstance(r, TaskFailed):
+                yield r.task[2], None, "extract_timeout" if r.reason == "timeout" else "extract_crashed"
+            else:
+                yield r
+    except WorkerStartError as exc:
+        raise ExtractorUnavailable(f"extract worker could not start: {exc}") from exc
 
 
 def extract_text(html, url: str | None, cfg: ExtractConfig) -> str | None:
@@ -148,9 +176,7 @@ def _read_record(path: str, offset: int):
 def extract_one(task: tuple[str, int, str | None]) -> tuple[str | None, dict | None, str | None]:
     """Worker: (warc path, offset, key) -> (key, document fields | None, drop reason | None)."""
     path, offset, key = task
-    if "init_error" in _OPTS:
-        raise ExtractorUnavailable(f"extract worker could not start: {_OPTS['init_error']}")
-    cfg = ExtractConfig(**_OPTS.get("cfg", {}))
+    cfg = _OPTS.get("config") or ExtractConfig(**_OPTS.get("cfg", {}))
     try:
         rec_type, uri, date, status, headers, body, truncated = _read_record(path, offset)
     except Exception as exc:

@@ -59,6 +59,5 @@ def replay_links(links: Iterable[dict], out_dir: str | Path, warcs: list[str | P
                 summary.drop(rec["outcome"])
     finally:
         log.close()
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary

@@ -252,8 +252,7 @@ def combine_fetch(fetch_dir: str | Path, cfg: FetchConfig, parts: list[dict]) ->
     if "not_from_an_archive" in s.extra:
         s.note("pages by source: " + (", ".join(f"{k} {v:,}" for k, v in s.extra.get("ok_by_source", {}).items())
                                       or "none") + f"; in no archive {sum(s.extra['not_from_an_archive'].values()):,}")
-    s.check()
-    s.finish().write(fetch_dir)
+    s.close(fetch_dir)
     return s
 
 

@@ -82,8 +82,7 @@ def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, wr
     summary.drop("already_filtered", 0)
     if not summary.dropped["already_filtered"]:
         del summary.dropped["already_filtered"]
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary
 
 

@@ -31,6 +31,5 @@ def harvest_subreddits(
     summary.note(f"API: {len(subreddits)} subreddit(s); {added['known_before']:,} submissions known before, "
                  f"{added['new']:,} new, {added['updated']:,} updated")
     summary.extra["api"] = {"subreddits": subreddits, **added}
-    summary.check()
-    summary.finish().write(out_dir)
+    summary.close(out_dir)
     return summary

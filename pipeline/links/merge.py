@@ -303,8 +303,7 @@ def merge_link_parts(out_dir: str | Path, cfg: LinksConfig, since: float | None 
                                          - set(total.extra["harvested_now"]))
     total.extra.update(run=results[-1].extra["run"], runs=[r.extra["run"] for r in results],
                        new_links=sum(r.extra["new_links"] for r in results))
-    total.check()
-    total.finish().write(out_dir)
+    total.close(out_dir)
     return total
 
 
@@ -331,8 +330,7 @@ def _merge_run(out_dir: Path, cfg: LinksConfig, cfp: str, index: "LinkIndex", su
     if not new_parts:
         summary.note(f"no new part: the {n_consumed} part(s) here were merged by earlier runs")
         summary.extra.update(run=None, new_links=0, **extra)
-        summary.check()
-        summary.finish().write(out_dir)
+        summary.close(out_dir)
         return summary
     run = index.next_run
     t = pa.concat_tables(tables)

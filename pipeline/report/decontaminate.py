@@ -132,8 +132,7 @@ def decontaminate(
         write_shards(table, out / "shards", ShardConfig(), {"decontaminated_from": str(shards), "n": n,
                                                              "removed": summary.n_dropped})
     atomic_write_json(out / "contamination.json", report)
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary
 
 

@@ -228,8 +228,7 @@ def write_shards(
     _publish_version(out, manifest, version, added, new.num_rows, new.schema, build_info)
     summary.extra["version"] = version
     summary.extra["shards_added"] = len(added)
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary
 
 
@@ -311,14 +310,12 @@ def shard_documents(src: str | Path, out_dir: str | Path, cfg: ShardConfig, buil
             manifest["versions"][-1].setdefault("sources", {}).update(sources)
             atomic_write_json(out / MANIFEST, manifest)
         summary.note("nothing new: no shard added")
-        summary.check()
-        summary.finish().write(out)
+        summary.close(out)
         return summary
     _publish_version(out, manifest, version, added, w.rows, schema, build_info, {"sources": sources})
     summary.extra["version"] = version
     summary.extra["shards_added"] = len(added)
-    summary.check()
-    summary.finish().write(out)
+    summary.close(out)
     return summary
 
 

@@ -114,3 +114,40 @@ def test_user_errors_end_in_one_sentence_with_exit_2_and_nothing_written(tmp_pat
     (ck / "ckpt.pt").write_bytes(b"not read")
     r = webtext("eval", "--checkpoint", str(ck))
     assert r.returncode == 2 and "nothing to evaluate" in r.stderr and (ck / "eval.json").read_text() == '{"kept": 1}'
+
+
+def test_set_overrides_keys_after_the_file_checked_like_the_file(tmp_path):
+    p = tmp_path / "webtext.toml"
+    p.write_text("[fetch]\nworkers = 8\n")
+    cfg = Config.load(p).with_overrides(["fetch.workers=3", 'filter.languages=["en", "de"]', "links.created_before=none",
+                                         "extract.page_timeout_s=5"])
+    assert (cfg.fetch.workers, cfg.filter.languages, cfg.links.created_before) == (3, ("en", "de"), "none")
+    assert cfg.extract.page_timeout_s == 5.0 and isinstance(cfg.extract.page_timeout_s, float)
+    assert Config.load(p).fetch.workers == 8  # a copy: the loaded one is unchanged (frozen)
+    for pairs, msg in [(["fetch.workrs=3"], "unknown key fetch.workrs; did you mean workers?"),
+                       (["fetch.workers=many"], "fetch.workers must be a whole number"),
+                       (["fetch.workers=0"], "fetch.workers must be >= 1"),
+                       (["fetc.workers=3"], r"unknown configuration section \[fetc\]; did you mean fetch\?"),
+                       (["workers=3"], "expected SECTION.KEY=VALUE")]:
+        with pytest.raises(ConfigError, match=msg):
+            Config().with_overrides(pairs)
+
+
+def test_a_configuration_cannot_be_changed_in_place_only_copied():
+    import dataclasses
+
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.fetch.workers = 3
+    assert cfg.replace("fetch", workers=3).fetch.workers == 3 and cfg.fetch.workers == 32
+    with pytest.raises(ConfigError, match="fetch.workers must be >= 1"):
+        cfg.replace("fetch", workers=0)
+
+
+def test_the_cli_takes_set_on_every_stage_command(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "filter", "--in", str(tmp_path / "none"), "--out",
+                        str(tmp_path / "o"), "--set", "filter.min_lenght=3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown key filter.min_lenght; did you mean min_length?" in r.stderr, r.stderr
