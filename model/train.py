@@ -155,19 +155,39 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
-def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict:
-    """Train; returns {'losses': [...], 'val': [...], 'checkpoint': path}.
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where this process trains: its rank in a DDP group (torchrun sets RANK), its
+    device and the numeric type of the forward pass."""
 
-    ``stop_after``: stop (with a checkpoint) after this many steps of this call,
-    as if interrupted; used by the resume test."""
+    ddp: bool
+    rank: int
+    world: int
+    local: int
+    device: str
+    dev_type: str  # "cuda" | "cpu"
+    dtype: str  # "float32" | "bfloat16" | "float16"
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ptdtype(self):
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+
+    def autocast(self):
+        return nullcontext() if self.dtype == "float32" else torch.autocast(device_type=self.dev_type, dtype=self.ptdtype)
+
+
+def start_runtime(cfg: TrainConfig) -> Runtime:
+    """Join the DDP group when torchrun started this process; choose device and dtype."""
     ddp = int(os.environ.get("RANK", -1)) != -1
     if ddp:
         import torch.distributed as dist
 
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, world, local = dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
     else:
         rank, world, local = 0, 1, 0
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,169 +199,194 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if dev_type == "cuda" else "float32"
     else:
         dtype = cfg.dtype
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=dev_type, dtype=ptdtype)
-    master = rank == 0
+    if dev_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 work outside autocast on the tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(ddp, rank, world, local, device, dev_type, dtype)
 
+
+def resume_from(ckpt_path: Path, rt: Runtime, model, optimizer, manifest: dict, data_dir: str) -> int:
+    """Weights, optimizer state and per-rank RNG streams from CKPT_PATH; returns its step.
+    Batches are a function of the step (TokenBatches.batch), so nothing else is needed."""
+    ck = load_checkpoint(ckpt_path, map_location=rt.device)
+    if ck.get("tokenizer_sha256") != manifest["tokenizer"]["sha256"]:
+        raise ValueError(f"{ckpt_path} was trained with another tokenizer than {data_dir}")
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    rngs = ck.get("torch_rng")  # one state per rank (dropout), saved as a list over the ranks
+    if isinstance(rngs, list):
+        if len(rngs) == rt.world:
+            torch.set_rng_state(rngs[rt.rank])
+    elif rngs is not None and rt.world == 1:
+        torch.set_rng_state(rngs)
+    cuda_rngs = ck.get("cuda_rng")
+    if rt.dev_type == "cuda" and isinstance(cuda_rngs, list) and len(cuda_rngs) == rt.world:
+        torch.cuda.set_rng_state(cuda_rngs[rt.rank].cpu())
+    return ck["step"]
+
+
+def rng_states(rt: Runtime) -> tuple[list, list]:
+    """Every rank's CPU (and CUDA) RNG state, gathered (every rank must call this)."""
+    cpu, cuda = [torch.get_rng_state()], [torch.cuda.get_rng_state()] if rt.dev_type == "cuda" else []
+    if rt.ddp:
+        import torch.distributed as dist
+
+        everyone = [None] * rt.world
+        dist.all_gather_object(everyone, (cpu[0], cuda[0] if cuda else None))
+        cpu = [c for c, _ in everyone]
+        cuda = [g for _, g in everyone] if cuda else []
+    return cpu, cuda
+
+
+@torch.no_grad()
+def evaluate_loss(model, cfg: TrainConfig, rt: Runtime, block: int) -> float:
+    """Mean loss over ``eval_iters`` held-out batches (the same batches every time)."""
+    model.eval()
+    val = TokenBatches(cfg.data_dir, "val", cfg.batch_size, block, cfg.seed + 1)
+    losses = []
+    for _ in range(cfg.eval_iters):
+        x, y = val.next()
+        with rt.autocast():
+            _, loss = model(x.to(rt.device), y.to(rt.device))
+        losses.append(loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def peak_flops(cfg: TrainConfig, rt: Runtime) -> float | None:
+    """FLOP/s of one device, MFU's denominator: ``peak_tflops``, or measured on the GPU
+    (never a datasheet constant); None on a CPU."""
+    if rt.dev_type != "cuda":
+        return None
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    from .perf import measure_matmul_flops
+
+    return measure_matmul_flops(rt.device, rt.ptdtype if rt.dtype != "float32" else torch.float32)
+
+
+def train_step(model, optimizer, scaler, train_data, step: int, accum: int, rt: Runtime, cfg: TrainConfig,
+               raw_model) -> float:
+    """One optimizer step over ACCUM micro-batches; returns the global batch's loss."""
+    lr = lr_at(step, cfg)
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    total = torch.zeros((), device=rt.device)
+    for micro in range(accum):
+        # global micro-batch micro * world + rank: the same batches for any world size
+        x, y = train_data.batch(step, micro * rt.world + rt.rank)
+        if rt.dev_type == "cuda":
+            x, y = x.pin_memory().to(rt.device, non_blocking=True), y.pin_memory().to(rt.device, non_blocking=True)
+        if rt.ddp:
+            model.require_backward_grad_sync = micro == accum - 1
+        with rt.autocast():
+            _, loss = model(x, y)
+        scaler.scale(loss / accum).backward()
+        total += loss.detach().float() / accum
+    if rt.ddp:  # the logged loss is the global batch's, as one process with accumulation would log it
+        import torch.distributed as dist
+
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        total /= rt.world
+    loss = total.item()  # one synchronisation a step, before the update
+    if not math.isfinite(loss):
+        return loss
+    if cfg.grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict:
+    """Train; returns {'losses': [...], 'val': [...], 'checkpoint': path}.
+
+    ``stop_after``: stop (with a checkpoint) after this many steps of this call,
+    as if interrupted; used by the resume test."""
+    rt = start_runtime(cfg)
     manifest = load_token_manifest(cfg.data_dir)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = config_for(cfg.preset, vocab_size=manifest["tokenizer"]["n_vocab"], pad_vocab_to=cfg.pad_vocab_to,
                            **({"block_size": cfg.block_size} if cfg.block_size else {}))
     block = model_cfg.block_size
-    micro_tokens = cfg.batch_size * block * world
+    micro_tokens = cfg.batch_size * block * rt.world
     accum = max(1, math.ceil((cfg.tokens_per_step or micro_tokens) / micro_tokens))
 
-    if dev_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # float32 work outside autocast on the tensor cores
-        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks they agree)
-    model = GPT(model_cfg).to(device)
-    torch.manual_seed(cfg.seed + rank)  # dropout: a stream per rank
+    model = GPT(model_cfg).to(rt.device)
+    torch.manual_seed(cfg.seed + rt.rank)  # dropout: a stream per rank
     optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                  fused=dev_type == "cuda")
+                                  fused=rt.dev_type == "cuda")
     train_data = TokenBatches(cfg.data_dir, "train", cfg.batch_size, block, cfg.seed)
-    step = 0
     ckpt_path = out / "ckpt.pt"
-    if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path, map_location=device)
-        if ck.get("tokenizer_sha256") != manifest["tokenizer"]["sha256"]:
-            raise ValueError(f"{ckpt_path} was trained with another tokenizer than {cfg.data_dir}")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        step = ck["step"]
-        # Batches are a function of the step (TokenBatches.batch); the RNG streams
-        # are per rank (dropout), saved as one list over the ranks.
-        rngs = ck.get("torch_rng")
-        if isinstance(rngs, list):
-            if len(rngs) == world:
-                torch.set_rng_state(rngs[rank])
-        elif rngs is not None and world == 1:
-            torch.set_rng_state(rngs)
-        cuda_rngs = ck.get("cuda_rng")
-        if dev_type == "cuda" and isinstance(cuda_rngs, list) and len(cuda_rngs) == world:
-            torch.cuda.set_rng_state(cuda_rngs[rank].cpu())
+    step = resume_from(ckpt_path, rt, model, optimizer, manifest, cfg.data_dir) if resume and ckpt_path.is_file() else 0
     raw_model = model
     if cfg.compile:
         model = torch.compile(model)
-    if ddp:
+    if rt.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(model, device_ids=[local] if dev_type == "cuda" else None)
-    scaler = torch.amp.GradScaler(dev_type, enabled=(dtype == "float16"))
-
-    @torch.no_grad()
-    def evaluate() -> float:
-        model.eval()
-        val = TokenBatches(cfg.data_dir, "val", cfg.batch_size, block, cfg.seed + 1)  # same batches every time
-        losses = []
-        for _ in range(cfg.eval_iters):
-            x, y = val.next()
-            with autocast:
-                _, loss = model(x.to(device), y.to(device))
-            losses.append(loss.item())
-        model.train()
-        return sum(losses) / len(losses)
-
-    def rng_states():
-        cpu, cuda = [torch.get_rng_state()], [torch.cuda.get_rng_state()] if dev_type == "cuda" else []
-        if ddp:
-            import torch.distributed as dist
-
-            everyone = [None] * world
-            dist.all_gather_object(everyone, (cpu[0], cuda[0] if cuda else None))
-            cpu = [c for c, _ in everyone]
-            cuda = [g for _, g in everyone] if cuda else []
-        return cpu, cuda
+        model = DDP(model, device_ids=[rt.local] if rt.dev_type == "cuda" else None)
+    scaler = torch.amp.GradScaler(rt.dev_type, enabled=(rt.dtype == "float16"))
 
     def checkpoint() -> None:
-        cpu_rng, cuda_rng = rng_states()  # every rank takes part in the gather
-        if master:
+        cpu_rng, cuda_rng = rng_states(rt)  # every rank takes part in the gather
+        if rt.master:
             save_checkpoint(ckpt_path, raw_model, optimizer=optimizer.state_dict(), step=step,
                             sampler="step-indexed", torch_rng=cpu_rng, cuda_rng=cuda_rng,
                             train_config=dataclasses.asdict(cfg), tokenizer_sha256=manifest["tokenizer"]["sha256"],
                             tokenizer_path=manifest["tokenizer"].get("path"), data_manifest=manifest)
 
     log_path = out / "metrics.jsonl"
-    log = open(log_path, "a") if master else None
+    log = open(log_path, "a") if rt.master else None
     tb = None
-    if cfg.tensorboard and master:
+    if cfg.tensorboard and rt.master:
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(out / "tensorboard"))
     losses, vals = [], []
     flops_per_token = raw_model.flops_per_token()
-    peak = None  # FLOP/s of the device(s) for MFU: measured, not a datasheet constant
-    if dev_type == "cuda":
-        if cfg.peak_tflops:
-            peak = cfg.peak_tflops * 1e12
-        else:
-            from .perf import measure_matmul_flops
-
-            peak = measure_matmul_flops(device, ptdtype if dtype != "float32" else torch.float32)
-    if master:  # what this call ran on: MFU's denominator and how it was obtained
+    peak = peak_flops(cfg, rt)
+    if rt.master:  # what this call ran on: MFU's denominator and how it was obtained
         write_json_atomic(out / "run.json", {
-            "start_step": step, "world": world, "device": device, "dtype": dtype,
-            "device_name": torch.cuda.get_device_name(device) if dev_type == "cuda" else None,
+            "start_step": step, "world": rt.world, "device": rt.device, "dtype": rt.dtype,
+            "device_name": torch.cuda.get_device_name(rt.device) if rt.dev_type == "cuda" else None,
             "tokens_per_step": accum * micro_tokens, "micro_batch": cfg.batch_size, "accum": accum,
             "flops_per_token": flops_per_token, "peak_flops_per_device": peak,
             "peak_source": None if peak is None else ("train.peak_tflops" if cfg.peak_tflops else "measured bf16/fp16 matmul"
-                                                      if dtype != "float32" else "measured fp32 matmul"),
+                                                      if rt.dtype != "float32" else "measured fp32 matmul"),
             "torch": torch.__version__, "compile": cfg.compile})
     from tqdm.auto import tqdm
 
     # a bar on a terminal only (disable=None: off when stderr is not a TTY, e.g. a log file)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=None if (master and progress) else True,
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=None if (rt.master and progress) else True,
                dynamic_ncols=True)
     model.train()
     steps_this_call = 0
     while step < cfg.max_steps:
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        total = torch.zeros((), device=device)
-        for micro in range(accum):
-            # global micro-batch micro * world + rank: the same batches for any world size
-            x, y = train_data.batch(step, micro * world + rank)
-            if dev_type == "cuda":
-                x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-            if ddp:
-                model.require_backward_grad_sync = micro == accum - 1
-            with autocast:
-                _, loss = model(x, y)
-            scaler.scale(loss / accum).backward()
-            total += loss.detach().float() / accum
-        if ddp:  # the logged loss is the global batch's, as one process with accumulation would log it
-            import torch.distributed as dist
-
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-            total /= world
-        total = total.item()  # one synchronisation a step, before the update
+        total = train_step(model, optimizer, scaler, train_data, step, accum, rt, cfg, raw_model)
         if not math.isfinite(total):
             bar.close()
             raise TrainingDiverged(
                 f"loss became {total} at step {step}; stopped. The last good checkpoint is kept at {ckpt_path}. "
                 "Try a lower learning rate (lr=...), more warm-up, or grad_clip."
             )
-        if cfg.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         steps_this_call += 1
-        dt = time.perf_counter() - t0
-        tok_s = accum * micro_tokens / dt
+        tok_s = accum * micro_tokens / (time.perf_counter() - t0)
         rec = {"step": step, "loss": total, "lr": lr, "tokens_per_s": round(tok_s, 1)}
         if peak:
-            rec["mfu"] = round(flops_per_token * tok_s / (peak * world), 4)
+            rec["mfu"] = round(flops_per_token * tok_s / (peak * rt.world), 4)
         losses.append(total)
         if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-            rec["val_loss"] = evaluate()
+            rec["val_loss"] = evaluate_loss(model, cfg, rt, block)
             vals.append((step, rec["val_loss"]))
-        if master:
+        if rt.master:
             log.write(json.dumps(rec) + "\n")
             log.flush()
             if tb:
@@ -360,10 +405,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             checkpoint()
             break
     bar.close()
-    if master:
+    if rt.master:
         log.close()
         plot_losses(log_path, out / "loss.png")
-    if ddp:
+    if rt.ddp:
         import torch.distributed as dist
 
         dist.destroy_process_group()
