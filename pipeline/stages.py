@@ -133,9 +133,9 @@ def _links_read(ctx: BuildContext, summary: dict, runs: list[int] | None) -> dic
 
 
 def _fetch_parts(ctx: BuildContext) -> list[str]:
-    from pipeline.fetch.stage import spool_links
+    from pipeline.fetch.stage import prepare_partitions
 
-    return [str(p) for p in spool_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch)]
+    return [str(p) for p in prepare_partitions(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch)]
 
 
 def _fetch_part(ctx: BuildContext, part: str) -> dict:

@@ -188,6 +188,13 @@ class FetchConfig(_Section):
     # cdx_url, replay_prefix or data_prefix, and optional rate (requests per second,
     # default 1), concurrency (default 1) and limit (CDX rows per URL, default 5000).
     archive_cdx: list = field(default_factory=list)
+    # [[fetch.archive]]: the same tables under their newer name, and kind = "cc-index"
+    # (Common Crawl's columnar URL index, joined in bulk; pipeline/fetch/ccindex.py) with
+    # name, base_url (default https://data.commoncrawl.org/, or a local folder), crawls
+    # (default: the CC-MAIN crawls up to archive_cutoff's year), rate, concurrency and paths
+    # (crawl = list file, for a crawl without cc-index-table.paths.gz). Tried in order:
+    # [[fetch.archive]] first, then [[fetch.archive_cdx]].
+    archive: list = field(default_factory=list)
     # No capture after this day (the faithful replica: WebText's links end in 2017);
     # "none" allows any capture.
     archive_cutoff: str | None = "2017-12-31"
@@ -204,16 +211,15 @@ class FetchConfig(_Section):
             raise ConfigError("fetch.partitions must be between 1 and 4096")
         if self.processes < 0:
             raise ConfigError("fetch.processes must be >= 0 (0: all cores)")
-        if self.source not in ("live", "archive", "live-then-archive"):
-            raise ConfigError(f"fetch.source must be 'live', 'archive' or 'live-then-archive', not {self.source!r}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"fetch.source must be one of {', '.join(repr(x) for x in SOURCES)}, not {self.source!r}")
         _parse_date(self.archive_cutoff, "fetch.archive_cutoff")
         if self.archive_timeout_s <= 0:
             raise ConfigError("fetch.archive_timeout_s must be > 0")
-        from pipeline.core.config import parse_archives
-
-        archives = parse_archives(self.archive_cdx, self.allow_private_addresses)
+        archives = self.archives()
         if self.source != "live" and not archives:
-            raise ConfigError(f"fetch.source = {self.source!r} needs at least one [[fetch.archive_cdx]] entry")
+            raise ConfigError(f"fetch.source = {self.source!r} needs at least one [[fetch.archive]] (or "
+                              "[[fetch.archive_cdx]]) entry")
         _at_least(self, "fetch", 0, "retries", "backoff_s", "per_host_delay_s", "retry_after_s")
         if self.proxy is not None and not str(self.proxy).startswith(("http://", "https://", "socks5://", "socks5h://")):
             raise ConfigError(f"fetch.proxy must be a URL like http://host:port, not {self.proxy!r}")
@@ -224,6 +230,19 @@ class FetchConfig(_Section):
                 raise ConfigError(f"fetch.{name} must be >= 1")
         if self.total_timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ConfigError("fetch timeouts must be > 0")
+
+
+    def archives(self) -> list["Archive"]:
+        """Every configured archive, in the order they are tried ([[fetch.archive]], then
+        [[fetch.archive_cdx]])."""
+        first = parse_archives(self.archive, self.allow_private_addresses, self.archive_cutoff, key="archive")
+        return first + parse_archives(self.archive_cdx, self.allow_private_addresses, self.archive_cutoff,
+                                      key="archive_cdx", taken=tuple(a.name for a in first))
+
+
+# Where pages come from: the web today, the archives (the faithful replica), the web with the
+# archives for what it no longer holds, or the archives with the web for what they never held.
+SOURCES = ("live", "archive", "live-then-archive", "archive-then-live")
 
 
 @dataclass(frozen=True)
@@ -441,22 +460,49 @@ class Config:
         return cls.from_dict(data)
 
 
-KINDS = ("cdx", "commoncrawl")
+KINDS = ("cdx", "commoncrawl", "cc-index")
+
+# The CC-MAIN crawls of 2013-2017 (Common Crawl's collinfo.json; a published crawl never
+# changes): the default of a cc-index archive's ``crawls`` with the 2017-12-31 cut-off.
+CC_CRAWLS_2013_2017 = (
+    "CC-MAIN-2013-20", "CC-MAIN-2013-48", "CC-MAIN-2014-10", "CC-MAIN-2014-15", "CC-MAIN-2014-23", "CC-MAIN-2014-35",
+    "CC-MAIN-2014-41", "CC-MAIN-2014-42", "CC-MAIN-2014-49", "CC-MAIN-2014-52", "CC-MAIN-2015-06", "CC-MAIN-2015-11",
+    "CC-MAIN-2015-14", "CC-MAIN-2015-18", "CC-MAIN-2015-22", "CC-MAIN-2015-27", "CC-MAIN-2015-32", "CC-MAIN-2015-35",
+    "CC-MAIN-2015-40", "CC-MAIN-2015-48", "CC-MAIN-2016-07", "CC-MAIN-2016-18", "CC-MAIN-2016-22", "CC-MAIN-2016-26",
+    "CC-MAIN-2016-30", "CC-MAIN-2016-36", "CC-MAIN-2016-40", "CC-MAIN-2016-44", "CC-MAIN-2016-50", "CC-MAIN-2017-04",
+    "CC-MAIN-2017-09", "CC-MAIN-2017-13", "CC-MAIN-2017-17", "CC-MAIN-2017-22", "CC-MAIN-2017-26", "CC-MAIN-2017-30",
+    "CC-MAIN-2017-34", "CC-MAIN-2017-39", "CC-MAIN-2017-43", "CC-MAIN-2017-47", "CC-MAIN-2017-51",
+)
+CC_BASE_URL = "https://data.commoncrawl.org/"
+# Common Crawl serves "a few thousand requests per second" for all its users together and
+# answers 503 when pushed; cdx_toolkit waits 0.55 s between data requests: ~2 requests a
+# second, 2 at once, by default (raise them with care).
+CC_RATE = 2.0
+CC_CONCURRENCY = 2
+_CRAWL = re.compile(r"^CC-MAIN-(20\d\d)-(\d\d)$")
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEYS = {"name", "kind", "cdx_url", "replay_prefix", "data_prefix", "rate", "concurrency", "limit"}
+_CC_KEYS = {"name", "kind", "base_url", "crawls", "rate", "concurrency", "paths"}
 
 
 @dataclass(frozen=True)
 class Archive:
     name: str
     kind: str
-    cdx_url: str
-    prefix: str  # replay prefix (cdx) or data prefix (commoncrawl)
+    cdx_url: str  # the CDX endpoint (cdx, commoncrawl); "" for cc-index
+    prefix: str  # replay prefix (cdx), data prefix (commoncrawl), base URL or folder (cc-index)
     rate: float = 1.0
     concurrency: int = 1
     limit: int = 5000
+    crawls: tuple[str, ...] = ()  # cc-index: the crawls asked, oldest first
+    paths: tuple[tuple[str, str], ...] = ()  # cc-index: (crawl, list file) for crawls with no cc-index-table.paths.gz
+
+    @property
+    def local(self) -> bool:
+        """A cc-index archive in a local folder (a mirror), not over HTTP."""
+        return self.kind == "cc-index" and not self.prefix.startswith(("http://", "https://"))
 
 
 def _check_url(value, where: str, allow_private: bool) -> str:
@@ -478,26 +524,78 @@ def _check_url(value, where: str, allow_private: bool) -> str:
     return value
 
 
-def parse_archives(entries, allow_private: bool = False) -> list[Archive]:
-    """``[fetch] archive_cdx`` -> archives, checked; a ConfigError names the bad key."""
+def _rate_concurrency(e: dict, where: str, rate_default: float, conc_default: int) -> tuple[float, int]:
+    rate = e.get("rate", rate_default)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 or rate != rate or rate == float("inf"):
+        raise ConfigError(f"{where}.rate must be a number of requests per second > 0, not {rate!r}")
+    conc = e.get("concurrency", conc_default)
+    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
+        raise ConfigError(f"{where}.concurrency must be a whole number >= 1, not {conc!r}")
+    return float(rate), conc
+
+
+def _parse_cc_index(e: dict, where: str, name: str, allow_private: bool, cutoff: str | None) -> Archive:
+    unknown = set(e) - _CC_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known for kind = 'cc-index': "
+                          f"{', '.join(sorted(_CC_KEYS))}")
+    base = e.get("base_url", CC_BASE_URL)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{where}.base_url must be an http(s) URL or a folder, not {base!r}")
+    if base.startswith("s3://"):
+        raise ConfigError(f"{where}.base_url: s3:// is not read yet; use {CC_BASE_URL} (the same files over HTTPS) "
+                          "or a local folder")
+    if base.startswith(("http://", "https://")):
+        base = _check_url(base, f"{where}.base_url", allow_private)
+        base = base if base.endswith("/") else base + "/"
+    elif not Path(base).is_dir():
+        raise ConfigError(f"{where}.base_url: no such folder {base!r} (or give an http(s) URL)")
+    crawls = e.get("crawls")
+    if crawls is None:
+        day = _parse_date(cutoff, "fetch.archive_cutoff")
+        year = dt.datetime.fromtimestamp(day, dt.timezone.utc).year if day is not None else 9999
+        crawls = [c for c in CC_CRAWLS_2013_2017 if int(c.split("-")[2]) <= year]
+    if not isinstance(crawls, (list, tuple)) or not crawls or not all(isinstance(c, str) and _CRAWL.match(c)
+                                                                        for c in crawls):
+        raise ConfigError(f"{where}.crawls must be a list of crawl names like \"CC-MAIN-2017-47\", not {crawls!r}")
+    paths = e.get("paths", {})
+    if not isinstance(paths, dict) or not all(isinstance(k, str) and _CRAWL.match(k) and isinstance(v, str)
+                                              for k, v in paths.items()):
+        raise ConfigError(f"{where}.paths must be a table of crawl = \"list file\", not {paths!r}")
+    for c, f in paths.items():
+        if not Path(f).is_file():
+            raise ConfigError(f"{where}.paths.{c}: no such file {f!r}")
+    rate, conc = _rate_concurrency(e, where, CC_RATE, CC_CONCURRENCY)
+    return Archive(name, "cc-index", "", base, rate, conc, 5000, tuple(sorted(set(crawls))),
+                   tuple(sorted(paths.items())))
+
+
+def parse_archives(entries, allow_private: bool = False, cutoff: str | None = "2017-12-31", key: str = "archive_cdx",
+                   taken: tuple[str, ...] = ()) -> list[Archive]:
+    """``[[fetch.archive]]`` / ``[[fetch.archive_cdx]]`` (KEY) tables -> archives, checked; a
+    ConfigError names the bad key. TAKEN: names used by the other table."""
     if not isinstance(entries, (list, tuple)):
-        raise ConfigError(f"fetch.archive_cdx must be a list of tables ([[fetch.archive_cdx]]), not {entries!r}")
+        raise ConfigError(f"fetch.{key} must be a list of tables ([[fetch.{key}]]), not {entries!r}")
     out: list[Archive] = []
     for i, e in enumerate(entries):
-        where = f"fetch.archive_cdx[{i}]"
+        where = f"fetch.{key}[{i}]"
         if not isinstance(e, dict):
-            raise ConfigError(f"{where} must be a table with name, kind, cdx_url, ..., not {e!r}")
-        unknown = set(e) - _KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
+            raise ConfigError(f"{where} must be a table with name, kind, ..., not {e!r}")
         name = e.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(f"{where}.name must be a short name of letters, digits, '.', '_' or '-', not {name!r}")
-        if any(a.name == name for a in out):
+        if any(a.name == name for a in out) or name in taken:
             raise ConfigError(f"{where}.name: {name!r} is used twice")
         kind = e.get("kind")
         if kind not in KINDS:
-            raise ConfigError(f"{where}.kind must be 'cdx' (Wayback-style) or 'commoncrawl', not {kind!r}")
+            raise ConfigError(f"{where}.kind must be 'cdx' (Wayback-style), 'commoncrawl' (its CDX server) or "
+                              f"'cc-index' (Common Crawl's columnar index, in bulk), not {kind!r}")
+        if kind == "cc-index":
+            out.append(_parse_cc_index(e, where, name, allow_private, cutoff))
+            continue
+        unknown = set(e) - _KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
         cdx_url = _check_url(e.get("cdx_url"), f"{where}.cdx_url", allow_private)
         pkey = "replay_prefix" if kind == "cdx" else "data_prefix"
         other = "data_prefix" if kind == "cdx" else "replay_prefix"
@@ -505,12 +603,9 @@ def parse_archives(entries, allow_private: bool = False) -> list[Archive]:
             raise ConfigError(f"{where}.{other} is for kind = {'commoncrawl' if kind == 'cdx' else 'cdx'}; "
                               f"kind = {kind!r} reads {pkey}")
         prefix = _check_url(e.get(pkey), f"{where}.{pkey}", allow_private)
-        rate = e.get("rate", 1.0)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-            raise ConfigError(f"{where}.rate must be a number of requests per second > 0, not {rate!r}")
-        for key, default in (("concurrency", 1), ("limit", 5000)):
-            v = e.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{where}.{key} must be a whole number >= 1, not {v!r}")
-        out.append(Archive(name, kind, cdx_url, prefix, float(rate), e.get("concurrency", 1), e.get("limit", 5000)))
+        rate, conc = _rate_concurrency(e, where, 1.0, 1)
+        v = e.get("limit", 5000)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}.limit must be a whole number >= 1, not {v!r}")
+        out.append(Archive(name, kind, cdx_url, prefix, rate, conc, v))
     return out

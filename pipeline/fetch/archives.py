@@ -72,7 +72,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from pipeline.core.config import Archive, FetchConfig, _parse_date, parse_archives
+from pipeline.core.config import Archive, FetchConfig, _parse_date
 
 CACHE = "archive_cdx_cache.jsonl"
 
@@ -97,6 +97,7 @@ class Capture:
     filename: str | None = None
     offset: str | None = None
     length: str | None = None
+    crawl: str | None = None  # cc-index: the crawl the capture is from
 
     @property
     def epoch(self) -> float:
@@ -246,19 +247,24 @@ class ArchivedPage:
         return datetime.strptime(self.capture.timestamp, "%Y%m%d%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def warc_headers(self) -> dict:
-        return {"WARC-Date": self.captured_at, "WARC-Source-URI": self.source_uri, "WebText-Archive": self.archive,
-                "WebText-Capture-Timestamp": self.capture.timestamp, "WebText-Capture-URI": self.capture.url}
+        h = {"WARC-Date": self.captured_at, "WARC-Source-URI": self.source_uri, "WebText-Archive": self.archive,
+             "WebText-Capture-Timestamp": self.capture.timestamp, "WebText-Capture-URI": self.capture.url}
+        if self.capture.crawl:  # cc-index: which crawl, and where in its WARC file
+            h.update({"WebText-Capture-Crawl": self.capture.crawl, "WebText-Capture-Offset": self.capture.offset or ""})
+        return h
 
 
 class ArchiveClient:
     """Looks URLs up in the configured archives, politely; shared by the fetch workers."""
 
-    def __init__(self, cfg: FetchConfig, fetcher, fetch_dir: Path):
+    def __init__(self, cfg: FetchConfig, fetcher, fetch_dir: Path, part: int | None = None):
         from pipeline.fetch.webclient import HostThrottle
 
         self.cfg = cfg
+        self.fetch_dir, self.part = Path(fetch_dir), part
+        self._choices: dict[str, dict[str, dict]] = {}  # cc-index: archive -> link id -> chosen capture
         self.fetcher = fetcher
-        self.archives = parse_archives(cfg.archive_cdx, cfg.allow_private_addresses)
+        self.archives = cfg.archives()
         self.cutoff = cutoff_epoch(cfg)
         self.cache = CdxCache(Path(fetch_dir) / CACHE)
         self.throttles = {a.name: HostThrottle(a.concurrency, 1.0 / a.rate) for a in self.archives}
@@ -343,7 +349,7 @@ class ArchiveClient:
 
     def record(self, archive: Archive, cap: Capture, budget: list[float]) -> ArchivedPage:
         self._count("record_requests")
-        if archive.kind == "commoncrawl":
+        if archive.kind in ("commoncrawl", "cc-index"):
             return self._cc_record(archive, cap, budget)
         return self._replay_record(archive, cap, budget)
 
@@ -384,9 +390,19 @@ class ArchiveClient:
         offset, length = int(off), int(ln)
         if length > self.cfg.max_bytes:
             raise ArchiveFailure(f"{archive.name}: record of {length:,} bytes is larger than max_bytes")
-        src = archive.prefix.rstrip("/") + "/" + quote(fn, safe="/-_.~")
-        resp = self._request(archive, src, budget, headers={"Range": f"bytes={offset}-{offset + length - 1}",
-                                                            "Accept-Encoding": "identity"}, max_bytes=length)
+        if archive.local:  # a cc-index mirror in a folder
+            src = str(Path(archive.prefix) / fn)
+            try:
+                with open(src, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read(length)
+            except OSError as exc:
+                raise ArchiveFailure(f"{archive.name}: {src}: {exc}") from exc
+            resp = type("R", (), {"status": 206, "body": data, "truncated": False})()
+        else:
+            src = archive.prefix.rstrip("/") + "/" + quote(fn, safe="/-_.~")
+            resp = self._request(archive, src, budget, headers={"Range": f"bytes={offset}-{offset + length - 1}",
+                                                                "Accept-Encoding": "identity"}, max_bytes=length)
         if resp.status != 206:
             raise ArchiveFailure(f"{archive.name}: byte range of {src} answered HTTP {resp.status}, not 206")
         if len(resp.body) != length or resp.truncated:
@@ -424,7 +440,24 @@ class ArchiveClient:
 
     # --- one URL --------------------------------------------------------------------
 
-    def lookup(self, url: str, created_utc: float | None) -> tuple[str, ArchivedPage | None, dict]:
+    def cc_choice(self, archive: Archive, link_id: str | None) -> tuple[Capture | None, str]:
+        """A cc-index archive's answer for a link: the capture the bulk lookup chose
+        before the crawl (``pipeline/fetch/ccarchive.py``), or why there is none."""
+        if archive.name not in self._choices:
+            from pipeline.fetch.ccarchive import read_choices
+
+            self._choices[archive.name] = read_choices(self.fetch_dir, archive, self.part)
+        ch = self._choices[archive.name].get(link_id) if link_id else None
+        if ch is None:
+            return None, "not_archived"  # not looked up (a link not spooled this build): counted as not held
+        if ch["outcome"] != "ok":
+            return None, ch["outcome"]
+        ts = ch["fetch_time"].strftime("%Y%m%d%H%M%S")
+        return Capture(ts, ch["url"], ch["mime"] or "", "200", ch["warc_filename"], str(ch["warc_record_offset"]),
+                       str(ch["warc_record_length"]), ch.get("crawl")), "ok"
+
+    def lookup(self, url: str, created_utc: float | None, link_id: str | None = None
+               ) -> tuple[str, ArchivedPage | None, dict]:
         """(outcome, page or None, details) for one URL, over the archives in order."""
         target = created_utc if created_utc else (self.cutoff - 1 if self.cutoff else time.time())
         budget = [self.cfg.archive_timeout_s]
@@ -432,8 +465,11 @@ class ArchiveClient:
         errors: list[str] = []
         for archive in self.archives:
             try:
-                caps = self.captures(archive, url, budget)
-                cap, why = choose_capture(caps, target, self.cutoff)
+                if archive.kind == "cc-index":
+                    cap, why = self.cc_choice(archive, link_id)
+                else:
+                    caps = self.captures(archive, url, budget)
+                    cap, why = choose_capture(caps, target, self.cutoff)
                 if cap is None:
                     tried[archive.name] = why
                     continue

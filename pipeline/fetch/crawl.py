@@ -115,7 +115,13 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     todo = _interleave_by_host(todo)
     sink = WarcSink(out / "warc", cfg.warc_max_bytes, prefix=warc_prefix)
     fetcher = Fetcher(cfg)
-    archives = ArchiveClient(cfg, fetcher, out) if cfg.source != "live" else None
+    archives = ArchiveClient(cfg, fetcher, out, part[0] if part else None) if cfg.source != "live" else None
+
+    def from_archives(url: str, created_utc, doc_id: str) -> tuple[str, object, dict]:
+        try:
+            return archives.lookup(url, created_utc, doc_id)
+        except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+            return "archive_error", None, {"archive_error": f"{type(exc).__name__}: {exc}"[:500]}
 
     def work(row: tuple) -> dict:
         doc_id, raw_url, url_norm, created_utc, skip_live, meta = row
@@ -126,8 +132,13 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
                "attempt": prev["attempt"] + 1 if prev else 1}
         if meta:  # the link's Reddit fields travel with every attempt (extract reads an ok page's;
             rec.update(meta)  # a retry from the log, with no link row, takes them from the last one)
+        first = None  # archive-then-live: the archives' answer, asked before the live web
+        if cfg.source == "archive-then-live" and not skip_live:
+            first = from_archives(url, created_utc, doc_id)
         if cfg.source == "archive" or skip_live:
             outcome, resp, info = (prev["outcome"] if skip_live else None), None, {}
+        elif first is not None and first[0] == "ok":
+            outcome, resp, info = None, None, {}
         else:
             try:
                 outcome, resp, info = fetcher.fetch(url)
@@ -136,12 +147,12 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
             except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
                 outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
         page = None
-        if archives is not None and (cfg.source == "archive" or skip_live or wants_archive(outcome, info)):
+        if first is not None and first[0] != "ok":
+            info["archive_first"] = first[0]  # no archive held it: the live web's answer stands
+        elif archives is not None and (cfg.source == "archive" or skip_live or first is not None
+                                       or (cfg.source == "live-then-archive" and wants_archive(outcome, info))):
             live_outcome = outcome
-            try:
-                outcome, page, arc_info = archives.lookup(url, created_utc)
-            except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
-                outcome, page, arc_info = "archive_error", None, {"archive_error": f"{type(exc).__name__}: {exc}"[:500]}
+            outcome, page, arc_info = first if first is not None else from_archives(url, created_utc, doc_id)
             if live_outcome is not None:
                 rec["live_outcome"] = live_outcome
             info.update(arc_info)

@@ -131,6 +131,21 @@ def spool_links(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -
     return sorted(work)
 
 
+def prepare_partitions(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -> list[int]:
+    """The links spooled into their partitions (``spool_links``) and, with a cc-index
+    archive, looked up in bulk in Common Crawl's index before any page is fetched
+    (``pipeline/fetch/ccarchive.py``). Returns the partitions that have work."""
+    from pipeline.fetch.ccarchive import cc_archives, lookup_partitions
+
+    parts = spool_links(rows, fetch_dir, cfg)
+    if cc_archives(cfg) and parts:
+        from pipeline.core.io import atomic_write_json
+
+        report = lookup_partitions(fetch_dir, cfg, parts)
+        atomic_write_json(Path(fetch_dir) / "ccindex" / "last_lookup.json", report)
+    return parts
+
+
 def _todo_rows(path: Path):
     if path.is_file():
         with open(path, "rb") as fh:
@@ -273,7 +288,7 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     is the time the archived capture is chosen closest to."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    parts = spool_links(links, out, cfg)
+    parts = prepare_partitions(links, out, cfg)
     procs = cfg.processes or os.cpu_count() or 1
     reuse = tuple(str(d) for d in reuse_outcomes)
     if cfg.source != "live":

@@ -1,0 +1,189 @@
+"""Common Crawl's columnar index joined in bulk (pipeline/fetch/ccindex.py, ccarchive.py), on a
+generated crawl shaped like the real one (tests/cc_crawl.py: three crawls, the oldest with
+fewer columns and no crawldiagnostics; gzip Parquet sorted by url_surtkey in many row
+groups; cc-index-table.paths.gz; WARC files of one gzip member per record) served with
+HTTP Range by a real server on 127.0.0.1: the right capture for each kind of link, the
+index read far below a scan of its key column, a second build asking nothing again, and
+a storm of 503s survived."""
+
+from datetime import datetime, timezone
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.core.urls import normalize_url, url_id
+from pipeline.fetch.ccindex import (
+    FooterCache,
+    LocalSource,
+    choose_capture,
+    link_base,
+    lookup_crawl,
+    match_level,
+    surt_key,
+)
+from pipeline.fetch.outcomes import read_outcomes
+from pipeline.fetch.stage import fetch_links
+
+from cc_crawl import CcBucket, capture, make_crawl, page_html
+from webtext_testlib import test_fetch_config
+
+SUBMITTED = datetime(2017, 4, 1, tzinfo=timezone.utc).timestamp()
+CRAWLS = ("CC-MAIN-2016-07", "CC-MAIN-2017-13", "CC-MAIN-2017-47")
+
+
+def link(url: str, created: float = SUBMITTED) -> dict:
+    n = normalize_url(url)
+    return {"id": url_id(n), "url": url, "url_norm": n, "created_utc": int(created)}
+
+
+def body(title: str) -> bytes:
+    return page_html(title)
+
+
+@pytest.fixture(scope="module")
+def crawl_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cc")
+    n = "http://news.example"
+    make_crawl(root, "CC-MAIN-2016-07", [
+        capture(f"{n}/many", "2016-02-10", body=body("many-2016")),
+        capture(f"{n}/late", "2016-02-10", body=body("late-2016")),  # before the submission, still inside the cut-off
+    ], seed=1)
+    make_crawl(root, "CC-MAIN-2017-13", [
+        capture(f"{n}/many", "2017-03-25", body=body("many-2017-03")),  # closest to the 2017-04-01 submission
+        capture(f"{n}/fourofour", "2017-03-25", status=404),
+        capture(f"{n}/pic", "2017-03-25", mime="image/jpeg", body=b"\xff\xd8\xff jpeg"),
+        capture(f"{n}/twice", "2017-03-20", body=body("twice-0320")),
+        capture(f"{n}/twice", "2017-03-30", body=body("twice-0330")),  # the closer of two in one crawl
+        capture("https://www.news.example/variant?utm_source=feed", "2017-03-25", body=body("variant")),
+        capture(f"{n}/Case-Story", "2017-03-25", body=body("case")),
+    ], seed=2)
+    make_crawl(root, "CC-MAIN-2017-47", [
+        capture(f"{n}/many", "2017-11-20", body=body("many-2017-11")),
+        capture(f"{n}/fourofour", "2017-11-20", body=body("fourofour-back")),  # 404 in one crawl, 200 in a later
+        capture(f"{n}/moved", "2017-11-20", status=301, location=f"{n}/new-home"),
+        capture(f"{n}/new-home", "2017-11-20", body=body("new-home")),
+        capture(f"{n}/after", "2018-01-10", body=body("after-cutoff")),  # a crawl's captures run past its name
+    ], seed=3)
+    return root
+
+
+LINKS = {
+    "many": "http://news.example/many", "fourofour": "http://news.example/fourofour", "pic": "http://news.example/pic",
+    "twice": "http://news.example/twice", "variant": "http://news.example/variant",
+    "case": "http://news.example/case-story", "moved": "http://news.example/moved", "after": "http://news.example/after",
+    "absent": "http://gone.example/never", "late": "http://news.example/late",
+}
+
+
+def archive_cfg(base: str, **kw):
+    return test_fetch_config(source="archive", archive=[{"name": "cc", "kind": "cc-index", "base_url": base,
+                                                         "crawls": list(CRAWLS), "rate": 200, "concurrency": 4}], **kw)
+
+
+def test_keys_and_levels_follow_common_crawls_surt():
+    assert surt_key("http://www.News.example/A?b=1&a=2") == "example,news)/a?a=2&b=1"
+    assert link_base("news.example/x?utm_source=y") == "example,news)/x"
+    n = normalize_url("http://news.example/x")
+    assert match_level("http://news.example/x", "http://news.example/x", n) == 0
+    assert match_level("https://www.news.example/x?utm_source=a", "http://news.example/x", n) == 1
+    assert match_level("http://news.example/X", "http://news.example/x", n) == 2
+    assert match_level("http://news.example/y", "http://news.example/x", n) is None
+
+
+def test_each_kind_of_link_gets_the_right_capture_over_http(crawl_root, tmp_path):
+    with CcBucket(crawl_root) as bucket:
+        cfg = archive_cfg(bucket.url + "/")
+        s = fetch_links([link(u) for u in LINKS.values()], tmp_path, cfg)
+    assert s.balanced()
+    out = {o["url"]: o for o in read_outcomes(tmp_path).values()}
+    got = {k: (out[u]["outcome"], out[u].get("capture_url"), out[u].get("capture_timestamp", "")[:8]) for k, u in LINKS.items()}
+    n = "http://news.example"
+    assert got["many"] == ("ok", f"{n}/many", "20170325")  # three crawls: the capture closest to the submission
+    assert got["fourofour"] == ("ok", f"{n}/fourofour", "20171120")  # 404 in 2017-13, 200 in 2017-47
+    assert got["pic"][0] == "archive_no_html_capture"
+    assert got["twice"] == ("ok", f"{n}/twice", "20170330")  # two captures in one crawl: the closer
+    assert got["variant"] == ("ok", "https://www.news.example/variant?utm_source=feed", "20170325")
+    assert got["case"] == ("ok", f"{n}/Case-Story", "20170325")  # a case variant
+    assert got["moved"] == ("ok", f"{n}/new-home", "20171120")  # the 301 followed to its target in its crawl
+    assert got["after"][0] == "archive_after_cutoff"
+    assert got["absent"][0] == "not_archived"
+    assert got["late"] == ("ok", f"{n}/late", "20160210")
+    # the document keeps the link's URL; its WARC record names the capture
+    from warcio.archiveiterator import ArchiveIterator
+
+    rec = out[LINKS["moved"]]
+    with open(tmp_path / "warc" / rec["warc_file"], "rb") as fh:
+        fh.seek(rec["warc_offset"])
+        r = next(iter(ArchiveIterator(fh)))
+        assert r.rec_headers.get_header("WARC-Target-URI") == LINKS["moved"]
+        assert r.rec_headers.get_header("WebText-Capture-Crawl") == "CC-MAIN-2017-47"
+        assert r.rec_headers.get_header("WebText-Capture-URI") == f"{n}/new-home"
+        assert b"new-home" in r.content_stream().read()
+
+
+def test_a_second_build_asks_the_index_only_about_new_links(crawl_root, tmp_path):
+    import json
+
+    with CcBucket(crawl_root) as bucket:
+        cfg = archive_cfg(bucket.url + "/")
+        fetch_links([link(LINKS["many"]), link(LINKS["twice"])], tmp_path, cfg)
+        first = json.loads((tmp_path / "ccindex" / "last_lookup.json").read_text())["cc"]
+        asked_before = bucket.requests
+        fetch_links([link(LINKS["many"]), link(LINKS["twice"]), link(LINKS["variant"])], tmp_path, cfg)
+        second = json.loads((tmp_path / "ccindex" / "last_lookup.json").read_text())["cc"]
+        later = [(path, rng) for path, rng in bucket.log[asked_before:] if path.endswith(".parquet")]
+    assert first["links_asked"] == 2 * len(CRAWLS)
+    assert second["links_asked"] == 1 * len(CRAWLS)  # only the new link, once per crawl
+    assert not [r for _, r in later if r.startswith("bytes=-")]  # every footer was kept: none read again
+    assert len(later) <= 4 * len(CRAWLS)  # per crawl and subset: the new key's row group (key, then captures)
+    out = {o["url"]: o for o in read_outcomes(tmp_path).values()}
+    assert out[LINKS["variant"]]["outcome"] == "ok"
+
+
+def test_the_index_is_read_far_below_a_scan_of_its_key_column(crawl_root):
+    src = LocalSource(crawl_root)
+    links = [link(LINKS["many"]), link(LINKS["absent"])]
+    res = lookup_crawl(src, FooterCache(None), "CC-MAIN-2017-13", links)
+    files = list((crawl_root / "cc-index").rglob("crawl=CC-MAIN-2017-13/**/*.parquet"))
+    key_bytes = total_groups = 0
+    for f in files:
+        md = pq.ParquetFile(f).metadata
+        col = pq.ParquetFile(f).schema_arrow.get_field_index("url_surtkey")
+        key_bytes += sum(md.row_group(i).column(col).total_compressed_size for i in range(md.num_row_groups))
+        total_groups += md.num_row_groups
+    data_bytes = src.stats.bytes - src.stats.tail_bytes  # beyond the files' ends (footers: read once, kept)
+    assert res.row_groups_read <= 2 and total_groups >= 40, (res.row_groups_read, total_groups)
+    # two links, one held: 1-2 of ~60 row groups read (their key column, then the capture columns of the
+    # row group that matched): ~15% of a scan of the key column alone here, where row groups hold 50 rows
+    assert data_bytes < 0.25 * key_bytes, (data_bytes, key_bytes)
+    assert {r["link"] for r in res.rows.to_pylist()} == {links[0]["id"]}
+
+
+def test_the_capture_rule_orders_exact_url_closeness_and_time():
+    t = datetime(2017, 1, 1, tzinfo=timezone.utc)
+
+    def row(level, day, status=200, mime="text/html"):
+        return {"level": level, "fetch_time": t.replace(day=day), "fetch_status": status,
+                "content_mime_detected": mime, "content_mime_type": None}
+
+    target = t.replace(day=10).timestamp()
+    assert choose_capture([row(1, 10), row(0, 2)], target, None)[0]["level"] == 0  # the exact URL first
+    assert choose_capture([row(0, 8), row(0, 12)], target, None)[0]["fetch_time"].day == 8  # a tie: the earlier
+    assert choose_capture([row(0, 2, 404)], target, None) == (None, "archive_no_html_capture")
+    assert choose_capture([], target, None) == (None, "not_archived")
+
+
+def test_a_storm_of_503s_is_backed_off_and_survived(crawl_root, tmp_path):
+    with CcBucket(crawl_root, storm=2) as bucket:
+        cfg = archive_cfg(bucket.url + "/", retries=3, backoff_s=0.05)
+        fetch_links([link(LINKS["many"])], tmp_path, cfg)
+        assert bucket.storm == 0 and bucket.requests > 2
+    out = {o["url"]: o for o in read_outcomes(tmp_path).values()}
+    assert out[LINKS["many"]]["outcome"] == "ok"
+
+
+def test_a_crawl_without_an_index_listing_says_what_to_do(tmp_path):
+    from pipeline.fetch.ccindex import IndexError_, crawl_index_files
+
+    with pytest.raises(IndexError_, match="CC-MAIN-2014-10: no crawl-data/CC-MAIN-2014-10/cc-index-table.paths.gz"):
+        crawl_index_files(LocalSource(tmp_path), "CC-MAIN-2014-10")
