@@ -232,30 +232,10 @@ def read_choices(fetch_dir: Path, archive: Archive, part: int | None) -> dict[st
     return out
 
 
-def http_get(cfg: FetchConfig, fetch_dir: Path, archive: Archive):
-    """GET for the index files over HTTP: through the fetch stage's archive client (the
-    public-address check and pinning, the archive's rate and concurrency, back-off on
-    429/503 within ``archive_timeout_s`` a request)."""
-    from pipeline.fetch.archives import ArchiveClient, ArchiveFailure
-    from pipeline.fetch.webclient import Fetcher
-
-    client = ArchiveClient(cfg, Fetcher(cfg), fetch_dir)
-
-    def get(url: str, headers: dict, limit: int) -> tuple[int, dict, bytes]:
-        try:
-            resp = client._request(archive, url, [cfg.archive_timeout_s], headers=headers, max_bytes=limit)
-        except ArchiveFailure as exc:
-            raise IndexError_(str(exc)) from exc
-        if resp.truncated:
-            raise IndexError_(f"{url}: the answer is larger than the {limit:,} bytes asked")
-        return resp.status, {k.lower(): v for k, v in resp.headers}, resp.body
-
-    return get
-
-
-def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int], get=None) -> dict:
+def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int], get) -> dict:
     """Before the crawl: every cc-index archive asked about the links spooled into PARTS
-    (``todo/part-PPPP.jsonl``), and each partition's choices written."""
+    (``todo/part-PPPP.jsonl``), and each partition's choices written. GET(archive) gives
+    the HTTP GET for an archive over HTTP."""
     fetch_dir = Path(fetch_dir)
     report = {}
     for archive in cc_archives(cfg):
@@ -267,8 +247,7 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
                     by_part[k] = [{f: r.get(f) for f in ("id", "url", "url_norm", "created_utc")}
                                   for r in map(orjson.loads, fh)]
         links = [lk for rows in by_part.values() for lk in rows]
-        g = get or (None if archive.local else http_get(cfg, fetch_dir, archive))
-        stats = lookup_links(fetch_dir, cfg, archive, links, g) if links else {}
+        stats = lookup_links(fetch_dir, cfg, archive, links, None if archive.local else get(archive)) if links else {}
         stats["links_with_capture"] = sum(write_choices(fetch_dir, cfg, archive, k, rows) for k, rows in by_part.items())
         report[archive.name] = stats
     return report

@@ -131,6 +131,28 @@ def spool_links(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -
     return sorted(work)
 
 
+def _index_get(cfg: FetchConfig, fetch_dir: Path, archive):
+    """GET for the index files over HTTP: through the fetch stage's archive client (the
+    public-address check and pinning, the archive's rate and concurrency, back-off on
+    429/503 within ``archive_timeout_s`` a request)."""
+    from pipeline.fetch.archives import ArchiveClient, ArchiveFailure
+    from pipeline.fetch.ccindex import IndexError_
+    from pipeline.fetch.webclient import Fetcher
+
+    client = ArchiveClient(cfg, Fetcher(cfg), fetch_dir)
+
+    def get(url: str, headers: dict, limit: int) -> tuple[int, dict, bytes]:
+        try:
+            resp = client._request(archive, url, [cfg.archive_timeout_s], headers=headers, max_bytes=limit)
+        except ArchiveFailure as exc:
+            raise IndexError_(str(exc)) from exc
+        if resp.truncated:
+            raise IndexError_(f"{url}: the answer is larger than the {limit:,} bytes asked")
+        return resp.status, {k.lower(): v for k, v in resp.headers}, resp.body
+
+    return get
+
+
 def prepare_partitions(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -> list[int]:
     """The links spooled into their partitions (``spool_links``) and, with a cc-index
     archive, looked up in bulk in Common Crawl's index before any page is fetched
@@ -141,7 +163,7 @@ def prepare_partitions(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchCo
     if cc_archives(cfg) and parts:
         from pipeline.core.io import atomic_write_json
 
-        report = lookup_partitions(fetch_dir, cfg, parts)
+        report = lookup_partitions(fetch_dir, cfg, parts, lambda a: _index_get(cfg, Path(fetch_dir), a))
         atomic_write_json(Path(fetch_dir) / "ccindex" / "last_lookup.json", report)
     return parts
 
