@@ -486,8 +486,18 @@ class ArchiveClient:
         return outcome, None, info
 
 
+# Live failures that may pass (a server down today, a refused or reset connection, a TLS
+# failure, a host that never answers): the archives are asked in the same build; when none
+# holds the page, the live outcome stands and keeps its retry schedule.
+ARCHIVE_TRANSIENT = frozenset({"connection_error", "timeout", "fetch_error"})
+# 200 pages that are not the page linked (pipeline/fetch/deadpages.py).
+ARCHIVE_DEAD_PAGES = frozenset({"parked_domain", "soft_404"})
+
+
 def wants_archive(outcome: str, info: dict) -> bool:
-    """Did the live fetch fail for good (so that live-then-archive asks the archives)?"""
-    if outcome in ARCHIVE_FALLBACK:
+    """Is the live answer a dead link (so that live-then-archive asks the archives)? Final
+    failures (404, 410, 451, a redirect loop, a name that no longer exists), parked
+    domains and soft 404s, and the live failures that may pass (``ARCHIVE_TRANSIENT``)."""
+    if outcome in ARCHIVE_FALLBACK or outcome in ARCHIVE_DEAD_PAGES or outcome in ARCHIVE_TRANSIENT:
         return True
     return outcome == "dns_error" and str(info.get("error", "")).startswith("no such host")

@@ -78,7 +78,13 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     now = time.time()
     retrying = 0
     archive_only = 0
-    from pipeline.fetch.archives import ARCHIVE_FALLBACK, ArchiveClient, wants_archive
+    from pipeline.fetch.archives import (
+        ARCHIVE_DEAD_PAGES,
+        ARCHIVE_FALLBACK,
+        ARCHIVE_TRANSIENT,
+        ArchiveClient,
+        wants_archive,
+    )
 
     given: set[str] = set()
     for r in links:
@@ -88,7 +94,7 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
         meta = {f: r[f] for f in LINK_FIELDS if r.get(f) is not None} or None
         row = (r.get("id"), r["url"], r["url_norm"], r.get("created_utc"), False, meta)
         if prev is not None:
-            if cfg.source != "live" and prev["outcome"] in ARCHIVE_FALLBACK:
+            if cfg.source != "live" and (prev["outcome"] in ARCHIVE_FALLBACK or prev["outcome"] in ARCHIVE_DEAD_PAGES):
                 archive_only += 1  # dead in an earlier live run, never asked of the archives
                 todo.append(row[:4] + (True, meta))
                 continue
@@ -153,6 +159,9 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
                                        or (cfg.source == "live-then-archive" and wants_archive(outcome, info))):
             live_outcome = outcome
             outcome, page, arc_info = first if first is not None else from_archives(url, created_utc, doc_id)
+            if outcome != "ok" and live_outcome in ARCHIVE_TRANSIENT:
+                # no archive holds it: the live failure stands, with its retry schedule
+                rec["archive_outcome"], outcome = outcome, live_outcome
             if live_outcome is not None:
                 rec["live_outcome"] = live_outcome
             info.update(arc_info)

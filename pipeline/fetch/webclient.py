@@ -383,8 +383,28 @@ class Fetcher:
                 if urlsplit(current).scheme not in ("http", "https"):
                     return "invalid_url", None, info
                 continue
-            return self.classify(resp), resp, info
+            outcome = self.classify(resp)
+            if outcome == "ok":
+                dead = self.dead_page(url, current, resp)
+                if dead is not None:  # a parking or "page not found" page under status 200: not the page linked
+                    info["final_url"] = current
+                    return dead, resp, info
+            return outcome, resp, info
         return "too_many_redirects", None, info
+
+    def dead_page(self, asked: str, final: str, resp: Response) -> str | None:
+        """``parked_domain`` / ``soft_404`` for a 200 HTML page that is not the page linked
+        (pipeline/fetch/deadpages.py), else None."""
+        from pipeline.core.html import decode_content_encoding, decode_html
+        from pipeline.fetch.deadpages import dead_page
+
+        headers = {k.lower(): v for k, v in resp.headers}
+        try:
+            body = decode_content_encoding(resp.body, headers.get("content-encoding"), self.cfg.max_bytes, lenient=True)
+        except (ValueError, zlib.error):
+            return None
+        html, _ = decode_html(body[:200_000], headers.get("content-type"))
+        return dead_page(asked, final, html)
 
     def classify(self, resp: Response) -> str:
         if not 200 <= resp.status < 300:
