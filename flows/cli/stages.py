@@ -37,7 +37,7 @@ def add_fetch(sub):
     p.add_argument("--user-agent", help="default names the project")
     p.add_argument("--retry-failed", action="store_true",
                    help="fetch every URL whose last outcome was transient now, ignoring back-off and given-up status")
-    p.add_argument("--source", choices=("live", "archive", "live-then-archive"),
+    p.add_argument("--source", choices=("live", "archive", "live-then-archive", "archive-then-live"),
                    help="where pages come from (default [fetch] source, 'live'); the archives are [[fetch.archive_cdx]] "
                         "(README, Archive fallback)")
     _add_config(p)

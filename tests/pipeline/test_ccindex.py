@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
 import pytest
+from cc_crawl import CcBucket, capture, make_crawl, page_html
+from webtext_testlib import test_fetch_config
 
 from pipeline.core.urls import normalize_url, url_id
 from pipeline.fetch.ccindex import (
@@ -23,9 +25,6 @@ from pipeline.fetch.ccindex import (
 )
 from pipeline.fetch.outcomes import read_outcomes
 from pipeline.fetch.stage import fetch_links
-
-from cc_crawl import CcBucket, capture, make_crawl, page_html
-from webtext_testlib import test_fetch_config
 
 SUBMITTED = datetime(2017, 4, 1, tzinfo=timezone.utc).timestamp()
 CRAWLS = ("CC-MAIN-2016-07", "CC-MAIN-2017-13", "CC-MAIN-2017-47")
@@ -187,3 +186,26 @@ def test_a_crawl_without_an_index_listing_says_what_to_do(tmp_path):
 
     with pytest.raises(IndexError_, match="CC-MAIN-2014-10: no crawl-data/CC-MAIN-2014-10/cc-index-table.paths.gz"):
         crawl_index_files(LocalSource(tmp_path), "CC-MAIN-2014-10")
+
+
+def test_a_cc_index_archive_is_checked_at_start_naming_the_key(tmp_path):
+    from pipeline.core.config import Config, ConfigError
+
+    good = {"name": "cc", "kind": "cc-index"}
+    a = Config.from_dict({"fetch": {"source": "archive", "archive": [good]}}).fetch.archives()[0]
+    assert (a.prefix, a.rate, a.concurrency, len(a.crawls)) == ("https://data.commoncrawl.org/", 2.0, 2, 41)
+    cases = [
+        ({**good, "crawls": ["2017-47"]}, r"fetch.archive\[0\].crawls"),
+        ({**good, "base_url": "s3://commoncrawl/"}, "s3:// is not read yet"),
+        ({**good, "base_url": str(tmp_path / "nowhere")}, "no such folder"),
+        ({**good, "cdx_url": "https://index.commoncrawl.org/x"}, "unknown key"),
+        ({**good, "rate": float("nan")}, r"fetch.archive\[0\].rate"),
+        ({**good, "paths": {"CC-MAIN-2014-10": str(tmp_path / "none.paths")}}, "no such file"),
+    ]
+    for entry, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            Config.from_dict({"fetch": {"source": "archive", "archive": [entry]}})
+    with pytest.raises(ConfigError, match="used twice"):
+        Config.from_dict({"fetch": {"archive": [good], "archive_cdx": [{"name": "cc", "kind": "cdx",
+                                                                      "cdx_url": "https://a.example/cdx",
+                                                                      "replay_prefix": "https://a.example/web"}]}})

@@ -8,21 +8,20 @@ dead-page signs on pages made like the real parking services' and error pages, a
 on the 1,678 real pages of ../shared's extraction benchmarks."""
 
 import dataclasses
-import lzma
 import json
+import lzma
 from http.server import BaseHTTPRequestHandler
 
 import pyarrow.parquet as pq
 import pytest
+from cc_crawl import CcBucket, capture, make_crawl
+from webtext_testlib import aeb_pages, free_port, shared, test_fetch_config
 
+from flows.demo import LoopbackServer
 from pipeline.build import run_build
 from pipeline.core.config import Config
 from pipeline.fetch.deadpages import dead_page
 from pipeline.fetch.outcomes import read_outcomes
-
-from cc_crawl import CcBucket, capture, make_crawl
-from flows.demo import LoopbackServer
-from webtext_testlib import aeb_pages, free_port, shared, test_fetch_config
 
 PARKED_SEDO = """<html><head><title>parked.example</title>
 <script src="https://sedoparking.com/frmpark/parked.example/IN_Domain_Parking/park.js"></script></head>

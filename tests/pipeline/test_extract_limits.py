@@ -6,13 +6,13 @@ the page is dropped as extract_timeout and every other page is extracted. Real p
 
 import time
 
+from webtext_testlib import WebServer, aeb_pages, test_fetch_config
+
 from pipeline.core.config import ExtractConfig
 from pipeline.core.urls import normalize_url, url_id
 from pipeline.extract.stage import extract_fetched, read_documents
 from pipeline.extract.worker import KILL_GRACE_S
 from pipeline.fetch.stage import fetch_links
-
-from webtext_testlib import WebServer, aeb_pages, test_fetch_config
 
 
 def hostile_page() -> str:
