@@ -72,7 +72,8 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from pipeline.core.config import Archive, FetchConfig, _parse_date
+from pipeline.core.archive_tables import Archive, _parse_date
+from pipeline.core.config import FetchConfig
 
 CACHE = "archive_cdx_cache.jsonl"
 

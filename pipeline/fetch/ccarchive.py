@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core.config import Archive, FetchConfig, _parse_date
+from pipeline.core.archive_tables import Archive, _parse_date
+from pipeline.core.config import FetchConfig
 from pipeline.core.io import write_parquet_atomic
 from pipeline.core.urls import InvalidURL, normalize_url
 from pipeline.fetch.ccindex import (
@@ -179,10 +180,15 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
             continue
         from pipeline.fetch.ccindex import crawl_index_files
 
-        files = crawl_index_files(source, crawl, paths.get(crawl))
-        res = lookup_crawl(source, footers, crawl, todo, files=files)
-        rows = [dict(r, hops=0) for r in res.rows.to_pylist()]
-        rows += _follow(source, footers, crawl, rows, cutoff, cfg.max_redirects, files)
+        try:
+            files = crawl_index_files(source, crawl, paths.get(crawl))
+            res = lookup_crawl(source, footers, crawl, todo, files=files)
+            rows = [dict(r, hops=0) for r in res.rows.to_pylist()]
+            rows += _follow(source, footers, crawl, rows, cutoff, cfg.max_redirects, files)
+        except (IndexError_, OSError, pa.ArrowException) as exc:
+            # not committed: the next build asks this crawl again; its links are archive_error now
+            stats.setdefault("crawl_errors", {})[crawl] = str(exc)[:500]
+            continue
         table = pa.Table.from_pylist([{k: r.get(k) for k in ROW_SCHEMA.names} for r in rows], schema=ROW_SCHEMA)
         store.commit(crawl, table, [lk["id"] for lk in todo])
         stats["crawls_asked"] += 1
@@ -200,9 +206,12 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
 ROW_SCHEMA = LINK_ROW_SCHEMA.append(pa.field("hops", pa.int8()))
 
 
-def write_choices(fetch_dir: Path, cfg: FetchConfig, archive: Archive, part: int, links: list[dict]) -> int:
+def write_choices(fetch_dir: Path, cfg: FetchConfig, archive: Archive, part: int, links: list[dict],
+                  failed: bool = False) -> int:
     """The capture that stands for each of LINKS (one partition's), from every crawl's
-    answer, into ``choices/part-PPPP.parquet``; returns how many links have one."""
+    answer, into ``choices/part-PPPP.parquet``; returns how many links have one. FAILED:
+    a crawl could not be read this build, so a link with no capture is ``archive_error``
+    (transient: the next build asks that crawl again), not ``not_archived``."""
     folder = store_dir(fetch_dir, archive)
     rows = LookupStore(folder).rows_of({lk["id"] for lk in links})
     day = _parse_date(cfg.archive_cutoff, "fetch.archive_cutoff")
@@ -211,6 +220,8 @@ def write_choices(fetch_dir: Path, cfg: FetchConfig, archive: Archive, part: int
     for lk in links:
         target = lk.get("created_utc") or (cutoff - 1 if cutoff else time.time())
         best, why = choose_capture(rows.get(lk["id"], []), target, cutoff)
+        if best is None and failed:
+            why = "archive_error"
         rec = {"link": lk["id"], "outcome": why}
         if best is not None:
             mime = best.get("content_mime_detected") or best.get("content_mime_type")
@@ -248,7 +259,9 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
                                   for r in map(orjson.loads, fh)]
         links = [lk for rows in by_part.values() for lk in rows]
         stats = lookup_links(fetch_dir, cfg, archive, links, None if archive.local else get(archive)) if links else {}
-        stats["links_with_capture"] = sum(write_choices(fetch_dir, cfg, archive, k, rows) for k, rows in by_part.items())
+        failed = bool(stats.get("crawl_errors"))
+        stats["links_with_capture"] = sum(write_choices(fetch_dir, cfg, archive, k, rows, failed)
+                                          for k, rows in by_part.items())
         report[archive.name] = stats
     return report
 

@@ -209,3 +209,21 @@ def test_a_cc_index_archive_is_checked_at_start_naming_the_key(tmp_path):
         Config.from_dict({"fetch": {"archive": [good], "archive_cdx": [{"name": "cc", "kind": "cdx",
                                                                       "cdx_url": "https://a.example/cdx",
                                                                       "replay_prefix": "https://a.example/web"}]}})
+
+
+def test_an_index_that_cannot_be_read_is_archive_error_retried_next_build(crawl_root, tmp_path):
+    """Common Crawl answering 503 to everything: the fetch ends, each link archive_error
+    (transient), nothing committed for the crawls; the next build asks them again."""
+    import json
+
+    with CcBucket(crawl_root, storm=10**6) as bucket:
+        cfg = archive_cfg(bucket.url + "/", retries=1, backoff_s=0.01)
+        s = fetch_links([link(LINKS["many"])], tmp_path, cfg)
+    assert s.balanced()
+    assert read_outcomes(tmp_path)[normalize_url(LINKS["many"])]["outcome"] == "archive_error"
+    report = json.loads((tmp_path / "ccindex" / "last_lookup.json").read_text())["cc"]
+    assert set(report["crawl_errors"]) == set(CRAWLS)
+    with CcBucket(crawl_root) as bucket:  # back: the retry (due at once with retry_after_s=0) finds it
+        cfg = archive_cfg(bucket.url + "/", retry_after_s=0.0)
+        fetch_links([link(LINKS["many"])], tmp_path, cfg)
+    assert read_outcomes(tmp_path)[normalize_url(LINKS["many"])]["outcome"] == "ok"
