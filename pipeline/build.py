@@ -83,6 +83,8 @@ def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGE
     runner = runner or LocalRunner()
     funnel: list[dict] = []
     for st in stages:
+        if st.applies is not None and not st.applies(ctx):
+            continue  # a stage this build's configuration does not use (the funnel leaves it out)
         c = replace(ctx, funnel=tuple(funnel))
         if st.parts is not None and (st.fan_out == "always" or runner.distributed):
             results = runner.map(st, c, runner.call(st, "parts", c))

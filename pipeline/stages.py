@@ -64,6 +64,7 @@ class Stage:
     retries: int = 0
     finish_name: str | None = None  # the finishing task's name (default: the stage's)
     doc: str = ""
+    applies: Callable[[BuildContext], bool] | None = None  # None: always; else a build without it skips the stage
 
 
 # --- links ------------------------------------------------------------------------------
@@ -156,6 +157,60 @@ def _fetch_run(ctx: BuildContext) -> dict:
 
     runs = _unread_link_runs(ctx)
     return _links_read(ctx, fetch_links(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch).to_dict(), runs)
+
+
+# --- lookup (before fetch, with a cc-index archive) -------------------------------------
+#
+# Every crawl of every cc-index archive asked about the build's new links in bulk: a task
+# per (archive, crawl) on a cluster, each committing what its crawl said; fetch then
+# writes each partition's choice from them (and asks inline what a killed lookup left).
+
+
+def _lookup_applies(ctx: BuildContext) -> bool:
+    from pipeline.fetch.ccarchive import cc_archives
+
+    return bool(cc_archives(ctx.cfg.fetch))
+
+
+def _lookup_parts(ctx: BuildContext) -> list[str]:
+    from pipeline.fetch.ccarchive import spool_lookup
+
+    return spool_lookup(_fetch_rows(ctx), ctx.dir("fetch"), ctx.cfg.fetch)
+
+
+def _lookup_part(ctx: BuildContext, part: str) -> dict:
+    from pipeline.fetch.stage import lookup_index_part
+
+    return lookup_index_part(ctx.dir("fetch"), ctx.cfg.fetch, part)
+
+
+def _lookup_finish(ctx: BuildContext, results: list[dict]) -> dict:
+    """In = out = the links asked (none is dropped here: fetch decides); what each crawl
+    cost and said in extra and notes."""
+    import pyarrow.parquet as pq
+
+    from pipeline.core.summary import RunSummary
+    from pipeline.fetch.ccarchive import TODO, cc_archives, store_dir
+
+    s = RunSummary("lookup", unit="links")
+    for a in cc_archives(ctx.cfg.fetch):
+        todo = store_dir(ctx.dir("fetch"), a) / TODO
+        s.n_in += pq.ParquetFile(todo).metadata.num_rows if todo.is_file() else 0
+    s.n_out = s.n_in
+    keys = ("links_asked", "rows", "row_groups", "row_groups_read", "requests", "bytes", "tail_bytes")
+    s.extra["crawls"] = {r["part"]: {k: r.get(k, 0) for k in keys} for r in results}
+    errors = {r["part"]: r["crawl_errors"] for r in results if r.get("crawl_errors")}
+    if errors:
+        s.extra["crawl_errors"] = errors
+        s.note(f"{len(errors)} crawl(s) could not be read: asked again by fetch, else by the next build")
+    s.note(f"{len(results)} crawl lookup(s); {sum(r.get('rows', 0) for r in results):,} capture row(s) found, "
+           f"{sum(r.get('bytes', 0) for r in results) / 1e6:,.1f} MB of index read")
+    s.close(ctx.dir("fetch") / "ccindex")
+    return s.to_dict()
+
+
+def _lookup_run(ctx: BuildContext) -> dict:
+    return _lookup_finish(ctx, [_lookup_part(ctx, p) for p in _lookup_parts(ctx)])
 
 
 # --- extract ----------------------------------------------------------------------------
@@ -263,6 +318,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("links", ("dumps",), "links", "submissions", "one per dump file or URL list",
           _links_run, _links_parts, _links_part, _links_finish, fan_out="always", retries=1, finish_name="links-merge",
           doc="outbound links of submissions with >= 3 karma; each input harvested once, then merged"),
+    Stage("lookup", ("links",), "fetch/ccindex", "links", "one per cc-index archive and crawl",
+          _lookup_run, _lookup_parts, _lookup_part, _lookup_finish, retries=1, finish_name="lookup-combine",
+          applies=_lookup_applies, doc="the new links joined in bulk with Common Crawl's index (cc-index archives only)"),
     Stage("fetch", ("links",), "fetch", "urls", "one per hash of the URL's host (politeness stays inside one)",
           _fetch_run, _fetch_parts, _fetch_part, _fetch_finish, retries=2, finish_name="fetch-combine",
           doc="pages into WARC, politely, safely, resumably; archives for dead links"),
@@ -290,6 +348,8 @@ def part_label(stage: Stage, part: str) -> str:
         return input_label(part)
     if stage.name == "fetch":
         return f"p{int(part):04d}"
+    if stage.name == "lookup":
+        return part.replace("|", "-")
     return Path(part).name.split(".")[0]
 
 

@@ -161,8 +161,10 @@ def _follow(source: RangeSource, footers: FooterCache, crawl: str, rows: list[di
     return out
 
 
-def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: list[dict], get=None) -> dict:
-    """Ask every crawl of ARCHIVE about the LINKS it has not asked before; returns what it cost."""
+def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: list[dict], get=None,
+                 crawls: tuple[str, ...] | None = None) -> dict:
+    """Ask every crawl of ARCHIVE (or only CRAWLS) about the LINKS it has not asked
+    before; returns what it cost."""
     folder = store_dir(fetch_dir, archive)
     store = LookupStore(folder)
     source = source_for(archive, get)
@@ -173,7 +175,7 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
     stats = {"crawls_asked": 0, "links_asked": 0, "rows": 0, "row_groups": 0, "row_groups_read": 0,
              "strategies": {}, "seconds": 0.0}
     t0 = time.monotonic()
-    for crawl in archive.crawls:
+    for crawl in (crawls if crawls is not None else archive.crawls):
         done = store.asked(crawl)
         todo = [lk for lk in links if lk["id"] not in done]
         if not todo:
@@ -265,3 +267,37 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
         report[archive.name] = stats
     return report
 
+
+
+# --- the lookup as a stage of its own (pipeline/stages.py): a task per archive and crawl -------
+
+TODO = "todo.parquet"
+
+
+def spool_lookup(rows, fetch_dir: str | Path, cfg: FetchConfig) -> list[str]:
+    """The build's new links, written once for every cc-index archive
+    (``ccindex/NAME/todo.parquet``); returns the parts ``NAME|CRAWL`` that have links
+    the crawl was not asked about."""
+    fetch_dir = Path(fetch_dir)
+    archives = cc_archives(cfg)
+    links = [{f: r.get(f) for f in ("id", "url", "url_norm", "created_utc")} for r in rows] if archives else []
+    table = pa.Table.from_pylist(links, schema=pa.schema([("id", pa.string()), ("url", pa.string()),
+                                                           ("url_norm", pa.string()), ("created_utc", pa.int64())]))
+    parts = []
+    for archive in archives:
+        folder = store_dir(fetch_dir, archive)
+        store = LookupStore(folder)
+        write_parquet_atomic(table, folder / TODO)
+        ids = set(table.column("id").to_pylist())
+        parts += [f"{archive.name}|{crawl}" for crawl in archive.crawls if ids - store.asked(crawl)]
+    return parts
+
+
+def lookup_part(fetch_dir: str | Path, cfg: FetchConfig, part: str, get) -> dict:
+    """One crawl of one archive asked about the spooled links (a task on any worker)."""
+    name, crawl = part.split("|", 1)
+    archive = next(a for a in cc_archives(cfg) if a.name == name)
+    folder = store_dir(Path(fetch_dir), archive)
+    links = pq.read_table(folder / TODO).to_pylist()
+    stats = lookup_links(Path(fetch_dir), cfg, archive, links, None if archive.local else get(archive), (crawl,))
+    return {"part": part, "links": len(links), **stats}

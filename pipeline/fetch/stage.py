@@ -153,6 +153,14 @@ def _index_get(cfg: FetchConfig, fetch_dir: Path, archive):
     return get
 
 
+def lookup_index_part(fetch_dir: str | Path, cfg: FetchConfig, part: str) -> dict:
+    """The lookup stage's partition: one crawl of one cc-index archive asked about the
+    build's new links (``pipeline/fetch/ccarchive.py``)."""
+    from pipeline.fetch.ccarchive import lookup_part
+
+    return lookup_part(fetch_dir, cfg, part, lambda a: _index_get(cfg, Path(fetch_dir), a))
+
+
 def prepare_partitions(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -> list[int]:
     """The links spooled into their partitions (``spool_links``) and, with a cc-index
     archive, looked up in bulk in Common Crawl's index before any page is fetched

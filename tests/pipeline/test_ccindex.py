@@ -227,3 +227,39 @@ def test_an_index_that_cannot_be_read_is_archive_error_retried_next_build(crawl_
         cfg = archive_cfg(bucket.url + "/", retry_after_s=0.0)
         fetch_links([link(LINKS["many"])], tmp_path, cfg)
     assert read_outcomes(tmp_path)[normalize_url(LINKS["many"])]["outcome"] == "ok"
+
+
+def test_the_lookup_stage_fans_out_a_task_per_crawl_and_fetch_only_reads_its_answers(crawl_root, tmp_path):
+    """On a cluster the lookup is a stage of its own (pipeline/stages.py): one partition per
+    archive and crawl, each committing what its crawl said; fetch then asks nothing again."""
+    from pipeline.build import LocalRunner, run_stages
+    from pipeline.core.config import Config
+    from pipeline.links.table import write_links
+    from pipeline.stages import BY_NAME, BuildContext
+
+    class Cluster(LocalRunner):
+        distributed = True  # map every partitioned stage, as the Prefect runner on Dask does
+
+        def __init__(self):
+            self.parts: list[str] = []
+
+        def map(self, stage, ctx, parts):
+            self.parts += parts
+            return super().map(stage, ctx, parts)
+
+    rows = [link(u) for u in LINKS.values()]
+    write_links(rows, tmp_path / "links" / "links.parquet")
+    with CcBucket(crawl_root) as bucket:
+        cfg = Config().replace("fetch", **{k: v for k, v in archive_cfg(bucket.url + "/").__dict__.items()})
+        ctx = BuildContext(tmp_path, cfg, progress=False)
+        runner = Cluster()
+        lookup, = run_stages(ctx, runner, (BY_NAME["lookup"],))
+        assert sorted(runner.parts) == sorted(f"cc|{c}" for c in CRAWLS)
+        assert lookup["in"] == lookup["out"] == len(rows) and lookup["balanced"]
+        before = len(bucket.log)
+        fetch_links(rows, tmp_path / "fetch", cfg.fetch)
+        index_reads = [p for p, _ in bucket.log[before:] if p.endswith(".parquet") or p.endswith(".paths.gz")]
+    assert index_reads == []  # fetch read the lookup's answers: the index was not asked again
+    out = {o["url"]: o for o in read_outcomes(tmp_path / "fetch").values()}
+    assert (out[LINKS["many"]]["outcome"], out[LINKS["many"]]["capture_timestamp"][:8]) == ("ok", "20170325")
+    assert out[LINKS["absent"]]["outcome"] == "not_archived"
