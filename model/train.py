@@ -139,6 +139,18 @@ def load_train_config(path: str | None = None, preset: str | None = None, overri
     for name in ("batch_size", "max_steps", "eval_interval", "eval_iters", "ckpt_interval", "pad_vocab_to"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1, not {getattr(cfg, name)!r}")
+    for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "peak_tflops"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise ConfigError(f"train.{name} must be a finite number, not {getattr(cfg, name)!r}")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"train.dtype must be auto, float32, bfloat16 or float16, not {cfg.dtype!r}")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {dev!r}")
+    if dev.startswith("cuda"):
+        n = torch.cuda.device_count()
+        if n == 0 or (dev[5:].isdigit() and int(dev[5:]) >= n):
+            raise ConfigError(f"train.device = {dev!r}, but this machine has {n} CUDA device(s): use auto or cpu")
     if cfg.peak_tflops < 0:
         raise ConfigError(f"train.peak_tflops must be >= 0 (0: measure), not {cfg.peak_tflops!r}")
     if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.warmup_steps < 0:

@@ -16,6 +16,7 @@ checks the copy.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ def check_types(section: Any, name: str) -> None:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif base is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):  # nan or inf: no limit, delay or threshold can be one
+                raise ConfigError(f"{where} must be a finite number, not {value!r}")
             if ok:
                 object.__setattr__(section, f.name, float(value))
         elif base is str:

@@ -151,3 +151,29 @@ def test_the_cli_takes_set_on_every_stage_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flows.cli", "filter", "--in", str(tmp_path / "none"), "--out",
                         str(tmp_path / "o"), "--set", "filter.min_lenght=3"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown key filter.min_lenght; did you mean min_length?" in r.stderr, r.stderr
+
+
+def test_nan_and_inf_are_refused_for_every_number_naming_the_key():
+    for section, key in [("fetch", "total_timeout_s"), ("fetch", "per_host_delay_s"), ("extract", "page_timeout_s"),
+                         ("dedup", "jaccard_threshold"), ("filter", "min_language_confidence")]:
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
+                Config.from_dict({section: {key: bad}})
+    p = Config().with_overrides(["fetch.total_timeout_s=7.5"])
+    assert p.fetch.total_timeout_s == 7.5
+    with pytest.raises(ConfigError, match="extract.page_timeout_s must be a finite number"):
+        Config().with_overrides(["extract.page_timeout_s=inf"])
+
+
+def test_impossible_training_options_are_refused_before_any_work():
+    import torch
+
+    from model.errors import ConfigError as TrainConfigError
+    from model.train import load_train_config
+
+    beyond = f"device=cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a CPU machine)
+    for opts, msg in [(["lr=nan"], "train.lr must be a finite number"), (["grad_clip=inf"], "train.grad_clip"),
+                      (["dtype=int8"], "train.dtype must be auto"), (["device=tpu"], "train.device must be"),
+                      ([beyond], "CUDA device")]:
+        with pytest.raises(TrainConfigError, match=msg):
+            load_train_config(None, "tiny", opts)
