@@ -209,13 +209,13 @@ ROW_SCHEMA = LINK_ROW_SCHEMA.append(pa.field("hops", pa.int8()))
 
 
 def write_choices(fetch_dir: Path, cfg: FetchConfig, archive: Archive, part: int, links: list[dict],
-                  failed: bool = False) -> int:
+                  rows: dict[str, list[dict]], failed: bool = False) -> int:
     """The capture that stands for each of LINKS (one partition's), from every crawl's
-    answer, into ``choices/part-PPPP.parquet``; returns how many links have one. FAILED:
+    answer (ROWS: the links' captures, ``LookupStore.rows_of``), into
+    ``choices/part-PPPP.parquet``; returns how many links have one. FAILED:
     a crawl could not be read this build, so a link with no capture is ``archive_error``
     (transient: the next build asks that crawl again), not ``not_archived``."""
     folder = store_dir(fetch_dir, archive)
-    rows = LookupStore(folder).rows_of({lk["id"] for lk in links})
     day = _parse_date(cfg.archive_cutoff, "fetch.archive_cutoff")
     cutoff = None if day is None else day + 86_400
     out = []
@@ -262,7 +262,9 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
         links = [lk for rows in by_part.values() for lk in rows]
         stats = lookup_links(fetch_dir, cfg, archive, links, None if archive.local else get(archive)) if links else {}
         failed = bool(stats.get("crawl_errors"))
-        stats["links_with_capture"] = sum(write_choices(fetch_dir, cfg, archive, k, rows, failed)
+        # every crawl's answers read once for the build's links, then split by partition
+        captures = LookupStore(store_dir(fetch_dir, archive)).rows_of({lk["id"] for lk in links})
+        stats["links_with_capture"] = sum(write_choices(fetch_dir, cfg, archive, k, rows, captures, failed)
                                           for k, rows in by_part.items())
         report[archive.name] = stats
     return report

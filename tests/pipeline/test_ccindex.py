@@ -6,6 +6,7 @@ HTTP Range by a real server on 127.0.0.1: the right capture for each kind of lin
 index read far below a scan of its key column, a second build asking nothing again, and
 a storm of 503s survived."""
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
@@ -250,7 +251,7 @@ def test_the_lookup_stage_fans_out_a_task_per_crawl_and_fetch_only_reads_its_ans
     rows = [link(u) for u in LINKS.values()]
     write_links(rows, tmp_path / "links" / "links.parquet")
     with CcBucket(crawl_root) as bucket:
-        cfg = Config().replace("fetch", **{k: v for k, v in archive_cfg(bucket.url + "/").__dict__.items()})
+        cfg = dataclasses.replace(Config(), fetch=archive_cfg(bucket.url + "/"))
         ctx = BuildContext(tmp_path, cfg, progress=False)
         runner = Cluster()
         lookup, = run_stages(ctx, runner, (BY_NAME["lookup"],))
