@@ -162,7 +162,8 @@ def _fetch_run(ctx: BuildContext) -> dict:
 # --- lookup (before fetch, with a cc-index archive) -------------------------------------
 #
 # Every crawl of every cc-index archive asked about the build's new links in bulk: a task
-# per (archive, crawl) on a cluster, each committing what its crawl said; fetch then
+# per (archive, crawl, key range of at most links_per_task links) on a cluster, each
+# committing what its crawl said about its range; fetch then
 # writes each partition's choice from them (and asks inline what a killed lookup left).
 
 
@@ -318,7 +319,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("links", ("dumps",), "links", "submissions", "one per dump file or URL list",
           _links_run, _links_parts, _links_part, _links_finish, fan_out="always", retries=1, finish_name="links-merge",
           doc="outbound links of submissions with >= 3 karma; each input harvested once, then merged"),
-    Stage("lookup", ("links",), "fetch/ccindex", "links", "one per cc-index archive and crawl",
+    Stage("lookup", ("links",), "fetch/ccindex", "links", "one per cc-index archive, crawl and key range",
           _lookup_run, _lookup_parts, _lookup_part, _lookup_finish, retries=1, finish_name="lookup-combine",
           applies=_lookup_applies, doc="the new links joined in bulk with Common Crawl's index (cc-index archives only)"),
     Stage("fetch", ("links",), "fetch", "urls", "one per hash of the URL's host (politeness stays inside one)",
@@ -349,7 +350,7 @@ def part_label(stage: Stage, part: str) -> str:
     if stage.name == "fetch":
         return f"p{int(part):04d}"
     if stage.name == "lookup":
-        return part.replace("|", "-")
+        return part.replace("|", "-").replace("/", "of")
     return Path(part).name.split(".")[0]
 
 

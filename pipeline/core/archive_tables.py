@@ -49,7 +49,7 @@ _CRAWL = re.compile(r"^CC-MAIN-(20\d\d)-(\d\d)$")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEYS = {"name", "kind", "cdx_url", "replay_prefix", "data_prefix", "rate", "concurrency", "limit"}
-_CC_KEYS = {"name", "kind", "base_url", "crawls", "rate", "concurrency", "paths"}
+_CC_KEYS = {"name", "kind", "base_url", "crawls", "rate", "concurrency", "paths", "links_per_task"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Archive:
     limit: int = 5000
     crawls: tuple[str, ...] = ()  # cc-index: the crawls asked, oldest first
     paths: tuple[tuple[str, str], ...] = ()  # cc-index: (crawl, list file) for crawls with no cc-index-table.paths.gz
+    links_per_task: int = 100_000  # cc-index: a lookup task asks one crawl about at most this many links (a key range)
 
     @property
     def local(self) -> bool:
@@ -131,8 +132,11 @@ def _parse_cc_index(e: dict, where: str, name: str, allow_private: bool, cutoff:
         if not Path(f).is_file():
             raise ConfigError(f"{where}.paths.{c}: no such file {f!r}")
     rate, conc = _rate_concurrency(e, where, CC_RATE, CC_CONCURRENCY)
+    per_task = e.get("links_per_task", 100_000)
+    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
+        raise ConfigError(f"{where}.links_per_task must be a whole number >= 1, not {per_task!r}")
     return Archive(name, "cc-index", "", base, rate, conc, 5000, tuple(sorted(set(crawls))),
-                   tuple(sorted(paths.items())))
+                   tuple(sorted(paths.items())), per_task)
 
 
 def parse_archives(entries, allow_private: bool = False, cutoff: str | None = "2017-12-31", key: str = "archive_cdx",

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
+import os
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -69,30 +72,68 @@ def source_for(archive: Archive, get=None) -> RangeSource:
 
 
 class LookupStore:
-    """What each crawl was asked and answered, under ``ccindex/<archive>/``."""
+    """What each crawl was asked and answered, under ``ccindex/<archive>/``: per commit
+    (one lookup task: one crawl, one key range of links) ``rows/NAME`` then
+    ``asked/NAME``, NAME unique to the task so that tasks on several workers commit
+    side by side. An ``asked`` file's metadata holds its links' key range, so a task
+    reads only the commits that can overlap its own."""
 
     def __init__(self, folder: Path):
         self.dir = folder
         (folder / "rows").mkdir(parents=True, exist_ok=True)
         (folder / "asked").mkdir(parents=True, exist_ok=True)
-        for p in (folder / "rows").glob("*.parquet"):  # a killed lookup's rows, never committed
-            if not (folder / "asked" / p.name).is_file():
+
+    def drop_uncommitted(self) -> int:
+        """A killed lookup's rows with no ``asked`` beside them (call only when no lookup
+        task runs: before the stage's tasks start)."""
+        n = 0
+        for p in (self.dir / "rows").glob("*.parquet"):
+            if not (self.dir / "asked" / p.name).is_file():
                 p.unlink()
+                n += 1
+        return n
+
+    def _asked_files(self, crawl: str, lo: str | None = None, hi: str | None = None) -> list[Path]:
+        out = []
+        for p in sorted((self.dir / "asked").glob(f"{crawl}-*.parquet")):
+            if lo is not None and hi is not None:
+                meta = pq.read_schema(p).metadata or {}
+                a, b = meta.get(b"lo"), meta.get(b"hi")
+                if a is not None and b is not None and (b.decode() < lo or a.decode() > hi):
+                    continue
+            out.append(p)
+        return out
 
     def asked(self, crawl: str) -> set[str]:
         out: set[str] = set()
-        for p in sorted((self.dir / "asked").glob(f"{crawl}-*.parquet")):
+        for p in self._asked_files(crawl):
             out.update(pq.read_table(p, columns=["link"]).column("link").to_pylist())
         return out
 
-    def commit(self, crawl: str, rows: pa.Table, asked: list[str]) -> None:
-        n = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in (self.dir / "asked").glob(f"{crawl}-*.parquet")), default=-1)
-        name = f"{crawl}-{n:04d}.parquet"
+    def asked_among(self, crawl: str, ids: pa.Array, lo: str | None = None, hi: str | None = None) -> pa.Array:
+        """A mask over IDS: which the crawl was already asked about (one commit read at a
+        time; LO..HI: the ids' key range, to skip commits that cannot hold them)."""
+        mask = pa.array([False] * len(ids))
+        if len(ids) == 0:
+            return mask
+        value_set = ids.unique()
+        for p in self._asked_files(crawl, lo, hi):
+            col = pq.read_table(p, columns=["link"]).column("link")
+            hit = col.filter(pc.is_in(col, value_set=value_set))
+            if len(hit):
+                mask = pc.or_(mask, pc.is_in(ids, value_set=hit.combine_chunks()))
+        return mask
+
+    def commit(self, crawl: str, rows: pa.Table, asked: list[str], key_range: tuple[str, str] | None = None) -> None:
+        name = f"{crawl}-{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}.parquet"
         write_parquet_atomic(rows, self.dir / "rows" / name)
-        write_parquet_atomic(pa.table({"link": pa.array(sorted(set(asked)), pa.string())}), self.dir / "asked" / name)
+        table = pa.table({"link": pa.array(sorted(set(asked)), pa.string())})
+        if key_range is not None:
+            table = table.replace_schema_metadata({"lo": key_range[0], "hi": key_range[1]})
+        write_parquet_atomic(table, self.dir / "asked" / name)
 
     def rows_of(self, links: set[str]) -> dict[str, list[dict]]:
-        files = sorted((self.dir / "rows").glob("*.parquet"))
+        files = sorted(p for p in (self.dir / "rows").glob("*.parquet") if (self.dir / "asked" / p.name).is_file())
         out: dict[str, list[dict]] = {}
         if not files or not links:
             return out
@@ -162,9 +203,9 @@ def _follow(source: RangeSource, footers: FooterCache, crawl: str, rows: list[di
 
 
 def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: list[dict], get=None,
-                 crawls: tuple[str, ...] | None = None) -> dict:
+                 crawls: tuple[str, ...] | None = None, key_range: tuple[str, str] | None = None) -> dict:
     """Ask every crawl of ARCHIVE (or only CRAWLS) about the LINKS it has not asked
-    before; returns what it cost."""
+    before; returns what it cost. KEY_RANGE: the links' key range (a lookup task's)."""
     folder = store_dir(fetch_dir, archive)
     store = LookupStore(folder)
     source = source_for(archive, get)
@@ -176,8 +217,9 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
              "strategies": {}, "seconds": 0.0}
     t0 = time.monotonic()
     for crawl in (crawls if crawls is not None else archive.crawls):
-        done = store.asked(crawl)
-        todo = [lk for lk in links if lk["id"] not in done]
+        ids = pa.array([lk["id"] for lk in links], pa.string())
+        done = store.asked_among(crawl, ids, *(key_range or (None, None))).to_pylist()
+        todo = [lk for lk, d in zip(links, done) if not d]
         if not todo:
             continue
         from pipeline.fetch.ccindex import crawl_index_files
@@ -192,7 +234,7 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
             stats.setdefault("crawl_errors", {})[crawl] = str(exc)[:500]
             continue
         table = pa.Table.from_pylist([{k: r.get(k) for k in ROW_SCHEMA.names} for r in rows], schema=ROW_SCHEMA)
-        store.commit(crawl, table, [lk["id"] for lk in todo])
+        store.commit(crawl, table, [lk["id"] for lk in todo], key_range)
         stats["crawls_asked"] += 1
         stats["links_asked"] += len(todo)
         stats["rows"] += table.num_rows
@@ -252,6 +294,7 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
     fetch_dir = Path(fetch_dir)
     report = {}
     for archive in cc_archives(cfg):
+        LookupStore(store_dir(fetch_dir, archive)).drop_uncommitted()
         by_part: dict[int, list[dict]] = {}
         for k in parts:
             p = fetch_dir / "todo" / f"part-{k:04d}.jsonl"
@@ -274,32 +317,80 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
 # --- the lookup as a stage of its own (pipeline/stages.py): a task per archive and crawl -------
 
 TODO = "todo.parquet"
+TODO_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("url_norm", pa.string()),
+                         ("created_utc", pa.int64()), ("base", pa.string())])
+
+
+def _base_or_none(url_norm) -> str | None:
+    from pipeline.fetch.ccindex import link_base
+
+    try:
+        return link_base(url_norm)
+    except Exception:  # a URL surt cannot key: no capture can be found for it
+        return None
+
+
+def _task_slices(n_links: int, per_task: int) -> int:
+    return max(1, math.ceil(n_links / per_task))
+
+
+def _slice(table: pa.Table, i: int, n: int) -> pa.Table:
+    k = math.ceil(table.num_rows / n) if n else 0
+    return table.slice(i * k, k)
+
+
+def _range_of(table: pa.Table) -> tuple[str, str] | None:
+    bases = table.column("base").drop_null()
+    if len(bases) == 0 or table.column("base").null_count:
+        return None  # links with no key: read every commit
+    return bases[0].as_py(), bases[-1].as_py()
 
 
 def spool_lookup(rows, fetch_dir: str | Path, cfg: FetchConfig) -> list[str]:
-    """The build's new links, written once for every cc-index archive
-    (``ccindex/NAME/todo.parquet``); returns the parts ``NAME|CRAWL`` that have links
-    the crawl was not asked about."""
+    """The build's new links, keyed and sorted by key, written once for every cc-index
+    archive (``ccindex/NAME/todo.parquet``); returns the lookup tasks that have links
+    their crawl was not asked about: ``NAME|CRAWL`` or, past the archive's
+    ``links_per_task``, ``NAME|CRAWL|I/N`` (the I-th of N key ranges of the sorted links,
+    each a task of its own that commits on its own: a killed lookup redoes only the
+    ranges it had not committed)."""
     fetch_dir = Path(fetch_dir)
     archives = cc_archives(cfg)
     links = [{f: r.get(f) for f in ("id", "url", "url_norm", "created_utc")} for r in rows] if archives else []
-    table = pa.Table.from_pylist(links, schema=pa.schema([("id", pa.string()), ("url", pa.string()),
-                                                           ("url_norm", pa.string()), ("created_utc", pa.int64())]))
+    for lk in links:
+        lk["base"] = _base_or_none(lk["url_norm"])
+    links.sort(key=lambda lk: (lk["base"] is None, lk["base"] or "", lk["id"]))
+    table = pa.Table.from_pylist(links, schema=TODO_SCHEMA)
     parts = []
     for archive in archives:
         folder = store_dir(fetch_dir, archive)
         store = LookupStore(folder)
+        store.drop_uncommitted()
         write_parquet_atomic(table, folder / TODO)
-        ids = set(table.column("id").to_pylist())
-        parts += [f"{archive.name}|{crawl}" for crawl in archive.crawls if ids - store.asked(crawl)]
+        if not table.num_rows:
+            continue
+        n = _task_slices(table.num_rows, archive.links_per_task)
+        k = math.ceil(table.num_rows / n)
+        ids = table.column("id").combine_chunks()
+        for crawl in archive.crawls:
+            done = store.asked_among(crawl, ids)
+            parts += [f"{archive.name}|{crawl}" + (f"|{i}/{n}" if n > 1 else "")
+                      for i in range(n) if not pc.all(done.slice(i * k, k)).as_py()]
     return parts
 
 
 def lookup_part(fetch_dir: str | Path, cfg: FetchConfig, part: str, get) -> dict:
-    """One crawl of one archive asked about the spooled links (a task on any worker)."""
-    name, crawl = part.split("|", 1)
+    """One crawl of one archive asked about the spooled links, or about one key range of
+    them (a task on any worker)."""
+    name, crawl, *rng = part.split("|")
     archive = next(a for a in cc_archives(cfg) if a.name == name)
     folder = store_dir(Path(fetch_dir), archive)
-    links = pq.read_table(folder / TODO).to_pylist()
-    stats = lookup_links(Path(fetch_dir), cfg, archive, links, None if archive.local else get(archive), (crawl,))
+    table = pq.read_table(folder / TODO)
+    key_range = None
+    if rng:
+        i, n = (int(x) for x in rng[0].split("/"))
+        table = _slice(table, i, n)
+        key_range = _range_of(table)
+    links = table.to_pylist()
+    stats = lookup_links(Path(fetch_dir), cfg, archive, links, None if archive.local else get(archive), (crawl,),
+                         key_range)
     return {"part": part, "links": len(links), **stats}

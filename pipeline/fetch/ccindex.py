@@ -487,7 +487,8 @@ def lookup_crawl(source: RangeSource, footers: FooterCache, crawl: str, links: l
     by_base: dict[str, list[dict]] = {}
     for link in links:
         try:
-            by_base.setdefault(link_base(link["url_norm"]), []).append(link)
+            base = link.get("base") or link_base(link["url_norm"])
+            by_base.setdefault(base, []).append(link)
         except Exception:  # a URL surt cannot key: no capture can be found for it
             continue
     bases = sorted(by_base)

@@ -264,3 +264,64 @@ def test_the_lookup_stage_fans_out_a_task_per_crawl_and_fetch_only_reads_its_ans
     out = {o["url"]: o for o in read_outcomes(tmp_path / "fetch").values()}
     assert (out[LINKS["many"]]["outcome"], out[LINKS["many"]]["capture_timestamp"][:8]) == ("ok", "20170325")
     assert out[LINKS["absent"]]["outcome"] == "not_archived"
+
+
+def test_a_crawl_is_looked_up_in_key_ranges_and_a_killed_lookup_redoes_only_the_ranges_left(crawl_root, tmp_path):
+    """Past ``links_per_task`` a crawl's lookup is split into key ranges of the sorted
+    links, each a task that commits on its own: killed after some ranges, the next run
+    asks only about the ranges left, and the answers equal one task's."""
+    from pipeline.build import LocalRunner, run_stages
+    from pipeline.core.config import Config
+    from pipeline.links.table import write_links
+    from pipeline.stages import BY_NAME, BuildContext
+
+    class Killed(Exception):
+        pass
+
+    class Cluster(LocalRunner):
+        distributed = True
+
+        def __init__(self, stop_after: int | None = None):
+            self.parts: list[str] = []
+            self.stop_after = stop_after
+
+        def map(self, stage, ctx, parts):
+            self.parts += parts
+            if self.stop_after is not None:
+                for p in parts[:self.stop_after]:
+                    stage.run_part(ctx, p)
+                raise Killed
+            return super().map(stage, ctx, parts)
+
+    rows = [link(u) for u in LINKS.values()]
+    write_links(rows, tmp_path / "links" / "links.parquet")
+    with CcBucket(crawl_root) as bucket:
+        fetch = test_fetch_config(source="archive", archive=[{
+            "name": "cc", "kind": "cc-index", "base_url": bucket.url + "/", "crawls": list(CRAWLS), "rate": 200,
+            "concurrency": 4, "links_per_task": 3}])
+        ctx = BuildContext(tmp_path, dataclasses.replace(Config(), fetch=fetch), progress=False)
+        first = Cluster(stop_after=5)
+        with pytest.raises(Killed):
+            run_stages(ctx, first, (BY_NAME["lookup"],))
+        # 10 links in ranges of at most 3: 4 ranges per crawl, each a task
+        assert sorted(first.parts) == sorted(f"cc|{c}|{i}/4" for c in CRAWLS for i in range(4))
+        second = Cluster()
+        lookup, = run_stages(ctx, second, (BY_NAME["lookup"],))
+        assert sorted(second.parts) == sorted(first.parts[5:])  # only the ranges the killed run had not committed
+        assert lookup["balanced"]
+        before = len(bucket.log)
+        fetch_links(rows, tmp_path / "fetch", fetch)
+        assert [p for p, _ in bucket.log[before:] if p.endswith((".parquet", ".paths.gz"))] == []
+    # every crawl was asked about every link exactly once, across the ranges
+    from pipeline.fetch.ccarchive import LookupStore
+
+    store = LookupStore(tmp_path / "fetch" / "ccindex" / "cc")
+    for c in CRAWLS:
+        asked = [x for p in sorted((store.dir / "asked").glob(f"{c}-*.parquet"))
+                 for x in pq.read_table(p).column("link").to_pylist()]
+        assert sorted(asked) == sorted(r["id"] for r in rows)
+    out = {o["url"]: o for o in read_outcomes(tmp_path / "fetch").values()}
+    got = {k: (out[u]["outcome"], out[u].get("capture_timestamp", "")[:8]) for k, u in LINKS.items()}
+    assert got["many"] == ("ok", "20170325") and got["moved"] == ("ok", "20171120")
+    assert got["twice"] == ("ok", "20170330") and got["fourofour"] == ("ok", "20171120")
+    assert got["absent"][0] == "not_archived" and got["after"][0] == "archive_after_cutoff"
