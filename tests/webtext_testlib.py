@@ -337,3 +337,61 @@ def outcome_lines(fetch_dir) -> list[bytes]:
     from pipeline.fetch.outcomes import outcome_files
 
     return [l for p in outcome_files(fetch_dir) for l in p.read_bytes().splitlines() if l.strip()]
+
+
+class MotoS3:
+    """A real S3 API (moto's ``moto_server``) as its own process on 127.0.0.1, and the
+    AWS environment that points the AWS SDKs (and pyarrow, through
+    pipeline/fetch/ccs3.py) at it: ``with MotoS3() as s3: s3.env ...``."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_REGION": "us-east-1"}
+        self.proc = None
+
+    def __enter__(self):
+        import shutil
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+        if exe is None:
+            pytest.skip("moto_server is not installed (pip install 'moto[server]'; the test extra has it)")
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=2).read()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.__exit__()
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def upload(self, bucket: str, root: Path) -> int:
+        """Every file under ROOT into BUCKET, keyed by its path under ROOT."""
+        c = self.client()
+        c.create_bucket(Bucket=bucket)
+        n = 0
+        for p in sorted(Path(root).rglob("*")):
+            if p.is_file():
+                c.upload_file(str(p), bucket, p.relative_to(root).as_posix())
+                n += 1
+        return n

@@ -66,9 +66,18 @@ class Archive:
     links_per_task: int = 100_000  # cc-index: a lookup task asks one crawl about at most this many links (a key range)
 
     @property
+    def s3(self) -> bool:
+        """A cc-index archive read from an S3 bucket (``s3://commoncrawl/``)."""
+        return self.kind == "cc-index" and self.prefix.startswith("s3://")
+
+    @property
     def local(self) -> bool:
-        """A cc-index archive in a local folder (a mirror), not over HTTP."""
-        return self.kind == "cc-index" and not self.prefix.startswith(("http://", "https://"))
+        """A cc-index archive in a local folder (a mirror), not over HTTP or S3."""
+        return self.kind == "cc-index" and not self.prefix.startswith(("http://", "https://", "s3://"))
+
+    @property
+    def http(self) -> bool:
+        return not (self.local or self.s3)
 
 
 def _check_url(value, where: str, allow_private: bool) -> str:
@@ -109,9 +118,12 @@ def _parse_cc_index(e: dict, where: str, name: str, allow_private: bool, cutoff:
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{where}.base_url must be an http(s) URL or a folder, not {base!r}")
     if base.startswith("s3://"):
-        raise ConfigError(f"{where}.base_url: s3:// is not read yet; use {CC_BASE_URL} (the same files over HTTPS) "
-                          "or a local folder")
-    if base.startswith(("http://", "https://")):
+        bucket = base[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ConfigError(f"{where}.base_url: {base!r} names no S3 bucket (s3://commoncrawl/, credentials from "
+                              "the usual AWS configuration)")
+        base = base if base.endswith("/") else base + "/"
+    elif base.startswith(("http://", "https://")):
         base = _check_url(base, f"{where}.base_url", allow_private)
         base = base if base.endswith("/") else base + "/"
     elif not Path(base).is_dir():

@@ -264,6 +264,8 @@ class ArchiveClient:
         self.cfg = cfg
         self.fetch_dir, self.part = Path(fetch_dir), part
         self._choices: dict[str, dict[str, dict]] = {}  # cc-index: archive -> link id -> chosen capture
+        self._s3: dict = {}  # cc-index over s3://: archive -> its S3Source (rate and concurrency per process)
+        self._s3_lock = threading.Lock()
         self.fetcher = fetcher
         self.archives = cfg.archives()
         self.cutoff = cutoff_epoch(cfg)
@@ -400,6 +402,15 @@ class ArchiveClient:
             except OSError as exc:
                 raise ArchiveFailure(f"{archive.name}: {src}: {exc}") from exc
             resp = type("R", (), {"status": 206, "body": data, "truncated": False})()
+        elif archive.s3:  # Common Crawl's bucket over S3 (pipeline/fetch/ccs3.py)
+            from pipeline.fetch.ccindex import IndexError_
+
+            src = archive.prefix + fn
+            try:
+                data = self._s3_source(archive).read(fn, offset, length)
+            except IndexError_ as exc:
+                raise ArchiveFailure(f"{archive.name}: {exc}") from exc
+            resp = type("R", (), {"status": 206, "body": data, "truncated": False})()
         else:
             src = archive.prefix.rstrip("/") + "/" + quote(fn, safe="/-_.~")
             resp = self._request(archive, src, budget, headers={"Range": f"bytes={offset}-{offset + length - 1}",
@@ -440,6 +451,15 @@ class ArchiveClient:
         return ArchivedPage(archive.name, cap, src, status, reason, headers, body)
 
     # --- one URL --------------------------------------------------------------------
+
+    def _s3_source(self, archive: Archive):
+        with self._s3_lock:
+            if archive.name not in self._s3:
+                from pipeline.fetch.ccs3 import S3Source
+
+                self._s3[archive.name] = S3Source(archive.prefix, archive.rate, archive.concurrency,
+                                                  self.cfg.archive_timeout_s)
+            return self._s3[archive.name]
 
     def cc_choice(self, archive: Archive, link_id: str | None) -> tuple[Capture | None, str]:
         """A cc-index archive's answer for a link: the capture the bulk lookup chose

@@ -62,10 +62,15 @@ def store_dir(fetch_dir: Path, archive: Archive) -> Path:
     return Path(fetch_dir) / STORE / archive.name
 
 
-def source_for(archive: Archive, get=None) -> RangeSource:
-    """The archive's files: a local folder, or HTTP through GET (status, headers, body)."""
+def source_for(archive: Archive, get=None, budget_s: float = 120.0) -> RangeSource:
+    """The archive's files: a local folder, an S3 bucket, or HTTP through GET (status,
+    headers, body)."""
     if archive.local:
         return LocalSource(archive.prefix)
+    if archive.s3:
+        from pipeline.fetch.ccs3 import S3Source
+
+        return S3Source(archive.prefix, archive.rate, archive.concurrency, budget_s)
     if get is None:
         raise ValueError("an HTTP cc-index archive needs a GET function")
     return HttpSource(archive.prefix, get)
@@ -208,7 +213,7 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
     before; returns what it cost. KEY_RANGE: the links' key range (a lookup task's)."""
     folder = store_dir(fetch_dir, archive)
     store = LookupStore(folder)
-    source = source_for(archive, get)
+    source = source_for(archive, get, cfg.archive_timeout_s)
     footers = FooterCache(folder / "footers")
     day = _parse_date(cfg.archive_cutoff, "fetch.archive_cutoff")
     cutoff = None if day is None else day + 86_400
@@ -303,7 +308,7 @@ def lookup_partitions(fetch_dir: str | Path, cfg: FetchConfig, parts: list[int],
                     by_part[k] = [{f: r.get(f) for f in ("id", "url", "url_norm", "created_utc")}
                                   for r in map(orjson.loads, fh)]
         links = [lk for rows in by_part.values() for lk in rows]
-        stats = lookup_links(fetch_dir, cfg, archive, links, None if archive.local else get(archive)) if links else {}
+        stats = lookup_links(fetch_dir, cfg, archive, links, get(archive) if archive.http else None) if links else {}
         failed = bool(stats.get("crawl_errors"))
         # every crawl's answers read once for the build's links, then split by partition
         captures = LookupStore(store_dir(fetch_dir, archive)).rows_of({lk["id"] for lk in links})
@@ -391,6 +396,6 @@ def lookup_part(fetch_dir: str | Path, cfg: FetchConfig, part: str, get) -> dict
         table = _slice(table, i, n)
         key_range = _range_of(table)
     links = table.to_pylist()
-    stats = lookup_links(Path(fetch_dir), cfg, archive, links, None if archive.local else get(archive), (crawl,),
+    stats = lookup_links(Path(fetch_dir), cfg, archive, links, get(archive) if archive.http else None, (crawl,),
                          key_range)
     return {"part": part, "links": len(links), **stats}

@@ -333,9 +333,18 @@ def crawl_index_files(source: RangeSource, crawl: str, paths_file: str | Path | 
         try:
             raw = source.read_all(listing, 64 << 20)
         except FileNotFoundError:
+            lister = getattr(source, "list_index_files", None)  # an S3 bucket can be listed; HTTPS cannot
+            raw = "\n".join(lister(crawl)).encode() if lister is not None else b""
+            if raw:
+                return _index_paths(crawl, raw)
             raise IndexError_(f"{crawl}: no {listing} (Common Crawl has not published one for every crawl before "
-                              "2016-40): give the crawl's list of index files with paths_file, one path a line, as "
-                              "listed under cc-index/table/cc-main/warc/") from None
+                              f"2016-40): give the crawl's list of index files in the archive's paths table "
+                              f"(paths = {{ \"{crawl}\" = \"FILE\" }}, one path a line as listed under "
+                              "cc-index/table/cc-main/warc/), or read the bucket over s3://, which can be listed") from None
+    return _index_paths(crawl, raw)
+
+
+def _index_paths(crawl: str, raw: bytes) -> list[str]:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -197,7 +197,8 @@ def test_a_cc_index_archive_is_checked_at_start_naming_the_key(tmp_path):
     assert (a.prefix, a.rate, a.concurrency, len(a.crawls)) == ("https://data.commoncrawl.org/", 2.0, 2, 41)
     cases = [
         ({**good, "crawls": ["2017-47"]}, r"fetch.archive\[0\].crawls"),
-        ({**good, "base_url": "s3://commoncrawl/"}, "s3:// is not read yet"),
+        ({**good, "base_url": "s3://Bad_Bucket/"}, "names no S3 bucket"),
+        ({**good, "links_per_task": 0}, r"fetch.archive\[0\].links_per_task"),
         ({**good, "base_url": str(tmp_path / "nowhere")}, "no such folder"),
         ({**good, "cdx_url": "https://index.commoncrawl.org/x"}, "unknown key"),
         ({**good, "rate": float("nan")}, r"fetch.archive\[0\].rate"),
@@ -325,3 +326,42 @@ def test_a_crawl_is_looked_up_in_key_ranges_and_a_killed_lookup_redoes_only_the_
     assert got["many"] == ("ok", "20170325") and got["moved"] == ("ok", "20171120")
     assert got["twice"] == ("ok", "20170330") and got["fourofour"] == ("ok", "20171120")
     assert got["absent"][0] == "not_archived" and got["after"][0] == "archive_after_cutoff"
+
+
+def test_the_bucket_over_s3_gives_the_same_captures_and_lists_a_crawl_without_a_listing(crawl_root, tmp_path,
+                                                                                        monkeypatch):
+    """``base_url = "s3://commoncrawl/"`` against a real S3 API (moto_server on
+    127.0.0.1), credentials and endpoint from the usual AWS environment: the index and
+    the WARC records are read by byte range, and a crawl without
+    ``cc-index-table.paths.gz`` is listed from the bucket."""
+    from webtext_testlib import MotoS3
+
+    with MotoS3() as s3:
+        assert s3.upload("commoncrawl", crawl_root) > 10
+        s3.client().delete_object(Bucket="commoncrawl", Key="crawl-data/CC-MAIN-2017-13/cc-index-table.paths.gz")
+        for k, v in s3.env.items():
+            monkeypatch.setenv(k, v)
+        cfg = archive_cfg("s3://commoncrawl/")
+        s = fetch_links([link(u) for u in LINKS.values()], tmp_path, cfg)
+    assert s.balanced()
+    out = {o["url"]: o for o in read_outcomes(tmp_path).values()}
+    got = {k: (out[u]["outcome"], out[u].get("capture_timestamp", "")[:8]) for k, u in LINKS.items()}
+    assert got["many"] == ("ok", "20170325")  # in CC-MAIN-2017-13, the crawl found by listing the bucket
+    assert got["twice"] == ("ok", "20170330") and got["case"] == ("ok", "20170325")
+    assert got["moved"] == ("ok", "20171120") and got["fourofour"] == ("ok", "20171120")
+    assert got["absent"][0] == "not_archived" and got["pic"][0] == "archive_no_html_capture"
+    assert out[LINKS["many"]]["source"] == "archive:cc"
+    from warcio.archiveiterator import ArchiveIterator
+
+    rec = out[LINKS["many"]]
+    with open(tmp_path / "warc" / rec["warc_file"], "rb") as fh:
+        fh.seek(rec["warc_offset"])
+        assert b"many-2017-03" in next(iter(ArchiveIterator(fh))).content_stream().read()
+
+
+def test_an_s3_base_url_is_checked_at_start():
+    from pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="names no S3 bucket"):
+        archive_cfg("s3:///nobucket/")
+    assert archive_cfg("s3://commoncrawl").archives()[0].prefix == "s3://commoncrawl/"
