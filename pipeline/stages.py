@@ -203,6 +203,12 @@ def _lookup_finish(ctx: BuildContext, results: list[dict]) -> dict:
     errors = {r["part"]: r["crawl_errors"] for r in results if r.get("crawl_errors")}
     if errors:
         s.extra["crawl_errors"] = errors
+        reasons: dict[str, int] = {}
+        for r in results:
+            for why, n in (r.get("error_reasons") or {}).items():
+                reasons[why] = reasons.get(why, 0) + n
+        s.extra["index_errors"] = reasons
+        s.note("index read errors: " + ", ".join(f"{why} {n}" for why, n in sorted(reasons.items())))
         s.note(f"{len(errors)} crawl(s) could not be read: asked again by fetch, else by the next build")
     s.note(f"{len(results)} crawl lookup(s); {sum(r.get('rows', 0) for r in results):,} capture row(s) found, "
            f"{sum(r.get('bytes', 0) for r in results) / 1e6:,.1f} MB of index read")

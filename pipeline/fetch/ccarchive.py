@@ -237,6 +237,8 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
         except (IndexError_, OSError, pa.ArrowException) as exc:
             # not committed: the next build asks this crawl again; its links are archive_error now
             stats.setdefault("crawl_errors", {})[crawl] = str(exc)[:500]
+            why = index_error_reason(exc)
+            stats.setdefault("error_reasons", {})[why] = stats.get("error_reasons", {}).get(why, 0) + 1
             continue
         table = pa.Table.from_pylist([{k: r.get(k) for k in ROW_SCHEMA.names} for r in rows], schema=ROW_SCHEMA)
         store.commit(crawl, table, [lk["id"] for lk in todo], key_range)
@@ -250,6 +252,22 @@ def lookup_links(fetch_dir: Path, cfg: FetchConfig, archive: Archive, links: lis
     stats["seconds"] = round(time.monotonic() - t0, 3)
     stats["requests"], stats["bytes"] = source.stats.requests, source.stats.bytes
     return stats
+
+
+def index_error_reason(exc: BaseException) -> str:
+    """Why a crawl's index could not be read, as the lookup summary counts it."""
+    msg = str(exc)
+    if isinstance(exc, pa.ArrowException) or "not a Parquet file" in msg or "a footer of" in msg:
+        return "index_unreadable"  # not Parquet, or a damaged footer or page
+    if "cc-index-table.paths.gz" in msg or "names no Parquet file" in msg or "listing" in msg:
+        return "index_listing"  # no listing of the crawl's files, or an unusable one
+    if "answered HTTP" in msg or "HTTP " in msg:
+        return "index_http_status"
+    if "short" in msg or "bytes at" in msg or "gave" in msg:
+        return "index_short_read"
+    if isinstance(exc, IndexError_) and ("s3://" in msg or "timed out" in msg or "refused" in msg):
+        return "index_unreachable"
+    return "index_io_error" if isinstance(exc, OSError) else "index_error"
 
 
 ROW_SCHEMA = LINK_ROW_SCHEMA.append(pa.field("hops", pa.int8()))

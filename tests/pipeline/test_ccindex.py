@@ -225,6 +225,7 @@ def test_an_index_that_cannot_be_read_is_archive_error_retried_next_build(crawl_
     assert read_outcomes(tmp_path)[normalize_url(LINKS["many"])]["outcome"] == "archive_error"
     report = json.loads((tmp_path / "ccindex" / "last_lookup.json").read_text())["cc"]
     assert set(report["crawl_errors"]) == set(CRAWLS)
+    assert report["error_reasons"] == {"index_http_status": len(CRAWLS)}  # counted per reason
     with CcBucket(crawl_root) as bucket:  # back: the retry (due at once with retry_after_s=0) finds it
         cfg = archive_cfg(bucket.url + "/", retry_after_s=0.0)
         fetch_links([link(LINKS["many"])], tmp_path, cfg)
@@ -365,3 +366,22 @@ def test_an_s3_base_url_is_checked_at_start():
     with pytest.raises(ConfigError, match="names no S3 bucket"):
         archive_cfg("s3:///nobucket/")
     assert archive_cfg("s3://commoncrawl").archives()[0].prefix == "s3://commoncrawl/"
+
+
+def test_a_damaged_index_file_is_counted_by_reason_and_the_other_crawls_answer(crawl_root, tmp_path):
+    """One crawl's index file cut short (a damaged footer): that crawl is counted as
+    ``index_unreadable`` and asked again next time; the other crawls' captures are used."""
+    import json
+    import shutil
+
+    root = tmp_path / "mirror"
+    shutil.copytree(crawl_root, root)
+    victim = sorted(root.glob("cc-index/table/cc-main/warc/crawl=CC-MAIN-2017-13/subset=warc/*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:-100] + b"\0" * 100)  # no PAR1 at its end
+    cfg = archive_cfg(str(root))
+    fetch_links([link(LINKS["many"])], tmp_path / "fetch", cfg)
+    report = json.loads((tmp_path / "fetch" / "ccindex" / "last_lookup.json").read_text())["cc"]
+    assert set(report["crawl_errors"]) == {"CC-MAIN-2017-13"}
+    assert report["error_reasons"] == {"index_unreadable": 1}
+    o = read_outcomes(tmp_path / "fetch")[normalize_url(LINKS["many"])]
+    assert (o["outcome"], o["capture_timestamp"][:8]) == ("ok", "20171120")  # from a crawl that could be read
