@@ -385,3 +385,50 @@ def test_a_damaged_index_file_is_counted_by_reason_and_the_other_crawls_answer(c
     assert report["error_reasons"] == {"index_unreadable": 1}
     o = read_outcomes(tmp_path / "fetch")[normalize_url(LINKS["many"])]
     assert (o["outcome"], o["capture_timestamp"][:8]) == ("ok", "20171120")  # from a crawl that could be read
+
+
+def test_the_lookup_runs_as_tasks_on_two_dask_worker_processes(crawl_root, tmp_path):
+    """The lookup's key-range tasks on a real Dask cluster (a scheduler and two worker
+    processes): both workers take tasks, each commits its range, and fetch then finds
+    every answer without asking the index again."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from pipeline.build import LocalRunner, run_stages
+    from pipeline.core.config import Config
+    from pipeline.links.table import write_links
+    from pipeline.stages import BY_NAME, BuildContext
+
+    class Dask(LocalRunner):
+        distributed = True
+
+        def __init__(self, client):
+            self.client, self.workers = client, set()
+
+        def map(self, stage, ctx, parts):
+            futures = [self.client.submit(stage.run_part, ctx, p, key=f"lookup-{i}", pure=False)
+                       for i, p in enumerate(parts)]
+            out = self.client.gather(futures)
+            self.workers = {w for ws in self.client.who_has(futures).values() for w in ws}
+            return out
+
+    rows = [link(u) for u in LINKS.values()]
+    write_links(rows, tmp_path / "links" / "links.parquet")
+    with CcBucket(crawl_root) as bucket:
+        fetch = test_fetch_config(source="archive", archive=[{
+            "name": "cc", "kind": "cc-index", "base_url": bucket.url + "/", "crawls": list(CRAWLS), "rate": 200,
+            "concurrency": 4, "links_per_task": 2}])
+        ctx = BuildContext(tmp_path, dataclasses.replace(Config(), fetch=fetch), progress=False)
+        with dask.config.set({"distributed.worker.daemon": False}), \
+                LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                             host="127.0.0.1") as cluster, Client(cluster) as client:
+            runner = Dask(client)
+            lookup, = run_stages(ctx, runner, (BY_NAME["lookup"],))
+            assert len(runner.workers) == 2  # tasks ran on both worker processes
+        assert lookup["balanced"] and len(lookup["extra"]["crawls"]) == 5 * len(CRAWLS)
+        before = len(bucket.log)
+        fetch_links(rows, tmp_path / "fetch", fetch)
+        assert [p for p, _ in bucket.log[before:] if p.endswith((".parquet", ".paths.gz"))] == []
+    out = {o["url"]: o for o in read_outcomes(tmp_path / "fetch").values()}
+    assert (out[LINKS["many"]]["outcome"], out[LINKS["many"]]["capture_timestamp"][:8]) == ("ok", "20170325")
+    assert out[LINKS["moved"]]["outcome"] == "ok" and out[LINKS["absent"]]["outcome"] == "not_archived"
