@@ -40,6 +40,7 @@ LINKS_SCHEMA = pa.schema(
         ("subreddits", pa.list_(pa.string())),
         ("created_utcs", pa.list_(pa.int64())),
         ("titles", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.int64())),  # each submission's score (null: unknown), beside reddit_ids
     ]
 )
 

@@ -74,14 +74,32 @@ def _write_arrow(table: pa.Table, path: Path) -> None:
     write_arrow_atomic(path, table.schema, [table], max_chunksize=65536)
 
 
-def _aggregate(t: pa.Table) -> pa.Table:
+LIST_COLUMNS = ("reddit_ids", "subreddits", "created_utcs", "titles", "scores")
+
+
+def _flat(t: pa.Table, name: str, lengths: np.ndarray):
+    """The elements of list column NAME, one per submission (LENGTHS: submissions per
+    row); a row whose list is missing (a part written before the column existed)
+    gives nulls."""
+    col = t.column(name)
+    arr = col.chunk(0) if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
+    if arr.null_count == 0:
+        return arr.flatten()
+    lists = arr.to_pylist()
+    return pa.array([v for lst, k in zip(lists, lengths) for v in (lst if lst is not None else [None] * int(k))],
+                    arr.type.value_type)
+
+
+def _aggregate(t: pa.Table) -> tuple[pa.Table, np.ndarray]:
     """Rows of the same URL (same ``key``) merged into one, in Arrow and numpy (no
-    Python object per row): the higher known score, the score total (null once one
-    part is unknown), the submission lists concatenated in T's row order, and the
+    Python object per row): the submission lists concatenated in T's row order, each
+    Reddit submission once (the same id from two inputs: two copies of a month,
+    overlapping Pushshift and Arctic Shift files, a pending row and a new one), the
+    higher known score, the score total (null once one is unknown), and the
     url/created_utc of the row with the earliest known created_utc (ties: the first).
-    The result is sorted by key."""
+    Returns the table sorted by key and, per row, the repeated submissions dropped."""
     if t.num_rows == 0:
-        return t
+        return t, np.zeros(0, np.int64)
     key = t.column("key").to_numpy()
     order = np.argsort(key, kind="stable")
     t = t.take(pa.array(order)).combine_chunks()
@@ -91,12 +109,23 @@ def _aggregate(t: pa.Table) -> pa.Table:
     bounds = np.r_[starts, n]
     sizes = np.diff(bounds)
     if starts.size == n:  # every URL once: nothing to merge
-        return t
+        return t, np.zeros(n, np.int64)
     gid = np.repeat(np.arange(starts.size), sizes)
+    lengths = pc.fill_null(pc.list_value_length(t.column("reddit_ids")), 0).to_numpy().astype(np.int64)
+    ids = _flat(t, "reddit_ids", lengths)
+    from pipeline.links.select import first_submissions
+
+    keep = first_submissions(np.repeat(gid, lengths), ids)
+    removed = np.zeros(starts.size, np.int64)
+    if not keep.all():
+        np.add.at(removed, np.repeat(gid, lengths)[~keep], 1)
 
     created = t.column("created_utc").to_numpy()
     earliest = np.where(created > 0, created, np.iinfo(np.int64).max)
     rep = np.lexsort((earliest, gid))[starts]  # stable: ties keep the first row
+    kept_per_group = np.add.reduceat(lengths, starts) - removed
+    offsets = pa.array(np.r_[0, np.cumsum(kept_per_group)].astype(np.int32))
+    mask = pa.array(keep)
     cols = {}
     for f in LINKS_SCHEMA:
         name = f.name
@@ -105,15 +134,26 @@ def _aggregate(t: pa.Table) -> pa.Table:
         elif name == "score_total":
             cols[name] = _reduce_ints(t.column(name), starts, "sum")
         elif name == "n_submissions":
-            cols[name] = pa.array(np.add.reduceat(t.column(name).to_numpy().astype(np.int64), starts), pa.int32())
+            cols[name] = pa.array(np.add.reduceat(t.column(name).to_numpy().astype(np.int64), starts) - removed,
+                                  pa.int32())
         elif pa.types.is_list(f.type):
-            arr = t.column(name).chunk(0) if t.column(name).num_chunks == 1 else pa.concat_arrays(t.column(name).chunks)
-            offsets = arr.offsets.to_numpy()[bounds]
-            cols[name] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), arr.values)
+            flat = ids if name == "reddit_ids" else _flat(t, name, lengths)
+            cols[name] = pa.ListArray.from_arrays(offsets, flat.filter(mask))
         else:
             cols[name] = t.column(name).take(pa.array(rep))
+    if removed.any():  # the scores again, from each submission once
+        g = np.flatnonzero(removed)
+        sc = cols["scores"]
+        best, total = cols["score"].to_pylist(), cols["score_total"].to_pylist()
+        for i in g:
+            vals = sc[int(i)].as_py() or []
+            known = [v for v in vals if v is not None]
+            if len(vals) == kept_per_group[i]:
+                best[i] = max(known) if known else None
+                total[i] = sum(known) if len(known) == len(vals) else None
+        cols["score"], cols["score_total"] = pa.array(best, pa.int64()), pa.array(total, pa.int64())
     cols["key"] = pa.array(key[starts], pa.uint64())
-    return pa.table(cols, schema=PENDING_SCHEMA)
+    return pa.table(cols, schema=PENDING_SCHEMA), removed
 
 
 class LinkIndex:
@@ -322,8 +362,10 @@ def _merge_run(out_dir: Path, cfg: LinksConfig, cfp: str, index: "LinkIndex", su
     t = pa.concat_tables(tables)
     del tables
     t = t.append_column("key", pa.array(url_keys(t.column("id")), pa.uint64()))
-    now = _aggregate(t)  # one row per URL of this run
+    now, removed = _aggregate(t)  # one row per URL of this run
     del t
+    if removed.any():
+        summary.drop("duplicate_submission", int(removed.sum()))
     keys = now.column("key").to_numpy()
     n_now = now.column("n_submissions").to_numpy().astype(np.int64)
     state, pending_rows = index.lookup(keys)
@@ -334,9 +376,12 @@ def _merge_run(out_dir: Path, cfg: LinksConfig, cfp: str, index: "LinkIndex", su
     now, n_now, state = now.filter(pa.array(keep)), n_now[keep], state[keep]
     if pending_rows is not None:  # earlier submissions first, then this run's
         was_pending = pa.array(state == 2)
-        merged = _aggregate(pa.concat_tables([pending_rows, now.filter(was_pending)]))
+        merged, removed = _aggregate(pa.concat_tables([conform(pending_rows, PENDING_SCHEMA), now.filter(was_pending)]))
+        if removed.any():  # this run's copies of submissions a pending row already holds
+            summary.drop("duplicate_submission", int(removed.sum()))
         now = pa.concat_tables([now.filter(pc.invert(was_pending)), merged])
-        n_now = np.concatenate([n_now[state != 2], n_now[state == 2]])
+        # merged is sorted by key, as now's rows (both from _aggregate) are
+        n_now = np.concatenate([n_now[state != 2], n_now[state == 2] - removed])
     below = np.zeros(now.num_rows, bool)
     if cfg.score_mode == "sum":
         total = now.column("score_total")

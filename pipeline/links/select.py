@@ -167,6 +167,19 @@ class LinkSelector:
         (a per-dump part, merged with the other months later)."""
         n = len(self._keys)
         of = np.array(self._of, np.int64)
+        keep_sub = first_submissions(of, pa.array(self._ids, pa.string()))
+        if not keep_sub.all():
+            # the same Reddit submission twice in one input (a repeated line, a re-upload
+            # appended): counted once, its repeats dropped with their reason
+            self.summary.drop("duplicate_submission", int((~keep_sub).sum()))
+            idx = np.flatnonzero(keep_sub)
+            of = of[idx]
+            self._ids = [self._ids[i] for i in idx]
+            self._subs = [self._subs[i] for i in idx]
+            self._created = [self._created[i] for i in idx]
+            self._titles = [self._titles[i] for i in idx]
+            self._scores = [self._scores[i] for i in idx]
+            self._of = of.tolist()
         order = np.argsort(of, kind="stable")  # each URL's submissions together, in reading order
         counts = np.bincount(of, minlength=n)
         offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
@@ -185,8 +198,10 @@ class LinkSelector:
             "created_utc": pa.array(_first_nonzero_min(created, starts) if n else [], pa.int64()),
         }
         for name, values, typ in (("reddit_ids", self._ids, pa.string()), ("subreddits", self._subs, pa.string()),
-                                  ("created_utcs", created, pa.int64()), ("titles", self._titles, pa.string())):
-            flat = pa.array(values, typ) if name == "created_utcs" else pa.array(values, typ).take(take)
+                                  ("created_utcs", created, pa.int64()), ("titles", self._titles, pa.string()),
+                                  ("scores", scores, pa.int64())):
+            flat = values if name == "scores" else (pa.array(values, typ) if name == "created_utcs"
+                                                    else pa.array(values, typ).take(take))
             cols[name] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat)
         t = pa.table(cols, schema=LINKS_SCHEMA)
         if per_url_rules:
@@ -210,6 +225,27 @@ class LinkSelector:
 
 
 HOST_CACHE = 1 << 20  # hosts whose blocklist/Reddit verdict is cached (~100 B each)
+
+
+def first_submissions(group: np.ndarray, ids: pa.Array) -> np.ndarray:
+    """A mask over submissions (GROUP: each one's URL group, IDS: its Reddit id): True
+    for the first of each (group, id), and for every submission without an id (a URL
+    list's entries): the same submission read from two inputs, or twice from one, counts
+    once. Vectorised: no Python object per submission."""
+    n = len(ids)
+    keep = np.ones(n, bool)
+    if n < 2:
+        return keep
+    ids = pc.fill_null(ids, "")
+    enc = pc.dictionary_encode(ids).combine_chunks() if isinstance(ids, pa.ChunkedArray) else pc.dictionary_encode(ids)
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    empty = (pc.equal(ids, "").to_numpy(zero_copy_only=False)) if len(enc.dictionary) else np.ones(n, bool)
+    combined = np.asarray(group, np.int64) * (len(enc.dictionary) + 1) + codes
+    _, first = np.unique(combined, return_index=True)
+    keep[:] = False
+    keep[first] = True
+    keep |= empty
+    return keep
 
 
 def _reduce_ints(values: pa.Array, starts: np.ndarray, how: str) -> pa.Array:
