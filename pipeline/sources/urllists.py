@@ -31,6 +31,8 @@ What a list cannot say is decided here, and said in the run's notes:
 
 Every line/row read ends as an entry or a counted reason: ``bad_utf8``,
 ``malformed_row`` (a CSV row the csv module rejects or without the url cell),
+``unterminated_quote`` (a quote still open MAX_RECORD_LINES lines on: that line
+alone is dropped, the rows after it are read),
 ``bad_field_type`` (a score/date cell that is not a number or date), ``bad_number``
 (out of range), then the link rules' reasons (``invalid_url`` for a line that is
 not an http(s) URL, also one with white space inside, ``media_host``, ...). A file
@@ -222,15 +224,66 @@ def _iter_text(stream: BinaryIO, raw: BinaryIO, stats: UrlListStats, progress_ba
             yield sub
 
 
+MAX_RECORD_LINES = 32  # a quoted cell may span lines (a title with a line break), at most this many
+MAX_RECORD_CHARS = 1 << 16
+
+
+def _csv_records(text, stats: UrlListStats) -> Iterator[str]:
+    """Logical CSV records from physical lines: a record whose quotes are still open at
+    the end of a line takes the next line, up to MAX_RECORD_LINES / MAX_RECORD_CHARS.
+    A quote that never closes within that is one malformed row (its first line,
+    counted as ``unterminated_quote``), and reading goes on at the line after it: one
+    stray quote never swallows the rows below it."""
+    pending: list[str] = []  # lines read but not yet a record
+    lines = iter(text)
+    while True:
+        if pending:
+            line = pending.pop(0)
+        else:
+            line = next(lines, None)
+            if line is None:
+                return
+        if line.count('"') % 2 == 0:
+            yield line
+            continue
+        record, used = [line], 1
+        quotes = line.count('"')
+        size = len(line)
+        while quotes % 2 and used <= MAX_RECORD_LINES and size <= MAX_RECORD_CHARS:
+            nxt = pending.pop(0) if pending else next(lines, None)
+            if nxt is None:
+                break
+            record.append(nxt)
+            used += 1
+            quotes += nxt.count('"')
+            size += len(nxt)
+        if quotes % 2 == 0:
+            yield "".join(record)
+            continue
+        stats.lines += 1
+        stats.bad["unterminated_quote"] += 1
+        pending = record[1:] + pending
+
+
 def _iter_csv(stream: BinaryIO, raw: BinaryIO, stats: UrlListStats, delimiter: str, path: Path) -> Iterator[Submission]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text, delimiter=delimiter)
+    records = _csv_records(text, stats)
+
+    def parse(record: str) -> list[str]:
+        if '"' not in record:  # the common case: no quoting, a plain split
+            return record.rstrip("\r\n").split(delimiter)
+        return next(csv.reader(io.StringIO(record), delimiter=delimiter), [])
+
     header = None
     while header is None:
         try:
-            row = next(reader)
+            record = next(records)
         except StopIteration:
             raise InputError(f"{path}: an empty table (no header line with a 'url' column)") from None
+        try:
+            row = parse(record)
+        except csv.Error:
+            row = []
         if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#"):
             header = row
         stats.skipped += 1
@@ -240,16 +293,18 @@ def _iter_csv(stream: BinaryIO, raw: BinaryIO, stats: UrlListStats, delimiter: s
     get = {k: cols.get(k) for k in ("score", "created", "title", "subreddit")}
     while True:
         try:
-            row = next(reader)
+            record = next(records)
         except StopIteration:
             break
+        except _DECOMPRESS_ERRORS as exc:  # a truncated or corrupt archive
+            stats.error = f"{type(exc).__name__}: {exc}"
+            break
+        try:
+            row = parse(record)
         except csv.Error:
             stats.lines += 1
             stats.bad["malformed_row"] += 1
             continue
-        except _DECOMPRESS_ERRORS as exc:  # a truncated or corrupt archive
-            stats.error = f"{type(exc).__name__}: {exc}"
-            break
         if not row or not any(c.strip() for c in row):
             stats.skipped += 1
             continue

@@ -242,6 +242,23 @@ def test_csv_list_with_score_and_dates(tmp_path):
     assert f["format"] == "csv" and f["codec"] == "xz" and f["columns"][1] == "URL" and f["no_score"] == 1
 
 
+@pytest.mark.parametrize("bad", [
+    '"http://q.example/open,5',  # a quote opened and never closed (the first row)
+    'http://q.example/stray"quote,5',  # a stray quote inside a cell
+    '"http://q.example/x","5,\n',  # a quoted cell whose closing quote is lost
+])
+def test_one_unterminated_quote_costs_one_row_not_the_rows_after_it(tmp_path, bad):
+    rows = [f"http://q.example/{i},5" for i in range(1000)]
+    path = tmp_path / "list.csv"
+    path.write_text("url,score,title\n" + bad.rstrip("\n") + "\n" + "\n".join(r + ",t" for r in rows)
+                    + '\nhttp://q.example/multi,7,"a title\nover two lines"\n')
+    s = harvest_dump_links([], tmp_path / "out", LinksConfig(), url_lists=[path])
+    assert s.balanced() and s.dropped["unterminated_quote"] == 1
+    got = {r["url_norm"]: r for r in read_links(tmp_path / "out").to_pylist()}
+    assert {f"q.example/{i}" for i in range(1000)} <= set(got) and len(got) == 1001
+    assert got["q.example/multi"]["titles"] == ["a title\nover two lines"]  # a real multi-line cell still joins
+
+
 def test_tsv_is_sniffed_from_its_header(tmp_path):
     path = tmp_path / "list.txt"
     path.write_text("url\tscore\nhttp://t.example/a\t9\nhttp://t.example/b\t1\n")
