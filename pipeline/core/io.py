@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -176,15 +177,20 @@ def iter_warc_records(path: str | Path, damaged: list[dict]):
         if not first.startswith(b"WARC/"):
             raise InputError(f"{path}: not a WARC file (it does not start with a WARC/1.x record"
                              f"{' after gunzip' if gzipped else ''})")
-        if not gzipped:  # uncompressed: warcio reads it whole; a damaged stretch ends the file
-            fh.seek(0)
-            it = ArchiveIterator(fh)
-            try:
-                for record in it:
+        if not gzipped:  # uncompressed: each record bounded by its checked Content-Length
+            from warcio.limitreader import LimitReader
+
+            for offset, length in _plain_records(fh, size, damaged, path):
+                fh.seek(offset)
+                it = ArchiveIterator(LimitReader(fh, length))
+                try:
+                    record = next(iter(it))
                     it.read_to_end(record)
-                    yield it.get_record_offset(), it.get_record_length(), record
-            except Exception as exc:  # ArchiveLoadFailed, or warcio failing on a malformed record
-                damaged.append({"file": str(path), "start": it.offset, "end": size, "error": f"{type(exc).__name__}: {exc}"[:200]})
+                except Exception as exc:  # warcio failing on a malformed record: that record only
+                    damaged.append({"file": str(path), "start": offset, "end": offset + length,
+                                    "error": f"{type(exc).__name__}: {exc}"[:200]})
+                    continue
+                yield offset, length, record
             return
         for offset, raw in _gzip_members(fh, size, damaged, path):
             try:
@@ -199,6 +205,61 @@ def iter_warc_records(path: str | Path, damaged: list[dict]):
                 damaged.append({"file": str(path), "start": offset, "end": offset + len(raw),
                                 "error": f"{len(records)} records in one gzip member (not record-at-a-time); "
                                          "only the first is read"})
+
+
+_CONTENT_LENGTH = re.compile(rb"\r?\nContent-Length:[ \t]*(\d{1,15})[ \t]*\r?\n", re.IGNORECASE)
+_RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r?\n)")
+
+
+def _next_start(fh, start: int) -> int | None:
+    """The offset of the next line ``WARC/1.x`` at or after START."""
+    fh.seek(start)
+    carry, base = b"", start
+    while True:
+        block = fh.read(1 << 20)
+        if not block:
+            return None
+        data = carry + block
+        m = _RECORD_START.search(data)
+        if m is not None:
+            return base - len(carry) + m.start(1)
+        carry = data[-16:]
+        base += len(block)
+
+
+def _plain_records(fh, size: int, damaged: list[dict], path: Path):
+    """(offset, length) of each record of an uncompressed WARC file, its extent from its
+    own Content-Length, checked: the record must end in a blank line followed by the
+    next ``WARC/1.x`` line or the end of the file. A record whose length is wrong (or
+    whose header block is not a WARC header) is appended to DAMAGED and reading goes on
+    at the next record start: one bad record costs only itself."""
+    pos = 0
+    while pos < size:
+        fh.seek(pos)
+        head = fh.read(1 << 16)
+        hend = head.find(b"\r\n\r\n")
+        m = _CONTENT_LENGTH.search(head, 0, hend + 2) if hend != -1 else None
+        nxt = None
+        if head.startswith(b"WARC/1.") and m is not None:
+            end = pos + hend + 4 + int(m.group(1))
+            fh.seek(end)
+            after = fh.read(4 + 8)
+            gap = len(after) - len(after.lstrip(b"\r\n"))
+            if end <= size and after[:gap] in (b"\r\n\r\n", b"\n\n", b"\r\n", b"") and (
+                    end + gap >= size or after[gap:].startswith(b"WARC/1.")):
+                nxt = end + gap
+        if nxt is not None:
+            yield pos, nxt - pos
+            pos = nxt
+            continue
+        found = _next_start(fh, pos + 1)
+        why = ("no WARC header here" if not head.startswith(b"WARC/1.") or hend == -1 else
+               "no Content-Length" if m is None else "its Content-Length does not end the record")
+        damaged.append({"file": str(path), "start": pos, "end": found if found is not None else size,
+                        "error": f"unreadable record: {why}"})
+        if found is None:
+            return
+        pos = found
 
 
 def _parse_member(raw: bytes, archive_iterator):

@@ -195,3 +195,56 @@ def test_a_warc_response_without_target_uri_is_dropped_not_fatal(tmp_path):
                           damaged=damaged)
     assert e.n_in == 3 and e.dropped.get("warc_damaged") == 1 and e.n_out == 2 and e.balanced()
     assert "AttributeError" in damaged[0]["error"]
+
+
+def _plain_warc(path: Path, pages: list[str], wrong: dict[int, int]) -> list[str]:
+    """An uncompressed WARC of one response per page; record i's Content-Length is off by
+    WRONG[i] bytes. Returns the URLs."""
+    import io
+    import re
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    urls, chunks = [], []
+    for i, html in enumerate(pages):
+        buf = io.BytesIO()
+        w = WARCWriter(buf, gzip=False)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+        url = f"http://site{i}.example/page"
+        w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(html.encode()), http_headers=http))
+        raw = buf.getvalue()
+        if i in wrong:
+            n = int(re.search(rb"\r\nContent-Length: (\d+)\r\n", raw).group(1))
+            raw = raw.replace(b"\r\nContent-Length: %d\r\n" % n, b"\r\nContent-Length: %d\r\n" % (n + wrong[i]), 1)
+        urls.append(url)
+        chunks.append(raw)
+    path.write_bytes(b"".join(chunks))
+    return urls
+
+
+@pytest.mark.parametrize("wrong", [{3: 5000}, {3: -40}, {3: 5000, 11: -7}, {0: 3}, {19: 100}])
+def test_a_wrong_content_length_in_an_uncompressed_warc_costs_only_its_own_record(tmp_path, wrong):
+    """A record whose Content-Length is too long (it would swallow the records after it),
+    too short, on the first or the last record: that record is counted as warc_damaged,
+    every other record is extracted and replayed."""
+    from webtext_testlib import aeb_pages
+
+    from pipeline.core.config import ExtractConfig
+    from pipeline.core.urls import normalize_url
+    from pipeline.extract.stage import extract_documents, tasks_from_warcs
+    from pipeline.fetch.replay import replay_links
+
+    pages = [p["html"] for p in aeb_pages(20)]
+    path = tmp_path / "plain.warc"
+    urls = _plain_warc(path, pages, wrong)
+    damaged: list = []
+    tasks = list(tasks_from_warcs([path], damaged))
+    assert len(tasks) == 20 - len(wrong) and len(damaged) == len(wrong)
+    assert all("Content-Length" in d["error"] for d in damaged)
+    e = extract_documents(tasks, tmp_path / "docs", ExtractConfig(workers=1), damaged=damaged)
+    assert e.n_in == 20 and e.dropped["warc_damaged"] == len(wrong) and e.balanced()
+    rows = [{"id": str(i), "url": u, "url_norm": normalize_url(u)} for i, u in enumerate(urls)]
+    s = replay_links(rows, tmp_path / "replay", [path])
+    assert s.n_out == 20 - len(wrong) and s.dropped == {"not_in_archive": len(wrong)}
+    assert len(s.extra["damaged_warc_regions"]) == len(wrong)
