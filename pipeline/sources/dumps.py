@@ -436,8 +436,14 @@ def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progr
                 except (TypeError, ValueError, OverflowError):
                     bad["bad_field_type"] += 1
                     continue
+                except RecursionError:
+                    bad["too_deeply_nested"] += 1
+                    continue
             except UnicodeDecodeError:
                 bad["bad_utf8"] += 1
+                continue
+            except RecursionError:  # nesting deeper than the decoder follows, in any field
+                bad["too_deeply_nested"] += 1
                 continue
             except msgspec.DecodeError:
                 try:

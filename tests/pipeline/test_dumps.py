@@ -166,3 +166,22 @@ def test_a_line_longer_than_max_line_is_skipped_in_every_codec(tmp_path, codec):
     stats = DumpReadStats(str(path))
     assert sum(1 for _ in iter_submissions(path, stats)) == 20
     assert stats.bad == {"line_too_long": 1} and stats.error is None
+
+
+@pytest.mark.parametrize("nest", [
+    lambda n: "[" * n + "1" + "]" * n,  # lists in an unused field
+    lambda n: '{"a":' * n + "1" + "}" * n,  # objects in an unused field
+])
+@pytest.mark.parametrize("where", ["junk", "title", "media"])
+def test_a_line_nested_100000_deep_is_counted_and_the_lines_around_it_kept(tmp_path, nest, where):
+    good = [{"id": f"g{i}", "url": f"http://n.example/{i}", "score": 5, "created_utc": 1_500_000_000,
+             "subreddit": "s", "title": "t"} for i in range(3)]
+    deep = orjson.dumps(good[0] | {"id": "deep", "url": "http://n.example/deep"})[:-1] + \
+        f',"{where}":{nest(100_000)}}}'.encode()
+    path = tmp_path / "RS_2017-01.zst"
+    body = orjson.dumps(good[0]) + b"\n" + deep + b"\n" + b"\n".join(orjson.dumps(g) for g in good[1:]) + b"\n"
+    path.write_bytes(zstandard.ZstdCompressor().compress(body))
+    s = harvest_dump_links([path], tmp_path / "out", LinksConfig())
+    assert s.n_in == 4 and s.balanced()
+    assert s.dropped.get("too_deeply_nested", 0) + s.dropped.get("malformed_json", 0) == 1
+    assert sorted(r["url_norm"] for r in read_links(tmp_path / "out").to_pylist()) == [f"n.example/{i}" for i in range(3)]
