@@ -330,10 +330,13 @@ class DedupConfig(_Section):
     # "score": the highest Reddit score. Ties: score, length, id.
     keep: str = "earliest"
     workers: int = 0  # processes computing signatures, one input part each; 0: all cores
+    # A document longer than this (characters) is dropped as too_long, not hashed: WebText's
+    # pages are a few KB; a multi-MB "document" is a dump or a log, not an article.
+    max_chars: int = 2_000_000
 
     def validate(self) -> None:
         check_types(self, "dedup")
-        _at_least(self, "dedup", 1, "num_perm", "bands", "rows")
+        _at_least(self, "dedup", 1, "num_perm", "bands", "rows", "max_chars")
         _at_least(self, "dedup", 0, "workers")
         for f in ("jaccard_threshold", "containment_threshold"):
             if not 0.0 < getattr(self, f) <= 1.0:

@@ -66,11 +66,16 @@ class MinHasher:
         return np.unique(s)
 
     def signature(self, text: str) -> tuple[np.ndarray, int]:
-        """(uint32 array of num_perm min-hashes, number of distinct shingles)."""
+        """(uint32 array of num_perm min-hashes, number of distinct shingles). The
+        permutations are applied SHINGLE_CHUNK shingles at a time: memory stays
+        num_perm x SHINGLE_CHUNK x 8 bytes (~30 MB) whatever the document's length."""
         s = self.shingle_hashes(text)
+        out = None
         with np.errstate(over="ignore"):
-            h = (np.multiply.outer(self.a, s) + self.b[:, None]) >> np.uint64(32)
-        return h.min(axis=1).astype(np.uint32), int(s.size)
+            for i in range(0, s.size, SHINGLE_CHUNK):
+                h = ((np.multiply.outer(self.a, s[i:i + SHINGLE_CHUNK]) + self.b[:, None]) >> np.uint64(32)).min(axis=1)
+                out = h if out is None else np.minimum(out, h)
+        return out.astype(np.uint32), int(s.size)
 
 
 def estimated_similarity(sig_a: np.ndarray, size_a: int, sig_b: np.ndarray, size_b: int) -> tuple[float, float]:
@@ -131,9 +136,22 @@ class UnionFind:
 SIG_COLUMNS = ("id", "size", "created", "score", "length", "sig")
 
 
+SHINGLE_CHUNK = 32_768
+
+# Why a document takes no part in dedup (the signature file's ``skip`` column): it is
+# counted under this reason and never kept, removed or indexed.
+SKIP_REASONS = {1: "empty_text", 2: "too_long"}
+
+
+def skip_code(text, max_chars: int) -> int:
+    if text is None or not text.strip():
+        return 1
+    return 2 if len(text) > max_chars else 0
+
+
 def _sig_schema(num_perm: int) -> pa.Schema:
     return pa.schema([("id", pa.string()), ("size", pa.int64()), ("created", pa.int64()), ("score", pa.int64()),
-                      ("length", pa.int64()), ("sig", pa.list_(pa.uint32(), num_perm))])
+                      ("length", pa.int64()), ("sig", pa.list_(pa.uint32(), num_perm)), ("skip", pa.int8())])
 
 
 def iter_batches(path: Path, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
@@ -176,14 +194,18 @@ def part_signatures(part: str | Path, out_file: str | Path, cfg: DedupConfig) ->
             texts = batch.column("text").to_pylist()
             scores = batch.column("score").to_pylist() if "score" in cols else [0] * len(ids)
             created = batch.column("created_utc").to_pylist() if "created_utc" in cols else [None] * len(ids)
-            sigs = np.empty((len(ids), cfg.num_perm), dtype=np.uint32)
-            sizes = np.empty(len(ids), dtype=np.int64)
+            sigs = np.zeros((len(ids), cfg.num_perm), dtype=np.uint32)
+            sizes = np.zeros(len(ids), dtype=np.int64)
+            skips = np.zeros(len(ids), dtype=np.int8)
             for i, t in enumerate(texts):
-                sigs[i], sizes[i] = hasher.signature(t or "")
+                skips[i] = skip_code(t, cfg.max_chars)
+                if not skips[i]:
+                    sigs[i], sizes[i] = hasher.signature(t)
             w.write_batch(pa.record_batch([
                 pa.array(ids, pa.string()), pa.array(sizes), pa.array([BIG if c is None else int(c) for c in created], pa.int64()),
                 pa.array([int(s or 0) for s in scores], pa.int64()), pa.array([len(t or "") for t in texts], pa.int64()),
-                pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), cfg.num_perm)], schema=schema))
+                pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), cfg.num_perm),
+                pa.array(skips, pa.int8())], schema=schema))
             n += len(ids)
     os.replace(tmp, out_file)
     return {"part": str(part), "docs": n, "reused": False}
@@ -200,6 +222,7 @@ class Batch:
     score: np.ndarray
     length: np.ndarray
     source: np.ndarray  # index of the input part each came from
+    skip: np.ndarray | None = None  # 0, or the SKIP_REASONS code of a document that takes no part
 
     @classmethod
     def read(cls, files: list[Path], num_perm: int) -> "Batch":
@@ -208,6 +231,7 @@ class Batch:
         sig = np.empty((n, num_perm), np.uint32)
         cols = {c: np.empty(n, np.int64) for c in ("size", "created", "score", "length")}
         source = np.empty(n, np.int32)
+        skip = np.zeros(n, np.int8)
         ids: list[str] = []
         at = 0
         for k, f in enumerate(files):
@@ -218,5 +242,7 @@ class Batch:
                 for c, arr in cols.items():
                     arr[at : at + m] = b.column(c).to_numpy()
                 source[at : at + m] = k
+                if "skip" in b.schema.names:  # (a signature file of an earlier webtext has none)
+                    skip[at : at + m] = b.column("skip").to_numpy()
                 at += m
-        return cls(ids, sig, cols["size"], cols["created"], cols["score"], cols["length"], source)
+        return cls(ids, sig, cols["size"], cols["created"], cols["score"], cols["length"], source, skip)

@@ -23,6 +23,7 @@ from pipeline.dedup.index import LEDGER, DedupIndex
 from pipeline.dedup.signatures import (
     BATCH_ROWS,
     ROW_GROUP,
+    SKIP_REASONS,
     Batch,
     check_part,
     id_hash,
@@ -102,6 +103,12 @@ def dedup_documents(src: str | Path, out_dir: str | Path, cfg: DedupConfig, stat
                          ("already_removed", removed_before & ~kept_before & ~repeated)):
         if mask.any():
             summary.drop(reason, int(mask.sum()))
+    # documents with no text, or longer than dedup.max_chars: counted, never kept or indexed
+    for code, reason in SKIP_REASONS.items() if batch.skip is not None else ():
+        mask = active & (batch.skip == code)
+        if mask.any():
+            summary.drop(reason, int(mask.sum()))
+            active &= ~mask
     # 3. candidates, verification, clusters, the keep rule
     removed, keys = find_clusters(batch, active, cfg, index)
     if removed:

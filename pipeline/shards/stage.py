@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.config import ShardConfig
@@ -174,8 +175,6 @@ class _VersionWriter:
 
 
 def pc_text_bytes(t: pa.Table) -> list[int]:
-    import pyarrow.compute as pc
-
     if "text" not in t.column_names:
         return [200] * t.num_rows
     n = pc.binary_length(t.column("text").cast(pa.string())).fill_null(0)
@@ -193,6 +192,23 @@ def _publish_version(out: Path, manifest: dict, version: int, added: list[dict],
     manifest["schema"] = [f"{f.name}: {f.type}" for f in schema]
     atomic_write_json(out / MANIFEST, manifest)
     write_card(out, manifest, schema)
+
+
+def _with_text(t: pa.Table, mask: list[bool], summary: RunSummary) -> list[bool]:
+    """MASK with the documents whose text is missing, null or only white space taken
+    out (counted as ``empty_text``): a corpus row always has text."""
+    if "text" not in t.column_names:
+        raise ValueError("documents need a text column (shards publish text)")
+    text = t.column("text")
+    if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
+        raise ValueError(f"documents' text column is {text.type}, not a string")
+    empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True).to_pylist()
+    out = []
+    for m, e in zip(mask, empty):
+        if m and e:
+            summary.drop("empty_text")
+        out.append(m and not e)
+    return out
 
 
 def write_shards(
@@ -215,6 +231,7 @@ def write_shards(
         elif i in seen:
             summary.drop("repeated_id")
         seen.add(i)
+    mask = _with_text(table, mask, summary)
     new = table.filter(pa.array(mask, type=pa.bool_())).sort_by("id")
     summary.n_out = new.num_rows
     if new.num_rows == 0:
@@ -298,6 +315,7 @@ def shard_documents(src: str | Path, out_dir: str | Path, cfg: ShardConfig, buil
                 seen.add(h)
             summary.n_in += len(ids)
             t = pa.Table.from_batches([b])
+            mask = _with_text(t, mask, summary)
             w.write(t if all(mask) else t.filter(pa.array(mask)))
     added = w.close()
     summary.n_out = w.rows

@@ -280,3 +280,54 @@ def test_files_of_a_run_killed_before_its_ledger_entry_are_replaced(tmp_path):
     assert not (out / "duplicates-0001.parquet").exists() and not (out / "state" / "segments" / "seg-0001.keys.arrow").exists()
     assert "stale" not in read_duplicates(out).column("id").to_pylist()
     assert json.loads((out / "state" / "ledger.json").read_text())["runs"][0]["kept"] == len(kept)
+
+
+def _docs(path, texts):
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": pa.array(texts, pa.string()),
+                             "score": [5] * len(texts)}), path)
+    return path
+
+
+def test_documents_without_text_are_counted_in_dedup_and_never_published(tmp_path):
+    body = "a story about the harbour and its ships, told in many words " * 20
+    texts = [body + "one", None, "", "   \n\t ", body + "two different ending " * 30, "!!!"]
+    src = _docs(tmp_path / "docs.parquet", texts)
+    s = dedup_documents(src, tmp_path / "dedup", DedupConfig())
+    assert s.dropped["empty_text"] == 3 and s.balanced()
+    kept = pq.read_table(next((tmp_path / "dedup").glob("documents-*.parquet")))
+    assert all(t and t.strip() for t in kept.column("text").to_pylist())
+    # shards refuse them too when given such documents directly
+    sh = write_shards(pq.read_table(src), tmp_path / "shards", ShardConfig())
+    assert sh.dropped["empty_text"] == 3 and sh.n_out == 3 and sh.balanced()
+
+
+def test_a_huge_document_is_dropped_as_too_long_and_the_hash_memory_stays_bounded(tmp_path):
+    """A 70 MB "document" once made dedup ask for 6.5 GiB at once. Over dedup.max_chars
+    it is counted as too_long; under it, the signature is computed a chunk of shingles
+    at a time (the same signature as all at once), in a child process that grows under
+    1.5 GB (it measures its own peak RSS)."""
+    import sys
+
+    import numpy as np
+
+    h = MinHasher(110, 5, 1)
+    text = " ".join(f"w{i}" for i in range(100_000))
+    sig, n = h.signature(text)
+    s = h.shingle_hashes(text)
+    whole = ((np.multiply.outer(h.a, s) + h.b[:, None]) >> np.uint64(32)).min(axis=1)
+    assert n == s.size and (sig == whole.astype(np.uint32)).all()
+
+    big = "word " * 14_000_000  # 70 MB
+    src = _docs(tmp_path / "big.parquet", ["a small page about boats " * 40, big])
+    s = dedup_documents(src, tmp_path / "dedup", DedupConfig())
+    assert s.dropped["too_long"] == 1 and s.n_out == 1 and s.balanced()
+    # with the cap lifted the same document is hashed in bounded memory
+    code = ("import resource, sys; from pipeline.dedup.signatures import MinHasher; "
+            "t = 'word ' * 2_000_000 + ' '.join(f'x{i}' for i in range(1_500_000)); "
+            "soft = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "sig, n = MinHasher(110, 5, 1).signature(t); "
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; print(n, (peak - soft) // 1024)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, grew_mb = map(int, r.stdout.split())
+    assert n > 1_500_000 and grew_mb < 1500  # chunked: ~430 MB here; all at once: ~2.8 GB
