@@ -38,29 +38,43 @@ def expand_dumps(dumps: list[str]) -> list[str]:
 
 
 class BuildLocked(RuntimeError):
-    """Another build holds the output directory."""
+    """Another build (or stage command) holds the output directory."""
+
+
+STAGE_LOCK = ".webtext.lock"
+
+
+@contextlib.contextmanager
+def dir_lock(path: str | Path, what: str, name: str = STAGE_LOCK) -> Iterator[None]:
+    """One writer at a time per directory: an advisory ``flock`` on PATH/NAME, released
+    by the kernel when the holder dies (a killed run never leaves a stale lock). WHAT
+    names the holder in the refusal ("build", "fetch", ...)."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = os.pread(fd, 256, 0).decode(errors="replace").strip().split("\n")
+            other, pid = (held[0], held[-1]) if len(held) == 2 else ("webtext run", held[0] or "?")
+            raise BuildLocked(f"another {other} is running on {out} (pid {pid}); wait for it or stop it, then run "
+                              f"this {what} again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what}\n{os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def build_lock(out_dir: str | Path) -> Iterator[None]:
     """One build at a time per output directory (a scheduled build that starts while
-    the last one still runs, a manual run beside a scheduled one). An advisory
-    ``flock`` on OUT/.build.lock: released by the kernel when the holder dies, so a
-    killed build never leaves a stale lock."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise BuildLocked(f"another build is running on {out} (pid {holder}); wait for it or stop it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    the last one still runs, a manual run beside a scheduled one); each stage's own
+    directory is locked too while the stage runs (``run_stages``), so a stage command
+    on it (``webtext fetch --out OUT/fetch --retry-failed``) waits its turn."""
+    with dir_lock(out_dir, "build", LOCK):
         yield
-    finally:
-        os.close(fd)
 
 
 class LocalRunner:
@@ -86,11 +100,12 @@ def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGE
         if st.applies is not None and not st.applies(ctx):
             continue  # a stage this build's configuration does not use (the funnel leaves it out)
         c = replace(ctx, funnel=tuple(funnel))
-        if st.parts is not None and (st.fan_out == "always" or runner.distributed):
-            results = runner.map(st, c, runner.call(st, "parts", c))
-            funnel.append(runner.call(st, "finish", c, results))
-        else:
-            funnel.append(runner.call(st, "run", c))
+        with dir_lock(ctx.out / st.writes.split("/")[0], f"build's {st.name} stage"):
+            if st.parts is not None and (st.fan_out == "always" or runner.distributed):
+                results = runner.map(st, c, runner.call(st, "parts", c))
+                funnel.append(runner.call(st, "finish", c, results))
+            else:
+                funnel.append(runner.call(st, "run", c))
     return funnel
 
 

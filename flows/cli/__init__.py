@@ -26,6 +26,30 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+# Stage commands that write a directory of their own: one writer at a time per directory
+# (a lock, shared with a build running that stage), and never into their own input.
+STAGE_COMMANDS = ("links", "fetch", "extract", "filter", "dedup", "shard", "tokenize")
+_INPUTS = ("src", "links", "fetch", "warc", "state")
+
+
+def check_out_not_in_inputs(args) -> None:
+    """``--out`` equal to or inside one of the command's input directories (``filter --in
+    X --out X`` would overwrite the documents it reads) is refused before any work."""
+    from pathlib import Path
+
+    out = Path(args.out).resolve()
+    for name in _INPUTS:
+        values = getattr(args, name, None)
+        for v in values if isinstance(values, list) else [values]:
+            if not v or name == "state":
+                continue
+            src = Path(v).resolve()
+            if src.is_dir() and (out == src or src in out.parents):
+                flag = {"src": "--in"}.get(name, f"--{name}")
+                raise ConfigError(f"--out {args.out} is {'the same directory as' if out == src else 'inside'} "
+                                  f"{flag} {v}: it would overwrite what it reads; give an output directory of its own")
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -41,6 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.build import BuildLocked
 
     try:
+        if args.command in STAGE_COMMANDS and getattr(args, "out", None):
+            from pipeline.build import dir_lock
+
+            check_out_not_in_inputs(args)
+            from pathlib import Path
+
+            out = Path(args.out)
+            fresh = not out.exists()
+            try:
+                with dir_lock(out, args.command):
+                    return int(args.func(args) or 0)
+            finally:  # a command refused before any work leaves no directory of its own behind
+                if fresh and out.is_dir() and [p.name for p in out.iterdir()] == [".webtext.lock"]:
+                    (out / ".webtext.lock").unlink()
+                    out.rmdir()
         return int(args.func(args) or 0)
     except (ConfigError, ModelConfigError, FileNotFoundError, BuildLocked, InputError, ModelInputError) as exc:
         print(f"webtext {args.command}: error: {exc}", file=sys.stderr)
