@@ -255,6 +255,24 @@ class ArchivedPage:
         return h
 
 
+def retry_after(resp) -> float | None:
+    """A response's Retry-After in seconds (delta-seconds or an HTTP date), None when it
+    has none or an unreadable one."""
+    ra = {k.lower(): v for k, v in resp.headers}.get("retry-after", "").strip()
+    if ra.isdigit():
+        return float(ra[:12])
+    if ra:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(ra)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is not None and when.tzinfo is not None:
+            return max(0.0, when.timestamp() - time.time())
+    return None
+
+
 class ArchiveClient:
     """Looks URLs up in the configured archives, politely; shared by the fetch workers."""
 
@@ -318,16 +336,17 @@ class ArchiveClient:
             attempt += 1
             self._count("retries")
             wait = cfg.backoff_s * 2 ** (attempt - 1)
-            if resp is not None:
-                ra = dict((k.lower(), v) for k, v in resp.headers).get("retry-after", "").strip()
-                if ra.isdigit():
-                    wait = float(ra)
-                # every worker's requests to this archive wait too
-                with throttle.lock:
-                    throttle.next_ok[archive.name] = max(throttle.next_ok[archive.name], time.monotonic() + wait)
+            asked = retry_after(resp) if resp is not None else None
+            if asked is not None:
+                wait = asked
+            # checked before the throttle is touched: a Retry-After of a billion seconds
+            # fails this URL (archive_error, retried next build), it never stalls the others
             if wait > budget[0]:
                 raise ArchiveFailure(f"{archive.name}: asked to wait {wait:.0f}s, more than the "
                                      f"{max(budget[0], 0):.0f}s left of archive_timeout_s")
+            if asked is not None:  # every worker's requests to this archive wait too
+                with throttle.lock:
+                    throttle.next_ok[archive.name] = max(throttle.next_ok[archive.name], time.monotonic() + wait)
             time.sleep(wait)
             budget[0] -= wait
 

@@ -118,6 +118,8 @@ class Front(LoopbackServer):
                 mode = front.mode
                 if mode == "429" or (mode == "429-once" and len(front.requests) == 1):
                     return self._send(429, b"slow down", [("Retry-After", "1")])
+                if mode.startswith("503-once:") and len(front.requests) == 1:  # 503-once:<Retry-After value>
+                    return self._send(503, b"busy", [("Retry-After", mode.split(":", 1)[1])])
                 if mode == "hang":
                     time.sleep(20)
                     self.close_connection = True
@@ -313,6 +315,25 @@ def test_an_archive_that_answers_429_hangs_or_sends_garbage_ends_in_a_recorded_o
         assert not (tmp_path / "archive_cdx_cache.jsonl").exists()  # a failure is never cached
         if mode == "429":
             assert len(front.requests) == 3 and took >= 2.0  # Retry-After honoured
+
+
+@pytest.mark.parametrize("retry_after", ["1000000000", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_beyond_the_budget_fails_that_url_and_never_stalls_the_others(tmp_path, pywb, retry_after):
+    """One 503 asking to wait a billion seconds (or until the year 9999): that URL ends
+    archive_error at once (retried next build); the archive's throttle is untouched, so
+    the other URLs are looked up without waiting."""
+    with WebServer([]) as web, Front(pywb["port"]) as front:
+        front.mode = f"503-once:{retry_after}"
+        cfg = fetch_cfg(web, source="archive", archive_cdx=archive_entries(front.url, order=("wb",)),
+                        archive_timeout_s=30.0, workers=1)
+        t0 = time.monotonic()
+        s = fetch_links(links({DEAD: ["/gone/a", "/gone/g", "/gone/b"]}), tmp_path, cfg)
+        took = time.monotonic() - t0
+    out = {k.rsplit("/", 1)[-1]: v for k, v in read_outcomes(tmp_path).items()}
+    failed = [k for k, v in out.items() if v["outcome"] == "archive_error"]
+    assert len(failed) == 1 and "asked to wait" in out[failed[0]]["archive_error"]
+    assert {k for k, v in out.items() if v["outcome"] == "ok"} == {"a", "g"} - set(failed)
+    assert took < 20 and s.balanced()
 
 
 def test_a_429_then_an_answer_recovers_and_a_hang_is_bounded_by_archive_timeout(tmp_path, pywb):
