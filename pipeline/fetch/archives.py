@@ -74,6 +74,7 @@ import orjson
 
 from pipeline.core.archive_tables import Archive, _parse_date
 from pipeline.core.config import FetchConfig
+from pipeline.core.urls import InvalidURL, normalize_url
 
 CACHE = "archive_cdx_cache.jsonl"
 
@@ -164,6 +165,19 @@ def cutoff_epoch(cfg: FetchConfig) -> float | None:
     """The first second after the cut-off day, or None."""
     day = _parse_date(cfg.archive_cutoff, "fetch.archive_cutoff")
     return None if day is None else day + 86_400
+
+
+def same_page(captured: str, asked: str) -> bool:
+    """Is a capture of CAPTURED one of ASKED: the same URL, or the same after webtext's
+    normalisation (scheme, ``www``, default port, fragment, tracking arguments,
+    argument order), or the same but for letter case."""
+    from pipeline.fetch.ccindex import match_level
+
+    try:
+        norm = normalize_url(asked)
+    except InvalidURL:
+        return captured == asked
+    return match_level(captured, asked, norm) is not None
 
 
 def choose_capture(captures: list[Capture], target: float, cutoff: float | None) -> tuple[Capture | None, str]:
@@ -292,9 +306,9 @@ class ArchiveClient:
         self.lock = threading.Lock()
         self.counts = {"cdx_requests": 0, "cdx_cached": 0, "record_requests": 0, "retries": 0}
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, n: int = 1) -> None:
         with self.lock:
-            self.counts[key] += 1
+            self.counts[key] = self.counts.get(key, 0) + n
 
     def close(self) -> None:
         self.cache.close()
@@ -388,6 +402,9 @@ class ArchiveClient:
                 m = re.search(r"/(\d{14})id_/(.+)$", nxt)
                 if urlsplit(nxt).netloc != host or not m:
                     raise ArchiveFailure(f"{archive.name}: raw capture redirects away, to {nxt[:200]!r}")
+                if not same_page(m.group(2), cap.url):
+                    raise ArchiveFailure(f"{archive.name}: raw capture of {cap.url[:200]!r} redirects to a capture of "
+                                         f"another page, {m.group(2)[:200]!r}")
                 src = nxt
                 cap = Capture(m.group(1), m.group(2), cap.mime, cap.status)
                 continue
@@ -509,7 +526,12 @@ class ArchiveClient:
                     cap, why = self.cc_choice(archive, link_id)
                 else:
                     caps = self.captures(archive, url, budget)
-                    cap, why = choose_capture(caps, target, self.cutoff)
+                    # only captures of the URL asked (or its scheme/www/tracking/case
+                    # variants): an archive that answers with another page is not believed
+                    mine = [c for c in caps if same_page(c.url, url)]
+                    if len(mine) < len(caps):
+                        self._count("captures_of_other_urls", len(caps) - len(mine))
+                    cap, why = choose_capture(mine, target, self.cutoff)
                 if cap is None:
                     tried[archive.name] = why
                     continue

@@ -12,6 +12,7 @@ Common Crawl's data bucket.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import io
 import os
@@ -120,6 +121,9 @@ class Front(LoopbackServer):
                     return self._send(429, b"slow down", [("Retry-After", "1")])
                 if mode.startswith("503-once:") and len(front.requests) == 1:  # 503-once:<Retry-After value>
                     return self._send(503, b"busy", [("Retry-After", mode.split(":", 1)[1])])
+                if mode.startswith("swap:") and "/cdx?" in self.path:  # swap:<path>:<path>: another page's captures
+                    a, b = mode.split(":")[1:]
+                    self.path = self.path.replace(a.replace("/", "%2F"), b.replace("/", "%2F"))
                 if mode == "hang":
                     time.sleep(20)
                     self.close_connection = True
@@ -334,6 +338,19 @@ def test_a_retry_after_beyond_the_budget_fails_that_url_and_never_stalls_the_oth
     assert len(failed) == 1 and "asked to wait" in out[failed[0]]["archive_error"]
     assert {k for k, v in out.items() if v["outcome"] == "ok"} == {"a", "g"} - set(failed)
     assert took < 20 and s.balanced()
+
+
+def test_an_archive_answering_with_another_pages_captures_is_not_believed(tmp_path, pywb):
+    """The CDX server answers the question for /gone/a with the captures of /gone/g: no
+    capture of the link, so not_archived, and G's page is never stored as A's."""
+    with WebServer([]) as web, Front(pywb["port"]) as front:
+        front.mode = "swap:/gone/a:/gone/g"
+        cfg = fetch_cfg(web, source="archive", archive_cdx=archive_entries(front.url, order=("wb",)))
+        s = fetch_links(links({DEAD: ["/gone/a"]}), tmp_path, cfg)
+    (rec,) = read_outcomes(tmp_path).values()
+    assert rec["outcome"] == "not_archived" and s.extra["archive_requests"]["captures_of_other_urls"] >= 1
+    assert not list((tmp_path / "warc").glob("*.warc.gz")) or b"G-wb" not in b"".join(
+        gzip.decompress(p.read_bytes()) for p in (tmp_path / "warc").glob("*.warc.gz"))
 
 
 def test_a_429_then_an_answer_recovers_and_a_hang_is_bounded_by_archive_timeout(tmp_path, pywb):
