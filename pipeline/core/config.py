@@ -157,8 +157,10 @@ class FetchConfig(_Section):
     allow_private_addresses: bool = False  # refuse loopback/private/link-local targets
     respect_robots: bool = True
     warc_max_bytes: int = 1 * 10**9  # roll to a new WARC file after ~1 GB (Common Crawl: 1 GB)
-    # Like curl --resolve: connect to HOST:PORT instead of a host's own address
-    # (local mirrors, and the offline demo's web). The URL and Host header are kept.
+    # Like curl --resolve: connect to ADDRESS:PORT instead of a host's own address
+    # (local mirrors, and the offline demo's web). The URL, its scheme (https stays
+    # TLS, verified against the host's name) and the Host header are kept; the mapped
+    # address is allowed even when private (it was given on purpose), nothing else is.
     resolve: dict = field(default_factory=dict)
     # An explicit HTTP(S) proxy, e.g. "http://proxy:3128". The environment's
     # HTTP_PROXY/HTTPS_PROXY/NO_PROXY and .netrc are ignored: a proxy resolves names
@@ -219,6 +221,15 @@ class FetchConfig(_Section):
                 raise ConfigError(f"fetch.{name} must be >= 1")
         if self.total_timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ConfigError("fetch timeouts must be > 0")
+        for host, target in self.resolve.items():
+            if not isinstance(host, str) or not host or "/" in host or ":" in host.strip("[]").replace("::", ""):
+                raise ConfigError(f"fetch.resolve: {host!r} is not a host name (give HOST = \"ADDRESS:PORT\")")
+            try:
+                parsed = _split_target(target)
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                raise ConfigError(f"fetch.resolve.{host} must be \"ADDRESS:PORT\" (like curl --resolve), not {target!r}")
 
 
     def archives(self) -> list["Archive"]:
@@ -227,6 +238,18 @@ class FetchConfig(_Section):
         first = parse_archives(self.archive, self.allow_private_addresses, self.archive_cutoff, key="archive")
         return first + parse_archives(self.archive_cdx, self.allow_private_addresses, self.archive_cutoff,
                                       key="archive_cdx", taken=tuple(a.name for a in first))
+
+
+def _split_target(target) -> tuple[str, int] | None:
+    """``fetch.resolve``'s "ADDRESS:PORT" ("[::1]:8080" for IPv6) -> (address, port)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(target, str) or not target or "/" in target or "@" in target:
+        return None
+    parts = urlsplit("//" + target)
+    if not parts.hostname or parts.port is None:
+        return None
+    return parts.hostname, parts.port
 
 
 # Where pages come from: the web today, the archives (the faithful replica), the web with the

@@ -91,8 +91,9 @@ class _PinnedConnection:
             ip = type(self).pin(self.host, self.port)
         except FetchRefused as exc:
             raise NewConnectionError(self, f"refused: {exc}") from RefusedAddress(str(exc))
+        ip, port = ip if isinstance(ip, tuple) else (ip, self.port)  # (address, port): a mapped host
         try:
-            sock = u3conn.create_connection((ip, self.port), self.timeout, source_address=self.source_address,
+            sock = u3conn.create_connection((ip, port), self.timeout, source_address=self.source_address,
                                             socket_options=self.socket_options)
         except socket.timeout as exc:
             raise ConnectTimeoutError(self, f"Connection to {self.host} ({ip}) timed out") from exc

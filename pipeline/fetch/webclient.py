@@ -169,9 +169,15 @@ class Fetcher:
         self.robots_pending: dict[str, threading.Lock] = {}
         self.pins: dict[tuple[str, int], str] = {}  # (host, port) -> the checked address connections use
 
-    def _pin(self, host: str, port: int) -> str:
-        """The address to connect to: the one checked by this fetch (``check``),
+    def _pin(self, host: str, port: int) -> str | tuple[str, int]:
+        """The address to connect to: ``resolve``'s mapping for a mapped host (address
+        and port, allowed as given), else the one checked by this fetch (``check``),
         or, for a connection nothing checked yet (robots.txt), checked now."""
+        mapped = self.cfg.resolve.get(host)
+        if mapped is not None:
+            from pipeline.core.config import _split_target
+
+            return _split_target(mapped)
         if self.cfg.allow_private_addresses:
             return host
         ip = self.pins.get((host, port))
@@ -181,13 +187,14 @@ class Fetcher:
         return ip
 
     def check(self, url: str) -> None:
-        """Resolve and check the URL's host once; connections then go to that address."""
+        """Resolve and check the URL's host once; connections then go to that address
+        (a host in ``resolve`` goes to its mapped address, which is not checked: the
+        configuration named it)."""
         parts = urlsplit(url)
         host = parts.hostname
         if not host:
             raise FetchRefused("invalid_url", url)
         if host in self.cfg.resolve:
-            check_public(f"http://{self.cfg.resolve[host]}/")
             return
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.pins[(host, port)] = resolve_public(host, port)
@@ -248,9 +255,9 @@ class Fetcher:
         cfg = self.cfg
         deadline = time.monotonic() + cfg.total_timeout_s
         target, extra = url, dict(headers or {})
-        parts = urlsplit(url)
-        if parts.hostname in cfg.resolve:
-            target = parts._replace(scheme="http", netloc=cfg.resolve[parts.hostname]).geturl()
+        if cfg.proxy and urlsplit(url).hostname in cfg.resolve:  # through a proxy the proxy connects: ask it for the mapping
+            parts = urlsplit(url)
+            target = parts._replace(netloc=cfg.resolve[parts.hostname]).geturl()
             extra["Host"] = parts.netloc
         token = DEADLINES.begin(deadline)
         try:
