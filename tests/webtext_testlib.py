@@ -285,8 +285,8 @@ def pywb_bin() -> Path:
               Path(_shutil.which("wayback")).parent if _shutil.which("wayback") else None):
         if d and (Path(d) / "wayback").is_file() and (Path(d) / "wb-manager").is_file():
             return Path(d)
-    pytest.skip("pywb not installed: python -m venv .venv-pywb && .venv-pywb/bin/pip install -c constraints-pywb.txt "
-                "pywb (see README, Archive fallback); or set WEBTEXT_PYWB_BIN")
+    pytest.skip("pywb not installed: the README's test command makes .venv-pywb (python3 -m venv .venv-pywb && "
+                ".venv-pywb/bin/pip install -c constraints-pywb.txt pywb); or set WEBTEXT_PYWB_BIN")
 
 
 def free_port() -> int:
