@@ -25,6 +25,8 @@ from pipeline.fetch.outcomes import (
     host_partition,
     is_transient,
     outcome_files,
+    conditional_summary,
+    limits_of,
     retry_state,
 )
 from pipeline.fetch.warcstore import WarcSink, repair_warcs
@@ -170,6 +172,9 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
                 rec["live_status"] = resp.status
                 resp = None
         rec["outcome"] = outcome
+        lim = limits_of(outcome, cfg)
+        if lim:
+            rec["limits"] = lim
         if outcome == "ok":
             rec["source"] = f"archive:{page.archive}" if page is not None else "live"
         trail = info.pop("_responses", [])
@@ -267,7 +272,8 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     from pipeline.core.io import atomic_write_json
 
     atomic_write_json(log_path.with_name(log_path.name.replace(".jsonl", ".state.json")),
-                      {"next_due": next_due, **{k: summary.extra[k] for k in PARTITION_STATE}})
+                      {"next_due": next_due, "conditional": conditional_summary(log),
+                       **{k: summary.extra[k] for k in PARTITION_STATE}})
     summary.check()
     return summary.finish()
 

@@ -38,9 +38,76 @@ def _epoch(stamp: str | None) -> float:
         return 0.0
 
 
+# Final outcomes that only the configuration made final: each with the settings it
+# depended on (recorded with the outcome as ``limits``) and whether the configuration
+# of this run would answer otherwise. Such a URL is fetched again when it would.
+CONFIG_DEPENDENT = frozenset({"refused_private_address", "robots_disallowed", "too_large", "decoded_too_large",
+                              "too_many_redirects"})
+
+
+def limits_of(outcome: str, cfg: FetchConfig) -> dict | None:
+    """The settings a config-dependent OUTCOME was decided under (stored in its record)."""
+    if outcome in ("too_large", "decoded_too_large"):
+        return {"max_bytes": cfg.max_bytes}
+    if outcome == "too_many_redirects":
+        return {"max_redirects": cfg.max_redirects}
+    return None
+
+
+def config_allows_now(rec: dict, cfg: FetchConfig) -> bool:
+    """Would this run's configuration answer a config-dependent outcome otherwise?"""
+    o = rec.get("outcome", "")
+    lim = rec.get("limits") or {}
+    if o == "refused_private_address":
+        from urllib.parse import urlsplit
+
+        host = urlsplit("http://" + (rec.get("url_norm") or "")).hostname or ""
+        return cfg.allow_private_addresses or host in cfg.resolve or ("www." + host) in cfg.resolve
+    if o == "robots_disallowed":
+        return not cfg.respect_robots
+    if o in ("too_large", "decoded_too_large"):
+        return cfg.max_bytes > int(lim.get("max_bytes") or cfg.max_bytes)
+    if o == "too_many_redirects":
+        return cfg.max_redirects > int(lim.get("max_redirects") or cfg.max_redirects)
+    return False
+
+
+def conditional_summary(log: "OutcomeLog") -> dict:
+    """Per config-dependent outcome in LOG: the smallest limit it was decided under (True
+    where it has none), for a later build to know, without reading the log, whether its
+    configuration may answer one of them otherwise (``recheck_due``)."""
+    out: dict = {}
+    for url_norm, lim in log.conditional.items():
+        o = log.done[url_norm][0]
+        v = min(lim.values()) if lim else None
+        if v is not None:
+            out[o] = min(out[o], v) if isinstance(out.get(o), int) else v
+        else:
+            out.setdefault(o, True)
+    return out
+
+
+def recheck_due(summary: dict | None, cfg: FetchConfig) -> bool:
+    """May this configuration answer one of a partition's config-dependent outcomes
+    (``conditional_summary``) otherwise? (Then the partition runs, to look.)"""
+    for o, v in (summary or {}).items():
+        if o == "refused_private_address" and (cfg.allow_private_addresses or cfg.resolve):
+            return True
+        if o == "robots_disallowed" and not cfg.respect_robots:
+            return True
+        if o in ("too_large", "decoded_too_large") and v is not True and cfg.max_bytes > v:
+            return True
+        if o == "too_many_redirects" and v is not True and cfg.max_redirects > v:
+            return True
+    return False
+
+
 def retry_state(rec: dict, cfg: FetchConfig, now: float, retry_failed: bool = False) -> str:
     """What a run does with a URL whose last outcome is ``rec``: ``already_fetched``
-    (final), ``retry`` (transient, back-off passed), ``waiting_retry`` or ``given_up``."""
+    (final), ``retry`` (transient, back-off passed; or config-dependent and this run's
+    configuration would answer otherwise), ``waiting_retry`` or ``given_up``."""
+    if rec.get("outcome") in CONFIG_DEPENDENT:
+        return "retry" if config_allows_now(rec, cfg) else "already_fetched"
     if not is_transient(rec.get("outcome", "")):
         return "already_fetched"
     if retry_failed:
@@ -96,6 +163,8 @@ class OutcomeLog:
         # url_norm -> (id, url, created_utc, Reddit fields) of the URLs whose last outcome is
         # transient: a build that reads only the new links retries them from here
         self.retry_rows: dict[str, tuple] = {}
+        # url_norm -> the limits a config-dependent outcome was decided under (CONFIG_DEPENDENT)
+        self.conditional: dict[str, dict | None] = {}
         # The end of the last record of each WARC file that any line (not only a URL's
         # last) points at: a superseded attempt's record is still part of its file.
         self.warc_ends: dict[str, int] = defaultdict(int)
@@ -126,12 +195,16 @@ class OutcomeLog:
         if outcomes is not None:
             o = outcomes.setdefault(o, o)
         self.done[rec["url_norm"]] = (o, int(rec.get("attempt") or 1), _epoch(rec.get("fetched_at")))
+        if o in CONFIG_DEPENDENT:  # (few URLs): what deciding it again needs
+            self.conditional[rec["url_norm"]] = rec.get("limits")
+        else:
+            self.conditional.pop(rec["url_norm"], None)
         src = rec.get("source")
         if o == "ok" and src and src != "live":
             self.archived[rec["url_norm"]] = sys.intern(src)
         else:
             self.archived.pop(rec["url_norm"], None)
-        if is_transient(o):  # what retrying it needs when no link row names it again
+        if is_transient(o) or o in CONFIG_DEPENDENT:  # what retrying it needs when no link row names it again
             self.retry_rows[rec["url_norm"]] = (rec.get("id"), rec["url"], rec.get("created_utc"),
                                                 {f: rec[f] for f in LINK_FIELDS if rec.get(f) is not None} or None)
         else:
@@ -141,7 +214,12 @@ class OutcomeLog:
     def state(self, url_norm: str) -> dict | None:
         """{outcome, attempt, fetched_epoch} of the URL's last attempt, or None."""
         t = self.done.get(url_norm)
-        return None if t is None else {"outcome": t[0], "attempt": t[1], "fetched_epoch": t[2]}
+        if t is None:
+            return None
+        out = {"outcome": t[0], "attempt": t[1], "fetched_epoch": t[2], "url_norm": url_norm}
+        if url_norm in self.conditional:
+            out["limits"] = self.conditional[url_norm]
+        return out
 
     def add(self, rec: dict) -> None:
         line = orjson.dumps(rec) + b"\n"

@@ -21,6 +21,7 @@ from pipeline.fetch.outcomes import (
     OUTCOMES,
     PARTITION_STATE,
     host_partition,
+    recheck_due,
 )
 
 # --- partitions -----------------------------------------------------------------------
@@ -126,7 +127,8 @@ def spool_links(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchConfig) -
     for log in (out / "outcomes").glob("part-*.jsonl"):
         k = int(log.stem.split("-")[1])
         st = partition_state(out, k)
-        if st is None or (st.get("next_due") is not None and st["next_due"] <= now):
+        if st is None or (st.get("next_due") is not None and st["next_due"] <= now) \
+                or recheck_due(st.get("conditional"), cfg):
             work.add(k)
     return sorted(work)
 
