@@ -248,3 +248,36 @@ def test_a_wrong_content_length_in_an_uncompressed_warc_costs_only_its_own_recor
     s = replay_links(rows, tmp_path / "replay", [path])
     assert s.n_out == 20 - len(wrong) and s.dropped == {"not_in_archive": len(wrong)}
     assert len(s.extra["damaged_warc_regions"]) == len(wrong)
+
+
+def test_a_full_disk_during_fetch_ends_in_one_sentence_and_the_rerun_completes(tmp_path):
+    """A real 60 KiB tmpfs as the fetch directory: `webtext fetch` stops with exit 2 and
+    one sentence (WARC and outcome writes fail in the fetch threads); with space again the
+    same command fetches what is left, every URL ends ok once. Skips without root."""
+    from webtext_testlib import WebServer, aeb_pages
+
+    from pipeline.core.urls import normalize_url, url_id
+    from pipeline.fetch.outcomes import read_outcomes
+    from pipeline.links.table import write_links
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        with WebServer([p["html"] for p in aeb_pages(12)]) as srv:
+            urls = [f"{srv.url}/page/{i}" for i in range(12)]
+            write_links([{"id": url_id(normalize_url(u)), "url": u, "url_norm": normalize_url(u),
+                          "created_utc": 1_500_000_000} for u in urls], tmp_path / "links" / "links.parquet")
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            cmd = WEBTEXT + ["fetch", "--links", str(tmp_path / "links"), "--out", str(mnt / "f"), "--allow-private",
+                             "--no-robots", "--set", "fetch.per_host_delay_s=0"]
+            r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+            assert r.returncode == 2 and "the disk is full" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+            subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+            r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+            assert r.returncode == 0, r.stderr[-2000:]
+        out = read_outcomes(mnt / "f")
+        assert sorted(o["url"] for o in out.values()) == sorted(urls) and {o["outcome"] for o in out.values()} == {"ok"}
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
