@@ -177,15 +177,58 @@ def tokenize_shards(
 
 
 def load_token_manifest(data_dir: str | Path) -> dict:
+    """DATA_DIR/manifest.json, checked (InputError naming the key): a dtype of uint16 or
+    uint32, a tokenizer with a whole n_vocab >= 1 the dtype can hold and an eot_id below it,
+    and each split's file name and token count."""
     p = Path(data_dir) / "manifest.json"
     if not p.is_file():
         raise FileNotFoundError(f"no token shards at {data_dir} (manifest.json missing): run `webtext tokenize` first")
-    return json.loads(p.read_text())
+    from .errors import InputError
+
+    fix = "run `webtext tokenize` again to write the token shards"
+    try:
+        m = json.loads(p.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not JSON ({str(exc)[:200]}); {fix}") from exc
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    tok = m.get("tokenizer") if isinstance(m, dict) else None
+    if not isinstance(tok, dict):
+        raise InputError(f"{p}: no tokenizer entry; {fix}")
+    if m.get("dtype") not in ("uint16", "uint32"):
+        raise InputError(f"{p}: dtype {m.get('dtype')!r} is not uint16 or uint32; {fix}")
+    n = tok.get("n_vocab")
+    if not whole(n) or not 1 <= n <= np.iinfo(m["dtype"]).max + 1:
+        raise InputError(f"{p}: tokenizer.n_vocab={n!r} is not a whole number from 1 to what {m['dtype']} holds; {fix}")
+    if not whole(tok.get("eot_id")) or not 0 <= tok["eot_id"] < n:
+        raise InputError(f"{p}: tokenizer.eot_id={tok.get('eot_id')!r} is not a token id below n_vocab={n}; {fix}")
+    if not isinstance(tok.get("sha256"), str):
+        raise InputError(f"{p}: tokenizer.sha256 is missing; {fix}")
+    for split in ("train", "val"):
+        e = m.get(split)
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or Path(e["file"]).name != e["file"] \
+                or not whole(e.get("tokens")) or e["tokens"] < 0:
+            raise InputError(f"{p}: {split} must name a file in {data_dir} and its token count; {fix}")
+    return m
 
 
 def open_tokens(data_dir: str | Path, split: str) -> np.memmap:
+    from .errors import InputError
+
     m = load_token_manifest(data_dir)
     path = Path(data_dir) / m[split]["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (named by {Path(data_dir) / 'manifest.json'}): run `webtext "
+                                "tokenize` again")
+    item = np.dtype(m["dtype"]).itemsize
+    size = path.stat().st_size
+    if size % item or size // item != m[split]["tokens"]:
+        raise InputError(f"{path}: {size:,} bytes, but manifest.json says {m[split]['tokens']:,} {m['dtype']} tokens; "
+                         "the file is truncated or from another run: run `webtext tokenize` again")
+    if size == 0:
+        return np.zeros(0, dtype=np.dtype(m["dtype"]))
     return np.memmap(path, dtype=np.dtype(m["dtype"]), mode="r")
 
 
@@ -204,9 +247,14 @@ class TokenBatches:
     fixed held-out batches of the validation loss."""
 
     def __init__(self, data_dir: str | Path, split: str, batch_size: int, block_size: int, seed: int = 1337, rank: int = 0):
+        from .errors import InputError
+
+        m = load_token_manifest(data_dir)
         self.tokens = open_tokens(data_dir, split)
+        self.path = Path(data_dir) / m[split]["file"]
+        self.n_vocab = m["tokenizer"]["n_vocab"]
         if len(self.tokens) <= block_size + 1:
-            raise ValueError(
+            raise InputError(
                 f"{data_dir}/{split}.bin holds {len(self.tokens)} tokens, fewer than one context of {block_size + 1}; "
                 "use a smaller block_size or more documents"
             )
@@ -226,6 +274,12 @@ class TokenBatches:
 
         T = self.block_size
         rows = np.stack([self.tokens[i : i + T + 1] for i in ix]).astype(np.int64)
+        if rows.size and rows.max() >= self.n_vocab:  # an embedding index out of range is a crash (a device assert on CUDA)
+            from .errors import InputError
+
+            r, c = np.unravel_index(int(rows.argmax()), rows.shape)
+            raise InputError(f"{self.path}: token {int(rows.max())} at offset {int(ix[r]) + int(c):,} is outside the "
+                             f"vocabulary of {self.n_vocab:,}; the file is damaged: run `webtext tokenize` again")
         rows = torch.from_numpy(rows)
         return rows[:, :-1], rows[:, 1:]
 

@@ -1,26 +1,59 @@
 """The evaluation sets as text: reading them (xz, CRLF) and GPT-2's invertible
 de-tokenizers for WikiText and PTB, and WikiText's split into articles.
 
-Plain Python with no torch and no project imports: the corpus side
+Plain Python with no torch and no project imports but model/errors.py: the corpus side
 (``pipeline/report/decontaminate.py``) reads the sets through here without importing the
-model.
+model. A file that cannot be read as text (damaged .xz, not UTF-8) is an InputError
+naming it.
 """
 
 from __future__ import annotations
 
+import json
 import lzma
 import re
 from pathlib import Path
 
+from .errors import InputError
+
 
 def read_text(path: str | Path) -> str:
     p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"evaluation set not found: {p}")
     data = p.read_bytes()
     if p.suffix == ".xz":
-        data = lzma.decompress(data)
+        try:
+            data = lzma.decompress(data)
+        except (lzma.LZMAError, EOFError) as exc:
+            raise InputError(f"{p}: damaged or truncated .xz file ({exc}); download the evaluation set again") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason}); give the evaluation set as UTF-8 "
+                         "(or .xz of it)") from exc
     # CRLF copies of the sets (e.g. a WikiText raw file saved on Windows) read like the originals:
     # the de-tokenizers' " \n" rules and the article split see the same lines
-    return data.decode("utf-8").replace("\r\n", "\n")
+    return text.replace("\r\n", "\n")
+
+
+def read_jsonl_texts(path: str | Path) -> list[str]:
+    """The ``text`` of every record of a JSON-lines file (LAMBADA's form), each line
+    checked: a JSON object with a string ``text``; else an InputError naming the line."""
+    texts = []
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path}: line {n} is not JSON ({exc}); give LAMBADA as JSON lines "
+                             '{"text": "..."}') from exc
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+            raise InputError(f"{path}: line {n} has no string \"text\" field; give LAMBADA as JSON lines "
+                             '{"text": "..."}')
+        texts.append(rec["text"])
+    return texts
 
 
 def wikitext_detokenize(s: str) -> str:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evalsets import ptb_detokenize, read_text, wikitext_articles, wikitext_detokenize  # noqa: F401
+from .errors import ConfigError, InputError
+from .evalsets import ptb_detokenize, read_jsonl_texts, read_text, wikitext_articles, wikitext_detokenize  # noqa: F401
 from .gpt import GPT
 from .tokenizer import Tokenizer
 
@@ -69,13 +70,35 @@ def sequence_nll(model: GPT, tokens: list[int], device="cpu", score_from: int = 
     return total, count
 
 
+def _doc_starts(data_dir: Path, m: dict, n_tokens: int) -> list[int]:
+    """The held-out documents' start offsets (val_docs.npy), checked: increasing, inside val.bin."""
+    name = m["val"].get("doc_starts", "val_docs.npy")
+    p = data_dir / str(name)
+    fix = "run `webtext tokenize` again to write the token shards"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} is missing (named by {data_dir / 'manifest.json'}); {fix}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{p}: damaged or not a .npy array ({str(exc)[:200]}); {fix}") from exc
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{p}: holds a {arr.dtype} array of shape {arr.shape}, not document offsets; {fix}")
+    if arr.size and (arr[0] < 0 or arr[-1] >= max(1, n_tokens) or bool((np.diff(arr) <= 0).any())):
+        raise InputError(f"{p}: offsets are not increasing within val.bin's {n_tokens:,} tokens; {fix}")
+    return arr.tolist()
+
+
 def heldout(model: GPT, data_dir: str | Path, tokenizer: Tokenizer, device="cpu", max_docs: int | None = None,
             stride: int | None = None) -> dict:
     from .data import load_token_manifest, open_tokens
 
     m = load_token_manifest(data_dir)
+    if m["tokenizer"]["sha256"] != tokenizer.sha256 or m["tokenizer"]["n_vocab"] > model.config.vocab_size:
+        raise InputError(f"{data_dir}: tokenized with {m['tokenizer'].get('name')!r} ({m['tokenizer']['n_vocab']:,} "
+                         f"tokens), not with the model's tokenizer {tokenizer.name!r} ({tokenizer.n_vocab:,}): "
+                         "tokenize the held-out documents with the model's tokenizer")
     toks = open_tokens(data_dir, "val")
-    starts = np.load(Path(data_dir) / m["val"]["doc_starts"]).tolist()
+    starts = _doc_starts(Path(data_dir), m, len(toks))
     ends = starts[1:] + [len(toks)]
     nll = n = 0
     nbytes = 0
@@ -98,18 +121,19 @@ def lambada(model: GPT, path: str | Path, tokenizer: Tokenizer, device="cpu", li
     ``ppl``: per word, exp of the mean target negative log-likelihood over passages
     (the paper's rule of normalising by the canonical unit, here the target word, as
     lm-evaluation-harness's ``lambada_openai``); ``token_ppl``: per target token."""
-    import json
-
-    lines = [json.loads(l) for l in read_text(path).splitlines() if l.strip()]
+    lines = read_jsonl_texts(path)
     if limit:
         lines = lines[:limit]
+    for n, text in enumerate(lines, 1):
+        if " " not in text.strip():
+            raise InputError(f"{path}: record {n} has no context before its last word ({text[:60]!r}); LAMBADA "
+                             "passages end in the word to predict")
     correct = 0
     nll = 0.0
     ntok = 0
     block = model.config.block_size
-    for rec in lines:
-        text = rec["text"].strip()
-        ctx, last = text.rsplit(" ", 1)
+    for text in lines:
+        ctx, last = text.strip().rsplit(" ", 1)
         c = tokenizer.encode(ctx)
         t = tokenizer.encode(" " + last)
         seq = (c + t)[-(block + 1):]  # the model reads up to block tokens: all but the last target
@@ -168,6 +192,14 @@ def evaluate_all(model: GPT, tokenizer: Tokenizer, data: str | Path | None = Non
     """Everything ``webtext eval`` and the train-model flow report, from the inputs given:
     held-out perplexity on DATA's val split, LAMBADA, WikiText-2 (per article), PTB.
     LIMIT: held-out documents / LAMBADA examples / WikiText-2 articles / PTB words."""
+    block = model.config.block_size
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a whole number >= 1, not {limit!r}")
+    if stride is not None and (not isinstance(stride, int) or not 1 <= stride <= block):
+        raise ConfigError(f"stride must be between 1 and the model's context of {block}, not {stride!r}")
+    if tokenizer.n_vocab > model.config.vocab_size:
+        raise InputError(f"the tokenizer {tokenizer.name!r} has {tokenizer.n_vocab:,} tokens, more than the model's "
+                         f"vocabulary of {model.config.vocab_size:,}: the checkpoint was trained with another tokenizer")
     res = {}
     if data:
         res["heldout"] = heldout(model, data, tokenizer, device, limit, stride=stride)

@@ -1,12 +1,29 @@
 """Sampling: temperature, top-k, top-p (nucleus), batched prompts, a KV cache so
-each new token costs one position's work, and a stop at <|endoftext|>."""
+each new token costs one position's work, and a stop at <|endoftext|>. Options, prompt
+token ids and the memory the batch needs are checked before any sampling."""
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
+from .errors import ConfigError, InputError
 from .gpt import GPT
+from .limits import check_fits, sampling_bytes
+
+
+def check_options(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Sampling options that cannot work, refused before anything runs (ConfigError naming the option)."""
+    import math
+
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ConfigError(f"max-new-tokens must be a whole number >= 0, not {max_new_tokens!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature must be a finite number >= 0 (0: greedy), not {temperature!r}")
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"top-k must be >= 0 (0: off), not {top_k!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ConfigError(f"top-p must be in (0, 1], not {top_p!r}")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -42,7 +59,16 @@ def generate(
     feeds its own prompt tokens until they run out, then its samples."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
+    check_options(max_new_tokens, temperature, top_k, top_p)
+    V = model.config.vocab_size
+    bad = next((t for p in prompts for t in p if not 0 <= t < V), None)
+    if bad is not None:
+        raise InputError(f"the prompt holds token id {bad}, outside the model's vocabulary of {V:,}: the tokenizer is "
+                         "not the one the model was trained with")
     device = next(model.parameters()).device
+    check_fits(sampling_bytes(model.config, len(prompts), max(map(len, prompts)), max_new_tokens), str(device),
+               f"sampling {len(prompts)} sequence(s) of up to {max(map(len, prompts)) + max_new_tokens:,} tokens",
+               "give fewer or shorter prompts, fewer samples or fewer new tokens")
     gen = torch.Generator(device=device)
     gen.manual_seed(seed if seed is not None else torch.seed())
     block = model.config.block_size

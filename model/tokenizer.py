@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import tiktoken
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+from .errors import InputError
 
 ENDOFTEXT = "<|endoftext|>"
 # The pins of tiktoken_ext/openai_public.py (gpt2()).
@@ -33,8 +34,50 @@ GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
 
-class TokenizerError(RuntimeError):
-    pass
+class TokenizerError(InputError, RuntimeError):
+    """A tokenizer that cannot be loaded or made; the message names the file and says what to do."""
+
+
+def _data_gym_bytes() -> dict[str, int]:
+    """GPT-2's printable character for each byte (data-gym form) -> the byte."""
+    return {c: b for b, c in _bytes_to_unicode().items()}
+
+
+def mergeable_ranks(vocab_bpe: bytes, encoder_json: bytes, where: str | Path = "") -> dict[bytes, int]:
+    """The BPE ranks of vocab.bpe / merges.txt (data-gym form), checked against
+    encoder.json / vocab.json: what ``tiktoken.load.data_gym_to_mergeable_bpe_ranks``
+    computes, from the bytes. (That function reads its paths through tiktoken's file
+    cache, keyed by the path alone: a directory written again at the same path would be
+    read as it was the first time, from /tmp/data-gym-cache.) Every fault is a
+    TokenizerError naming the directory."""
+    fix = "write it again with `webtext train-tokenizer`, or give 'gpt2'"
+    byte_of = _data_gym_bytes()
+    ranks = {bytes([b]): i for i, b in enumerate(byte_of.values())}  # the 256 bytes in data-gym order
+
+    def decode(token: str, at: str) -> bytes:
+        try:
+            return bytes(byte_of[c] for c in token)
+        except KeyError:
+            raise TokenizerError(f"{where}: {at}: {token!r} is not a byte-level BPE token; {fix}") from None
+
+    try:
+        text = vocab_bpe.decode("utf-8")
+        encoder = json.loads(encoder_json)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TokenizerError(f"{where}: vocab.json or merges.txt is not UTF-8 JSON / text ({exc}); {fix}") from exc
+    for n, line in enumerate(text.split("\n")[1:-1], 2):  # a version line first, a newline last
+        parts = line.split()
+        if len(parts) != 2:
+            raise TokenizerError(f"{where}: merges.txt line {n} is {line[:80]!r}, not two tokens; {fix}")
+        ranks[decode(parts[0], f"merges.txt line {n}") + decode(parts[1], f"merges.txt line {n}")] = len(ranks)
+    if not isinstance(encoder, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in encoder.values()):
+        raise TokenizerError(f"{where}: vocab.json is not an object of token -> id; {fix}")
+    ids = {decode(k, "vocab.json"): v for k, v in encoder.items() if k not in (ENDOFTEXT, "<|startoftext|>")}
+    if ids != ranks:
+        bad = next((k for k in ranks if ids.get(k) != ranks[k]), None) or next(k for k in ids if k not in ranks)
+        raise TokenizerError(f"{where}: vocab.json and merges.txt disagree (token {bad!r}: id {ids.get(bad)} in "
+                             f"vocab.json, rank {ranks.get(bad)} in merges.txt); {fix}")
+    return ranks
 
 
 def _sha256(path: Path) -> str:
@@ -139,14 +182,15 @@ class Tokenizer:
 
     @classmethod
     def from_files(cls, name: str, vocab_bpe: Path, encoder_json: Path) -> "Tokenizer":
-        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
+        bpe, enc_json = Path(vocab_bpe).read_bytes(), Path(encoder_json).read_bytes()  # read once: hashed as used
+        ranks = mergeable_ranks(bpe, enc_json, Path(vocab_bpe).parent)
         enc = tiktoken.Encoding(
             name=name,
             pat_str=GPT2_PAT,
             mergeable_ranks=ranks,
             special_tokens={ENDOFTEXT: len(ranks)},
         )
-        return cls(name, enc, Path(vocab_bpe).read_bytes(), Path(encoder_json).read_bytes())
+        return cls(name, enc, bpe, enc_json)
 
     @classmethod
     def load(cls, spec: str | Path = "gpt2") -> "Tokenizer":
@@ -159,7 +203,13 @@ class Tokenizer:
         name = d.name
         meta = d / "webtext_tokenizer.json"
         if meta.is_file():
-            name = json.loads(meta.read_text()).get("name", name)
+            try:
+                name = json.loads(meta.read_bytes()).get("name", name)
+            except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+                raise TokenizerError(f"{meta}: not a JSON object ({exc}); delete it (the name is optional) or write "
+                                     "the tokenizer again with `webtext train-tokenizer`") from exc
+            if not isinstance(name, str):
+                raise TokenizerError(f"{meta}: name {name!r} is not a string; delete the file or fix the name")
         return cls.from_files(name, d / "merges.txt", d / "vocab.json")
 
 

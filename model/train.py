@@ -5,7 +5,9 @@ clipping, gradient accumulation to a target batch in tokens, bf16/fp16 autocast
 on GPU (a GradScaler for fp16), optional torch.compile, DDP under torchrun.
 Checkpoints are atomic and hold everything a resume needs (model, optimizer,
 step, data-sampler RNG, torch RNG, config, tokenizer hash), so a stopped and
-resumed run gives the same losses as an uninterrupted one.
+resumed run gives the same losses as an uninterrupted one. Options, the token shards'
+manifest, the memory the model needs (model/limits.py) and a checkpoint to resume are
+checked before anything is allocated, each refusal one line naming the key or file.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checked_config, load_checkpoint, save_checkpoint
 from .data import TokenBatches, load_token_manifest, write_json_atomic
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .gpt import GPT, config_for
+from .gpt import PRESETS as MODEL_PRESETS
+from .limits import check_fits, training_bytes
 
 
 @dataclass
@@ -155,6 +159,19 @@ def load_train_config(path: str | None = None, preset: str | None = None, overri
         raise ConfigError(f"train.peak_tflops must be >= 0 (0: measure), not {cfg.peak_tflops!r}")
     if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.warmup_steps < 0:
         raise ConfigError("train.lr must be > 0, train.min_lr and train.warmup_steps >= 0")
+    for name in ("block_size", "tokens_per_step"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ConfigError(f"train.{name} must be >= 1 (or none: the preset's), not {getattr(cfg, name)!r}")
+    if cfg.preset not in MODEL_PRESETS:
+        raise ConfigError(f"train.preset {cfg.preset!r} is not a model size; known: {', '.join(MODEL_PRESETS)}")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"train.seed must be from 0 to 2**63 - 1, not {cfg.seed!r}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"train.{name} must be in [0, 1), not {getattr(cfg, name)!r}")
+    for name in ("weight_decay", "grad_clip"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"train.{name} must be >= 0, not {getattr(cfg, name)!r}")
     return cfg
 
 
@@ -219,22 +236,41 @@ def start_runtime(cfg: TrainConfig) -> Runtime:
 
 def resume_from(ckpt_path: Path, rt: Runtime, model, optimizer, manifest: dict, data_dir: str) -> int:
     """Weights, optimizer state and per-rank RNG streams from CKPT_PATH; returns its step.
-    Batches are a function of the step (TokenBatches.batch), so nothing else is needed."""
+    Batches are a function of the step (TokenBatches.batch), so nothing else is needed.
+    The checkpoint is checked first (InputError naming it): its model is the one this
+    run builds, its weights match its config, and the entries a resume needs are there."""
+    fix = "resume with the options that wrote it, or train into another out_dir"
     ck = load_checkpoint(ckpt_path, map_location=rt.device)
     if ck.get("tokenizer_sha256") != manifest["tokenizer"]["sha256"]:
-        raise ValueError(f"{ckpt_path} was trained with another tokenizer than {data_dir}")
+        raise InputError(f"{ckpt_path} was trained with another tokenizer than {data_dir}; {fix}")
+    saved = checked_config(ck, ckpt_path)
+    if saved != model.config:
+        diff = [f"{k}={v!r} (this run: {model.config.to_dict()[k]!r})" for k, v in saved.to_dict().items()
+                if model.config.to_dict()[k] != v]
+        raise InputError(f"{ckpt_path}: holds another model: {', '.join(diff)}; {fix}")
+    step = ck.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise InputError(f"{ckpt_path}: step {step!r} is not a whole number >= 0; {fix}")
+    if not isinstance(ck.get("optimizer"), dict):
+        raise InputError(f"{ckpt_path}: no optimizer state (a checkpoint from `webtext import-hf`?); {fix}")
     model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    rngs = ck.get("torch_rng")  # one state per rank (dropout), saved as a list over the ranks
-    if isinstance(rngs, list):
-        if len(rngs) == rt.world:
-            torch.set_rng_state(rngs[rt.rank])
-    elif rngs is not None and rt.world == 1:
-        torch.set_rng_state(rngs)
-    cuda_rngs = ck.get("cuda_rng")
-    if rt.dev_type == "cuda" and isinstance(cuda_rngs, list) and len(cuda_rngs) == rt.world:
-        torch.cuda.set_rng_state(cuda_rngs[rt.rank].cpu())
-    return ck["step"]
+    try:
+        optimizer.load_state_dict(ck["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{ckpt_path}: its optimizer state does not fit this run ({str(exc)[:200]}); {fix}") from exc
+    try:
+        rngs = ck.get("torch_rng")  # one state per rank (dropout), saved as a list over the ranks
+        if isinstance(rngs, list):
+            if len(rngs) == rt.world:
+                torch.set_rng_state(rngs[rt.rank])
+        elif rngs is not None and rt.world == 1:
+            torch.set_rng_state(rngs)
+        cuda_rngs = ck.get("cuda_rng")
+        if rt.dev_type == "cuda" and isinstance(cuda_rngs, list) and len(cuda_rngs) == rt.world:
+            torch.cuda.set_rng_state(cuda_rngs[rt.rank].cpu())
+    except (TypeError, RuntimeError, AttributeError) as exc:
+        raise InputError(f"{ckpt_path}: damaged random-number state ({str(exc)[:200]}); {fix}") from exc
+    return step
 
 
 def rng_states(rt: Runtime) -> tuple[list, list]:
@@ -324,6 +360,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     model_cfg = config_for(cfg.preset, vocab_size=manifest["tokenizer"]["n_vocab"], pad_vocab_to=cfg.pad_vocab_to,
                            **({"block_size": cfg.block_size} if cfg.block_size else {}))
     block = model_cfg.block_size
+    # before anything is allocated: a block_size, preset or vocabulary this device cannot hold is one line of error
+    check_fits(training_bytes(model_cfg, cfg.batch_size, rt.dev_type), rt.device,
+               f"training preset {cfg.preset} (context {block:,}, vocabulary {model_cfg.vocab_size:,}) with "
+               f"batch_size {cfg.batch_size}", "use a smaller preset, block_size or batch_size")
     micro_tokens = cfg.batch_size * block * rt.world
     accum = max(1, math.ceil((cfg.tokens_per_step or micro_tokens) / micro_tokens))
 

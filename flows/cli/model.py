@@ -77,13 +77,27 @@ def add_generate(sub):
     p.add_argument("--device", default="cpu")
 
     def run(args):
-        from model.checkpoint import load_model
-        from model.generate import generate
+        from model.checkpoint import load_model, resolve_checkpoint
+        from model.errors import ConfigError as ModelConfigError
+        from model.errors import InputError as ModelInputError
+        from model.generate import check_options, generate
+        from model.limits import check_fits, sampling_bytes
         from model.tokenizer import Tokenizer
 
+        if args.num_samples < 1:
+            raise ModelConfigError(f"--num-samples must be >= 1, not {args.num_samples}")
+        check_options(args.max_new_tokens, args.temperature, args.top_k or None, args.top_p)  # before any loading
         model, ckpt = load_model(args.checkpoint, args.device)
         tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
-        prompts = [tok.encode(p) or [tok.eot_id] for p in args.prompt for _ in range(args.num_samples)]
+        if tok.n_vocab != model.config.vocab_size:
+            raise ModelInputError(f"{resolve_checkpoint(args.checkpoint)}: the model has a vocabulary of "
+                                  f"{model.config.vocab_size:,} tokens, its tokenizer {tok.name!r} {tok.n_vocab:,}: "
+                                  "the checkpoint does not name the tokenizer it was trained with")
+        encoded = [tok.encode(p) or [tok.eot_id] for p in args.prompt]
+        check_fits(sampling_bytes(model.config, len(encoded) * args.num_samples, max(map(len, encoded)),
+                                  args.max_new_tokens), args.device,
+                   f"sampling {len(encoded) * args.num_samples:,} sequence(s)", "give fewer prompts or --num-samples")
+        prompts = [e for e in encoded for _ in range(args.num_samples)]
         outs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k or None, args.top_p,
                         tok.eot_id, args.seed)
         for i, (p, o) in enumerate(zip(prompts, outs)):
