@@ -84,7 +84,44 @@ def _links_part(ctx: BuildContext, path: str) -> dict:
 def _links_finish(ctx: BuildContext, results: list[dict]) -> dict:
     from pipeline.links.merge import merge_link_parts
 
-    return merge_link_parts(ctx.dir("links"), ctx.cfg.links, since=ctx.started).to_dict()
+    summary = merge_link_parts(ctx.dir("links"), ctx.cfg.links, since=ctx.started).to_dict()
+    _stop_without_links(ctx, summary)
+    return summary
+
+
+def _stop_without_links(ctx: BuildContext, summary: dict) -> None:
+    """A build whose links directory holds no link at all (not in this run, not in any
+    earlier one) has nothing to fetch: it stops here, saying what the inputs held,
+    instead of failing stages later for want of documents."""
+    from pipeline.core.errors import InputError
+
+    if summary.get("out") or any(r.get("links") for r in _ledger_runs(ctx)):
+        return
+    import json
+
+    from pipeline.links.harvest import PARTS
+
+    # what every input harvested into this directory held (a retried finishing step finds
+    # this run's parts merged already: the part files say it, not this run's summary)
+    n_in, dropped = 0, {}
+    for meta in (ctx.dir("links") / PARTS).glob("*.json"):
+        m = json.loads(meta.read_text())
+        n_in += m.get("in", 0)
+        for r, n in (m.get("dropped") or {}).items():
+            dropped[r] = dropped.get(r, 0) + n
+    files = [Path(f).name for f in list(ctx.dumps) + list(ctx.url_lists)]
+    reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(dropped.items(), key=lambda x: -x[1]) if n) or "none"
+    raise InputError(f"links found 0 links in {n_in:,} record(s) of {', '.join(files) or 'the inputs'} "
+                     f"(dropped: {reasons}); nothing to fetch. Are these Reddit submission dumps or URL lists?")
+
+
+def _ledger_runs(ctx: BuildContext) -> list[dict]:
+    import json
+
+    from pipeline.links.table import LEDGER, RUNS
+
+    led = ctx.dir("links") / RUNS / LEDGER
+    return json.loads(led.read_text()).get("runs", []) if led.is_file() else []
 
 
 def _links_run(ctx: BuildContext) -> dict:

@@ -50,6 +50,21 @@ def check_out_not_in_inputs(args) -> None:
                                   f"{flag} {v}: it would overwrite what it reads; give an output directory of its own")
 
 
+def _unknown_command(parser, words: list[str]) -> str | None:
+    """A first word that names no command, with the nearest ones ("did you mean build?")."""
+    import argparse
+    import difflib
+
+    if not words or words[0].startswith("-"):
+        return None
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if words[0] in commands:
+        return None
+    near = difflib.get_close_matches(words[0], list(commands), n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(near)}?" if near else f"; the commands are: {', '.join(commands)}"
+    return f"unknown command {words[0]!r}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -61,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from flows.cli import builds, links, model, stages  # noqa: F401
 
     parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    unknown = _unknown_command(parser, words)
+    if unknown:
+        print(f"webtext: error: {unknown}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     from pipeline.build import BuildLocked
 

@@ -86,3 +86,44 @@ def test_a_build_is_refused_at_a_stage_whose_directory_a_stage_command_holds(tmp
         with pytest.raises(BuildLocked, match="another links is running on .*links"):
             run_build([dump], out, Config())
     assert not list((out / "links").glob("runs/*"))
+
+
+@pytest.mark.parametrize("content", [
+    "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n" * 12,  # /etc/passwd
+    "",  # empty
+    '{"id": "a", "url": "http://a.example/x", "score": 1, "created_utc": 1500000000}\n' * 5,  # all under 3 karma
+])
+def test_a_build_whose_inputs_hold_no_link_stops_at_links_saying_what_they_held(tmp_path, capsys, content):
+    dump = tmp_path / "passwd"
+    dump.write_text(content)
+    rc = main(["build", "--no-prefect", "--dump", str(dump), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "links found 0 links in" in err and "passwd" in err and "Traceback" not in err
+    if content.startswith("root"):
+        assert "24 record(s)" in err and "malformed_json 24" in err
+    assert not (tmp_path / "out" / "fetch").exists()  # stopped before fetch
+
+
+def test_a_later_build_with_no_new_link_goes_on(tmp_path):
+    """Links from an earlier build exist: a month with no new link is not an error."""
+    from pipeline.core.config import Config
+    from pipeline.stages import BY_NAME, BuildContext, _links_finish
+
+    ok = tmp_path / "RS_2017-07.ndjson"
+    ok.write_text('{"id":"a1","url":"http://a.example/x","score":5,"created_utc":1500000000,"subreddit":"s",'
+                  '"title":"t"}\n')
+    empty = tmp_path / "RS_2017-08.ndjson"
+    empty.write_text("")
+    out = tmp_path / "out"
+    ctx = BuildContext(out, Config(), dumps=(str(ok),), progress=False)
+    assert _links_finish(ctx, [BY_NAME["links"].run_part(ctx, str(ok))])["out"] == 1
+    ctx = BuildContext(out, Config(), dumps=(str(empty),), progress=False)
+    assert _links_finish(ctx, [BY_NAME["links"].run_part(ctx, str(empty))])["out"] == 0  # no error
+
+
+@pytest.mark.parametrize("typo, near", [("biuld", "build"), ("fecth", "fetch"), ("dedupe", "dedup"),
+                                         ("trian", "train")])
+def test_a_mistyped_command_names_the_nearest(capsys, typo, near):
+    assert main([typo, "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown command {typo!r}; did you mean" in err and near in err
