@@ -170,8 +170,9 @@ def check_part(path: Path) -> None:
         names = pq.ParquetFile(path).schema_arrow.names
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise DamagedPart(path, str(exc).splitlines()[0][:300]) from exc
-    if "id" not in names or "text" not in names:
-        raise ValueError(f"{path}: documents need columns id and text (has {names})")
+    from pipeline.core.schema import check_document_schema
+
+    check_document_schema(pq.ParquetFile(path).schema_arrow, path)
 
 
 def part_signatures(part: str | Path, out_file: str | Path, cfg: DedupConfig) -> dict:

@@ -10,6 +10,7 @@ import pyarrow as pa
 from pipeline.core.config import FilterConfig
 from pipeline.core.errors import DamagedPart
 from pipeline.core.io import read_part
+from pipeline.core.schema import check_document_schema
 from pipeline.core.summary import RunSummary, progress
 from pipeline.filters.rules import apply_filters
 
@@ -58,6 +59,7 @@ def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, wr
                 summary.note(str(exc))
                 summary.extra.setdefault("damaged_parts", []).append({"file": str(f), "error": exc.reason})
                 continue
+            check_document_schema(table.schema, f)
             part = RunSummary("filter", unit="documents")
             kept, dropped = [], []
             for doc, reason in apply_filters(table.to_pylist(), cfg, part):

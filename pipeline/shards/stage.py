@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.config import ShardConfig
+from pipeline.core.schema import check_document_schema
 from pipeline.core.io import atomic_write_json, conform
 from pipeline.core.summary import RunSummary, progress
 from pipeline.shards.card import write_card
@@ -219,6 +220,7 @@ def write_shards(
     ``shard_documents``, which reads only the deduplicated parts it has not seen."""
     out = Path(out_dir)
     manifest = _prepare(out, cfg)
+    check_document_schema(table.schema, "the documents given")
     summary = RunSummary("shard", unit="documents")
     summary.n_in = table.num_rows
     have = existing_ids(out, manifest)
@@ -284,6 +286,7 @@ def shard_documents(src: str | Path, out_dir: str | Path, cfg: ShardConfig, buil
             schemas.append(pq.ParquetFile(f).schema_arrow)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
             raise DamagedPart(f, str(exc).splitlines()[0][:300]) from exc
+        check_document_schema(schemas[-1], f)
     summary.extra["parts_new"] = len(new_files)
     if not new_files:
         summary.note("nothing new: manifest and shards unchanged")

@@ -127,3 +127,31 @@ def test_a_mistyped_command_names_the_nearest(capsys, typo, near):
     assert main([typo, "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert f"unknown command {typo!r}; did you mean" in err and near in err
+
+
+@pytest.mark.parametrize("columns, bad", [
+    ({"id": [1, 2], "text": ["harbour " * 50, "mountain " * 50]}, "'id' is int64"),
+    ({"id": ["a", "b"], "text": [1, 2]}, "'text' is int64"),
+    ({"id": ["a", "b"], "text": [["x"], ["y"]]}, "'text' is list"),
+    ({"id": ["a", "b"], "text": [b"x", b"y"]}, "'text' is binary"),
+    ({"id": ["a", "b"], "text": ["x " * 300, "y " * 300], "url": [1, 2]}, "'url' is int64"),
+    ({"id": ["a", "b"], "text": ["x " * 300, "y " * 300], "score": ["high", "low"]}, "'score' is string"),
+    ({"id": ["a", "b"], "text": ["x " * 300, "y " * 300], "created_utc": [1.5, 2.5]}, "'created_utc' is double"),
+    ({"id": ["a", "b"]}, "need the column(s) text"),
+])
+@pytest.mark.parametrize("command", ["filter", "dedup", "shard"])
+def test_documents_with_a_wrong_column_type_get_one_sentence_naming_file_and_column(tmp_path, capsys, columns, bad,
+                                                                                     command):
+    d = tmp_path / "docs"
+    d.mkdir()
+    pq.write_table(pa.table(columns), d / "part-0.parquet")
+    rc = main([command, "--in", str(d), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and bad in err and "part-0.parquet" in err and "Traceback" not in err, err
+
+
+def test_a_column_of_nulls_and_large_strings_are_accepted(tmp_path):
+    from pipeline.core.schema import check_document_schema
+
+    check_document_schema(pa.schema([("id", pa.large_string()), ("text", pa.string()), ("score", pa.null()),
+                                     ("created_utc", pa.int32()), ("subreddits", pa.list_(pa.large_string()))]), "x")
