@@ -31,7 +31,8 @@ What a list cannot say is decided here, and said in the run's notes:
 
 Every line/row read ends as an entry or a counted reason: ``bad_utf8``,
 ``malformed_row`` (a CSV row the csv module rejects or without the url cell),
-``unterminated_quote`` (a quote still open MAX_RECORD_LINES lines on: that line
+``damaged_row_group`` (the rows of a Parquet row group that cannot be read; the
+others are), ``unterminated_quote`` (a quote still open MAX_RECORD_LINES lines on: that line
 alone is dropped, the rows after it are read),
 ``bad_field_type`` (a score/date cell that is not a number or date), ``bad_number``
 (out of range), then the link rules' reasons (``invalid_url`` for a line that is
@@ -333,17 +334,26 @@ def _iter_parquet(path: Path, stats: UrlListStats) -> Iterator[Submission]:
     cols = _find_columns(names, path)
     stats.columns = names
     wanted = {k: names[i] for k, i in cols.items()}
-    try:
-        for batch in pf.iter_batches(batch_size=8192, columns=list(dict.fromkeys(wanted.values()))):
-            data = {k: batch.column(batch.schema.get_field_index(n)).to_pylist() for k, n in wanted.items()}
-            for i in range(batch.num_rows):
-                stats.lines += 1
-                sub = _entry(stats, data["url"][i], *(data[k][i] if k in data else None
-                                                       for k in ("score", "created", "title", "subreddit")))
-                if sub is not None:
-                    yield sub
-    except OSError as exc:
-        stats.error = f"{type(exc).__name__}: {exc}"
+    import pyarrow as pa
+
+    columns = list(dict.fromkeys(wanted.values()))
+    for rg in range(pf.num_row_groups):  # one damaged row group costs its own rows only
+        done = 0
+        try:
+            for batch in pf.iter_batches(batch_size=8192, row_groups=[rg], columns=columns):
+                data = {k: batch.column(batch.schema.get_field_index(n)).to_pylist() for k, n in wanted.items()}
+                for i in range(batch.num_rows):
+                    stats.lines += 1
+                    done += 1
+                    sub = _entry(stats, data["url"][i], *(data[k][i] if k in data else None
+                                                           for k in ("score", "created", "title", "subreddit")))
+                    if sub is not None:
+                        yield sub
+        except (OSError, pa.ArrowException) as exc:
+            lost = max(0, pf.metadata.row_group(rg).num_rows - done)
+            stats.lines += lost
+            stats.bad["damaged_row_group"] += lost
+            stats.error = f"row group {rg}: {type(exc).__name__}: {str(exc)[:200]}"
     stats.compressed_bytes_read = stats.compressed_bytes_total
 
 

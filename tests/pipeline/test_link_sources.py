@@ -390,3 +390,20 @@ def test_truncated_compressed_list_keeps_what_came_before_the_cut(tmp_path, fmt)
     assert any("truncated or corrupt" in n for n in s.notes)
     got = read_links(tmp_path / "out").column("url_norm").to_pylist()
     assert len(got) == s.n_out and set(got) <= {u[7:] for u in urls}
+
+
+def test_a_damaged_row_group_of_a_parquet_list_costs_only_its_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "list.parquet"
+    urls = [f"http://p.example/{i}" for i in range(3000)]
+    pq.write_table(pa.table({"url": urls, "score": [5] * 3000}), path, row_group_size=1000, compression="zstd")
+    off = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[off + 20:off + 400] = b"\x55" * 380  # the middle row group's page header and data
+    path.write_bytes(bytes(data))
+    s = harvest_dump_links([], tmp_path / "out", LinksConfig(), url_lists=[path])
+    assert s.balanced() and s.n_in == 3000 and s.dropped["damaged_row_group"] == 1000
+    got = sorted(int(r["url_norm"].rsplit("/", 1)[1]) for r in read_links(tmp_path / "out").to_pylist())
+    assert got == list(range(1000)) + list(range(2000, 3000))
