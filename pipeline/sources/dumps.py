@@ -221,8 +221,10 @@ class ZstdStream:
 class ZstBlocksStream:
     """Arctic Shift's ``zst_blocks`` container read as NDJSON: each ``read1`` returns
     rows of one block (each followed by a newline), at most ``size`` bytes. A block
-    header or block the file ends inside of raises EOFError; a block whose row table
-    points outside it raises ValueError (both stop the file, as a damaged archive)."""
+    header or block the file ends inside of raises EOFError (the rest of the file
+    cannot be found); a block that does not decompress, or whose row table points
+    outside it, is skipped and listed in ``damaged``: its length prefix still says where
+    the next block starts."""
 
     MAX_BLOCK = 1 << 30  # decompressed bytes of one block; real blocks are a few MB
 
@@ -230,6 +232,7 @@ class ZstBlocksStream:
         self.raw = raw
         self.dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
         self.pending = memoryview(b"")
+        self.damaged: list[str] = []  # blocks that could not be read (skipped; counted by the reader)
 
     def _next_block(self) -> bytes | None:
         head = self.raw.read(4)
@@ -242,6 +245,15 @@ class ZstBlocksStream:
         data = self.raw.read(n)
         if len(data) < n:
             raise EOFError(f"zst_blocks: the file ends inside the block at byte {start:,} ({len(data):,} of {n:,} bytes)")
+        try:
+            return self._rows(data, start)
+        except (zstandard.ZstdError, ValueError) as exc:
+            # the block's own length is intact (the next block starts where it says): this
+            # block is lost, counted, and reading goes on
+            self.damaged.append(f"{exc}"[:200])
+            return b""
+
+    def _rows(self, data: bytes, start: int) -> bytes:
         block = self.dctx.decompress(data, max_output_size=self.MAX_BLOCK)
         if len(block) < 4:
             raise ValueError(f"zst_blocks: block at byte {start:,} has no row count")
@@ -322,9 +334,11 @@ class DumpReadStats:
     compressed_bytes_read: int = 0
     compressed_bytes_total: int = 0
     error: str | None = None  # why reading stopped early (truncated/corrupt archive)
+    damaged_blocks: list = field(default_factory=list)  # zst_blocks blocks skipped, and why
 
     def to_dict(self) -> dict:
         return {
+            "damaged_blocks": self.damaged_blocks[:20],
             "path": self.path,
             "codec": self.codec,
             "lines": self.lines,
@@ -459,6 +473,9 @@ def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progr
             stats.records += 1
             yield sub
     finally:
+        for why in getattr(stream, "damaged", ()):
+            bad["damaged_block"] += 1  # a block's rows are unknown: the block counts as one
+            stats.damaged_blocks.append(why)
         stream.close()
         raw.close()
 

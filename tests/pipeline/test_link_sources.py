@@ -161,6 +161,27 @@ def test_truncated_zst_blocks_keeps_the_whole_blocks_before_the_cut(tmp_path):
     assert any("truncated" in n for n in s.notes) and s.balanced()
 
 
+@pytest.mark.parametrize("damage", ["zstd", "row_table"])
+def test_a_damaged_zst_block_costs_only_its_rows_and_the_blocks_after_it_are_read(tmp_path, damage):
+    rows = arctic_shift_month()
+    data = bytearray(zst_blocks(rows, rows_per_block=4))  # blocks of 4, 4, 4, 2 rows
+    second = 4 + struct.unpack("<I", data[:4])[0]
+    n = struct.unpack("<I", data[second:second + 4])[0]
+    if damage == "zstd":  # the frame's bytes garbled: it does not decompress
+        data[second + 4 + 4:second + 4 + n] = b"\xaa" * (n - 4)
+    else:  # a valid frame whose row table points outside the block
+        block = zstandard.ZstdCompressor().compress(struct.pack("<I", 9) + b"\0" * 16)
+        data[second:second + 4 + n] = struct.pack("<I", len(block)) + block
+    path = tmp_path / "RS_damaged.zst_blocks"
+    path.write_bytes(bytes(data))
+    (tmp_path / "RS_whole.zst_blocks").write_bytes(zst_blocks(rows, rows_per_block=4))
+    whole = harvest_dump_links([tmp_path / "RS_whole.zst_blocks"], tmp_path / "w", LinksConfig(**WINDOW))
+    s = harvest_dump_links([path], tmp_path / "out", LinksConfig(**WINDOW))
+    f = s.extra["files"][0]
+    assert f["records"] == len(rows) - 4 and s.dropped["damaged_block"] == 1 and s.balanced()
+    assert f["damaged_blocks"] and whole.extra["files"][0]["records"] == len(rows)
+
+
 # --- plain URL lists ---------------------------------------------------------------------
 
 PLAIN_LIST = (
