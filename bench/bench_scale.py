@@ -27,7 +27,11 @@ tracking parameters), ~10% of a month's submissions resubmit a URL of an earlier
 month, records of ~700 bytes with the fields of a Pushshift record.
 
     .venv/bin/python bench/bench_scale.py [--stages links dedup shards] [--sizes 10000 30000 90000]
-        [--link-months 2 4 8] [--month-subs 50000] [--rounds 3]
+        [--link-months 2 4 8] [--month-subs 50000] [--rounds 3] [--size-rounds 1]
+
+Issue 30's memory goal (peak RSS growth <= 1.5 KB per document from 10k to 40k
+documents, row groups of 1,000) is measured by
+``--stages dedup shards --sizes 10000 20000 40000 --size-rounds 3``.
 
 Rounds repeat the +5k / 5k pair (interleaved) and report the median ratio with the
 spread.
@@ -198,6 +202,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs=3, default=[10_000, 30_000, 90_000])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size-rounds", type=int, default=1,
+                    help="measure every size this many times (the table shows medians; RSS growth with the spread)")
     ap.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     ap.add_argument("--stages", nargs="+", choices=["links", "dedup", "shards"], default=["links", "dedup", "shards"],
                     help="which parts to measure (shards needs dedup's output, so it runs dedup too)")
@@ -308,23 +314,30 @@ def bench_dedup_shards(args, work: Path) -> None:
     all_parts = make_parts(work / "docs", big, 0)
     extra = make_parts(work / "extra", PART, 10**8)
     rows = []
-    for n in args.sizes:
-        src = work / f"in-{n}"
-        src.mkdir(exist_ok=True)
-        for f in all_parts[: n // PART]:
-            if not (src / f.name).exists():
-                os.link(f, src / f.name)
-        ded = work / f"dedup-{n}"
-        shutil.rmtree(ded, ignore_errors=True)
-        d = run("dedup", src, ded)
-        sh = work / f"shards-{n}"
-        shutil.rmtree(sh, ignore_errors=True)
-        s = run("shards", ded, sh)
-        rows.append({"n": n, "dedup": d, "shards": s, "index_bytes": du(ded / "state"),
-                     "dedup_bytes": du(ded, "documents-*.parquet"), "shard_bytes": du(sh, "data/*.parquet"),
-                     "text_bytes": du(src, "*.parquet")})
-        print(f"  {n:,}: dedup {d['cpu']:.1f} CPU-s {d['rss_mb']:.0f} MB; shards {s['cpu']:.1f} CPU-s {s['rss_mb']:.0f} MB",
-              file=sys.stderr)
+    growth: dict[str, list[float]] = {"dedup": [], "shards": []}  # peak RSS growth per document, smallest -> largest size
+    for rd in range(args.size_rounds):  # every size measured again each round; the table shows the medians
+        got = []
+        for n in args.sizes:
+            src = work / f"in-{n}"
+            src.mkdir(exist_ok=True)
+            for f in all_parts[: n // PART]:
+                if not (src / f.name).exists():
+                    os.link(f, src / f.name)
+            ded = work / f"dedup-{n}"
+            shutil.rmtree(ded, ignore_errors=True)
+            d = run("dedup", src, ded)
+            sh = work / f"shards-{n}"
+            shutil.rmtree(sh, ignore_errors=True)
+            s = run("shards", ded, sh)
+            got.append({"n": n, "dedup": d, "shards": s, "index_bytes": du(ded / "state"),
+                        "dedup_bytes": du(ded, "documents-*.parquet"), "shard_bytes": du(sh, "data/*.parquet"),
+                        "text_bytes": du(src, "*.parquet")})
+            print(f"  round {rd + 1}, {n:,}: dedup {d['cpu']:.1f} CPU-s {d['rss_mb']:.0f} MB; shards {s['cpu']:.1f} "
+                  f"CPU-s {s['rss_mb']:.0f} MB", file=sys.stderr)
+        for st in growth:
+            growth[st].append((got[-1][st]["rss_mb"] - got[0][st]["rss_mb"]) * 2**20 / (got[-1]["n"] - got[0]["n"]))
+        rows.append(got)
+    rows = [_median_row(same) for same in zip(*rows)]
     # The monthly case: +5k after the largest size, against 5k on an empty state, interleaved.
     n = big
     inc = {"dedup": [], "shards": [], "dedup_fresh": [], "shards_fresh": []}
@@ -386,6 +399,19 @@ def bench_dedup_shards(args, work: Path) -> None:
           f"({d20['rss_mb'] / d5['rss_mb']:.2f}x for 4x the text).")
     slope = per["dedup peak RSS (bytes)"][0]
     print(f"Dedup RAM per indexed document (slope of peak RSS): {slope / 1024:.2f} KB (goal <= 1.5 KB).")
+    lo_n, hi_n = min(args.sizes), max(args.sizes)
+    for st in ("dedup", "shards"):
+        g = [x / 1024 for x in growth[st]]
+        print(f"{st} peak RSS growth from {lo_n:,} to {hi_n:,} documents: {statistics.median(g):.2f} KB per document "
+              f"(median of {len(g)} rounds [{min(g):.2f}-{max(g):.2f}]; goal <= 1.5 KB)")
+
+
+def _median_row(same: tuple[dict, ...]) -> dict:
+    """One size measured in several rounds: the median of each figure."""
+    out = dict(same[0])
+    for st in ("dedup", "shards"):
+        out[st] = {k: statistics.median(r[st][k] for r in same) for k in ("cpu", "rss_mb", "wall")}
+    return out
 
 
 if __name__ == "__main__":

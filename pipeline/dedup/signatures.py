@@ -156,7 +156,7 @@ def _sig_schema(num_perm: int) -> pa.Schema:
 
 def iter_batches(path: Path, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering holds several row groups: RSS grew per document
         have = set(pf.schema_arrow.names)
         for b in pf.iter_batches(batch_size=batch_rows, columns=[c for c in columns if c in have]):
             yield b
@@ -236,7 +236,7 @@ class Batch:
         ids: list[str] = []
         at = 0
         for k, f in enumerate(files):
-            for b in pq.ParquetFile(f).iter_batches(batch_size=8192):
+            for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=8192):
                 m = b.num_rows
                 ids.extend(b.column("id").to_pylist())
                 sig[at : at + m] = b.column("sig").flatten().to_numpy().reshape(m, num_perm)

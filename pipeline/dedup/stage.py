@@ -177,7 +177,7 @@ def _write_kept(parts: list[Path], batch: Batch, keep: np.ndarray, path: Path) -
             rows = np.flatnonzero(batch.source == k)
             mask = keep[rows]
             at = 0
-            for b in pq.ParquetFile(p).iter_batches(batch_size=BATCH_ROWS):
+            for b in pq.ParquetFile(p, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS):
                 m = mask[at : at + b.num_rows]
                 at += b.num_rows
                 if not m.any():

@@ -302,7 +302,7 @@ def shard_documents(src: str | Path, out_dir: str | Path, cfg: ShardConfig, buil
     import xxhash
 
     for f in progress(new_files, desc="shards", unit="parts"):
-        for b in pq.ParquetFile(f).iter_batches(batch_size=2048):
+        for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=1000):
             ids = b.column("id").to_pylist()
             mask = []
             for i in ids:
