@@ -19,6 +19,7 @@ from pipeline.core.errors import UnsafeInput
 from pipeline.core.io import atomic_write_json
 from pipeline.dedup.signatures import (
     BUCKET_LINKS,
+    ArrowIds,
     Batch,
     MinHasher,
     band_keys,
@@ -215,7 +216,8 @@ class DedupIndex:
         n = self.cfg.num_perm
         wrote = False
         if keep_rows.size:
-            h = id_hash(batch.ids[i] for i in keep_rows)
+            kept_ids = _take_ids(batch.ids, keep_rows)
+            h = id_hash(ArrowIds(kept_ids))  # a chunk of Python strings at a time
             order = np.argsort(h, kind="stable")
             rows = keep_rows[order]
             h = h[order]
@@ -223,7 +225,7 @@ class DedupIndex:
                                 ("sig", pa.list_(pa.uint32(), n))])
             step = SEGMENT_BATCH  # written in slices: no second copy of every signature
             _write_arrow_batches(schema, p["docs"], (pa.record_batch([
-                pa.array(h[c : c + step]), pa.array([batch.ids[i] for i in rows[c : c + step]], pa.string()),
+                pa.array(h[c : c + step]), kept_ids.take(pa.array(order[c : c + step])),
                 pa.array(batch.size[rows[c : c + step]]),
                 pa.FixedSizeListArray.from_arrays(pa.array(batch.sig[rows[c : c + step]].reshape(-1), pa.uint32()), n)],
                 schema=schema) for c in range(0, rows.size, step)))
@@ -324,3 +326,11 @@ class DedupIndex:
         v1.unlink(missing_ok=True)
         pkl.unlink(missing_ok=True)
         self.notes.append(how)
+
+
+def _take_ids(ids, rows: np.ndarray) -> pa.Array:
+    """The ids at ROWS as an Arrow string array (``ArrowIds`` or a list of str)."""
+    arr = getattr(ids, "arr", None)
+    if arr is not None:
+        return arr.take(pa.array(rows))
+    return pa.array([ids[i] for i in rows], pa.string())

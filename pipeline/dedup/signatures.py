@@ -212,11 +212,30 @@ def part_signatures(part: str | Path, out_file: str | Path, cfg: DedupConfig) ->
     return {"part": str(part), "docs": n, "reused": False}
 
 
+class ArrowIds:
+    """Document ids held as one Arrow string array (a few bytes each beyond the text of
+    the id), not a Python string per document: a list of 8M ids is ~600 MB of objects.
+    Indexing gives a str; iteration goes a chunk at a time."""
+
+    def __init__(self, arr: pa.Array):
+        self.arr = arr
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i) -> str:
+        return self.arr[int(i)].as_py()
+
+    def __iter__(self):
+        for at in range(0, len(self.arr), 65_536):
+            yield from self.arr.slice(at, 65_536).to_pylist()
+
+
 @dataclass
 class Batch:
     """Signatures and keep-rule fields of the documents a run considers."""
 
-    ids: list[str]
+    ids: "list[str] | ArrowIds"
     sig: np.ndarray  # (n, num_perm) uint32
     size: np.ndarray
     created: np.ndarray
@@ -233,12 +252,12 @@ class Batch:
         cols = {c: np.empty(n, np.int64) for c in ("size", "created", "score", "length")}
         source = np.empty(n, np.int32)
         skip = np.zeros(n, np.int8)
-        ids: list[str] = []
+        ids: list[pa.Array] = []
         at = 0
         for k, f in enumerate(files):
             for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=8192):
                 m = b.num_rows
-                ids.extend(b.column("id").to_pylist())
+                ids.append(b.column("id"))
                 sig[at : at + m] = b.column("sig").flatten().to_numpy().reshape(m, num_perm)
                 for c, arr in cols.items():
                     arr[at : at + m] = b.column(c).to_numpy()
@@ -246,4 +265,5 @@ class Batch:
                 if "skip" in b.schema.names:  # (a signature file of an earlier webtext has none)
                     skip[at : at + m] = b.column("skip").to_numpy()
                 at += m
-        return cls(ids, sig, cols["size"], cols["created"], cols["score"], cols["length"], source, skip)
+        arr = pa.concat_arrays([a.cast(pa.string()) for a in ids]) if ids else pa.array([], pa.string())
+        return cls(ArrowIds(arr), sig, cols["size"], cols["created"], cols["score"], cols["length"], source, skip)
