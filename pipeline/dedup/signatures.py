@@ -102,12 +102,11 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     one sorted array holds every band's buckets."""
     n = sigs.shape[0]
     out = np.empty((n, bands), dtype=np.uint64)
-    s = sigs.astype(np.uint64)
     with np.errstate(over="ignore"):
         for b in range(bands):
             h = np.full(n, np.uint64(0x243F6A8885A308D3) * np.uint64(b + 1), dtype=np.uint64)
-            for r in range(rows):
-                h = (h ^ s[:, b * rows + r]) * np.uint64(0x9E3779B97F4A7C15)
+            for r in range(rows):  # one column widened at a time (a uint64 copy of every signature: 880 B a document)
+                h = (h ^ sigs[:, b * rows + r].astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
                 h ^= h >> np.uint64(29)
             out[:, b] = h
     return out
