@@ -90,14 +90,14 @@ class DemoWorld:
             self.pages[(site, path)] = (200, page(site, title, paras), {})
             score = rng.choice([1, 2, 3, 5, 8, 20, 100])
             first_paras[i] = (site, title, paras, score, path)
-            submit(f"https://www.{site}{path}", score, title=title)
+            submit(f"http://www.{site}{path}", score, title=title)
             if i % 6 == 0:  # the same page posted again as a URL variant
                 submit(f"http://{site}{path}/?utm_source=reddit#comments", 7, subreddit="worldnews", title=title)
             if i % 5 == 0:  # syndicated near-copy on another site, different boilerplate and a line changed
                 other = self.NEWS[(i + 1) % len(self.NEWS)]
                 copy = paras[:-1] + [f"This article first appeared in {site}."]
                 self.pages[(other, f"/wire/{i}")] = (200, page(other, title, copy, "<div>Wire service</div>"), {})
-                submit(f"https://{other}/wire/{i}", 12, title=title)
+                submit(f"http://{other}/wire/{i}", 12, title=title)
         # Month 2 links back to month 1: a re-post, and a late syndicated copy.
         month[0] = 1
         submit("http://dailyherald.example/2017/story-0/?utm_source=twitter", 25, subreddit="news")
@@ -105,31 +105,31 @@ class DemoWorld:
         site, title, paras, _, path = first_paras[i]
         self.late_copy_of = f"{site}{path}"
         self.pages[("latewire.example", "/copy-1")] = (200, page("latewire.example", title, paras[1:] + ["Reprinted."]), {})
-        submit("https://latewire.example/copy-1", 40, title=title)
+        submit("http://latewire.example/copy-1", 40, title=title)
         month[0] = 0
         for lang in ("en", "de", "fr", "ja"):
             host = f"{lang}.wikipedia.org" if lang != "ja" else "ja.m.wikipedia.org"
             self.pages[(host, "/wiki/Harbour")] = (200, page(host, "Harbour", article_text(rng, 12)), {})
-            submit(f"https://{host}/wiki/Harbour", 50, subreddit="todayilearned")
+            submit(f"http://{host}/wiki/Harbour", 50, subreddit="todayilearned")
         self.pages[("mirror.example", "/wiki-copy")] = (
             200, page("mirror.example", "Harbour", ["From Wikipedia, the free encyclopedia"] + article_text(rng, 12)), {})
-        submit("https://mirror.example/wiki-copy", 9)
+        submit("http://mirror.example/wiki-copy", 9)
         self.pages[("lemonde.example", "/port")] = (200, page("lemonde.example", "Le port", [FRENCH * 6]), {})
-        submit("https://lemonde.example/port", 30, subreddit="france")
+        submit("http://lemonde.example/port", 30, subreddit="france")
         self.pages[("shop.example", "/check")] = (200, page("shop.example", "Just a moment", ["Are you a robot? Please complete the security check."]), {})
-        submit("https://shop.example/check", 15)
+        submit("http://shop.example/check", 15)
         self.pages[("tiny.example", "/short")] = (200, page("tiny.example", "Short", ["Too short to matter."]), {})
-        submit("https://tiny.example/short", 4)
-        self.pages[("go.example", "/r1")] = (301, "", {"Location": "https://dailyherald.example/2017/story-0"})
-        submit("https://go.example/r1", 6)
-        submit("https://dead.example/gone", 11)  # 404
+        submit("http://tiny.example/short", 4)
+        self.pages[("go.example", "/r1")] = (301, "", {"Location": "http://dailyherald.example/2017/story-0"})
+        submit("http://go.example/r1", 6)
+        submit("http://dead.example/gone", 11)  # 404
         submit("https://i.imgur.com/cat.jpg", 500, subreddit="aww")
         submit("https://www.youtube.com/watch?v=abc", 80, subreddit="videos")
-        submit("https://dailyherald.example/photo.png", 30)
+        submit("http://dailyherald.example/photo.png", 30)
         submit("https://www.reddit.com/r/news/comments/x/y/", 40, is_self=True)
         submit("https://www.reddit.com/r/news/comments/z/", 40)
-        submit("https://valleynews.example/2017/nsfw", 40, over_18=True)
-        submit("https://valleynews.example/2018/late", 40, created_utc=1_520_000_000)
+        submit("http://valleynews.example/2017/nsfw", 40, over_18=True)
+        submit("http://valleynews.example/2018/late", 40, created_utc=1_520_000_000)
         self.submissions = subs
         self.hosts = sorted({h for h, _ in self.pages} | {"dead.example"})
 
