@@ -1,5 +1,6 @@
 """``webtext serve``: the scheduled monthly build and the training each new corpus version triggers,
-served as Prefect deployments from one process; runs a killed serve left behind are stopped first."""
+served as Prefect deployments from one process. On start it ends the runs a killed serve left
+"Running" and starts the training a killed serve missed (``flows.lifecycle``)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,27 @@ def serve_deployments(dumps: list[str], out: str, config: dict, schedule: dict |
     run's parameters. A build that adds nothing emits nothing. Each deployment runs
     one flow run at a time (later ones wait). On SIGINT/SIGTERM, runs still going
     are stopped and marked cancelled on the server, never left "Running"."""
-    from prefect import serve
+    import asyncio
+    import os
+
     from prefect.client.schemas.objects import (
         ConcurrencyLimitConfig,
         ConcurrencyLimitStrategy,
     )
     from prefect.events import DeploymentEventTrigger
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
 
+    from flows.lifecycle import (
+        BUILD_DEPLOYMENT,
+        HEARTBEAT_S,
+        SERVE_PID_ENV,
+        TRAIN_DEPLOYMENT,
+        reconcile,
+    )
+
+    # the flow-run processes this runner starts end themselves (marked Crashed) if serve dies
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     build = build_corpus.to_deployment(
         name="webtext-build", **(schedule or {}), concurrency_limit=one_at_a_time,
@@ -40,11 +55,21 @@ def serve_deployments(dumps: list[str], out: str, config: dict, schedule: dict |
             match={"prefect.resource.id": "webtext.corpus.*"},
             parameters={"build_dir": "{{ event.resource['webtext.build-dir'] }}",
                         "version": "{{ event.resource['webtext.version'] }}"})])
+    # prefect.serve(), with what a restart needs between creating the deployments and
+    # serving them: runs a killed serve left Running are ended (their concurrency slot
+    # freed), and a corpus version whose training was missed gets a training run
+    runner = Runner(pause_on_shutdown=False, heartbeat_seconds=HEARTBEAT_S)
     try:
-        serve(build, train, print_starting_message=False)
+        for d in (build, train):
+            runner.add_deployment(d)
+        reconcile([Path(out).resolve()], log=lambda m: print(m, flush=True))
+        try:
+            asyncio.run(runner.start())
+        except (KeyboardInterrupt, TerminationSignal):
+            pass
     finally:
         try:
-            stopped = stop_unfinished_runs(["build-corpus/webtext-build", "train-model/webtext-train"])
+            stopped = stop_unfinished_runs([BUILD_DEPLOYMENT, TRAIN_DEPLOYMENT])
         except Exception as exc:  # the server itself may be gone: say so, do not hide why serve stopped
             print(f"could not mark unfinished runs cancelled: {type(exc).__name__}: {exc}", flush=True)
         else:

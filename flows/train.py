@@ -86,8 +86,11 @@ def train_model(build_dir: str, out: str | None = None, preset: str = "tiny", ov
     BUILD_DIR/model), so each corpus version gets its own model; a re-run of a
     version whose evaluation exists does nothing, a killed one resumes. VERSION may
     be a string: an event trigger's templates render to strings."""
+    from flows.lifecycle import claim_run
     from model.evaluate import format_table
     from pipeline.shards.stage import load_manifest
+
+    claim_run()
 
     shards = Path(build_dir) / "shards"
     m = load_manifest(shards)

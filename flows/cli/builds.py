@@ -11,6 +11,15 @@ from flows.cli.options import FORMATTER, _add_config, _config, register
 # --- whole builds and the demo ------------------------------------------------------------
 
 
+def _heartbeats() -> None:
+    """Flow runs send a heartbeat every 30 s (Prefect's minimum), so Prefect's zombie
+    detection (flows/lifecycle.py) can end a run whose process is gone. Before Prefect
+    is imported: its settings are read then."""
+    import os
+
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+
+
 def _add_runner(p) -> None:
     p.add_argument("--task-runner", choices=["threads", "dask"], default="threads",
                    help="where per-file tasks run: threads in this process, or a Dask cluster")
@@ -52,11 +61,14 @@ def add_build(sub):
             print(funnel_table(run_build(expand_dumps(args.dump), args.out, cfg,
                                          url_lists=expand_url_lists(args.urls) if args.urls else [])))
             return
+        _heartbeats()
         from flows.corpus import build_corpus, preflight, task_runner
+        from flows.lifecycle import temporary_server
 
         preflight(args.dump, args.out, cfg, args.dask_address if args.task_runner == "dask" else None, url_lists=args.urls)
         runner = task_runner(args.task_runner, args.dask_address, args.workers)
-        build_corpus.with_options(task_runner=runner)(args.dump, args.out, cfg.to_dict(), args.publish, urls=args.urls)
+        with temporary_server():  # without PREFECT_API_URL: one that dies with this process, SIGKILL included
+            build_corpus.with_options(task_runner=runner)(args.dump, args.out, cfg.to_dict(), args.publish, urls=args.urls)
 
     p.set_defaults(func=run)
 
@@ -112,6 +124,7 @@ def add_serve(sub):
                               "(or log in to Prefect Cloud), then serve again")
         if args.interval is not None and args.interval < 1:
             raise ConfigError("--interval must be at least 1 second")
+        _heartbeats()
         from flows.serve import serve_deployments
         from model.train import load_train_config
 
@@ -178,6 +191,12 @@ def add_demo(sub):
     p.add_argument("--steps", type=int, default=200, help="training steps of the tiny model")
 
     def run(args):
+        from flows.lifecycle import temporary_server
+
+        with temporary_server():  # without PREFECT_API_URL: one that dies with this process, SIGKILL included
+            demo(args)
+
+    def demo(args):
         import shutil
 
         from flows.corpus import build_corpus, funnel_markdown

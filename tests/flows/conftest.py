@@ -1,4 +1,8 @@
+"""The flow tests' fixtures: one temporary Prefect server for the session, the demo world and its web."""
+
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +24,38 @@ def prefect_api():
     with prefect_test_harness(server_startup_timeout=120):
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield PREFECT_API_URL.value()
+
+
+# tests/flows/flowkit.py: helpers the flow test modules import (`from flowkit import ...`)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The demo's two Reddit months (dump files) and their small web, with plain-HTTP links:
+    the web is plain HTTP on 127.0.0.1, and fetch.resolve keeps an https link's TLS."""
+    from flows.demo import DemoWorld
+
+    w = DemoWorld()
+    for sub in w.submissions:
+        sub["url"] = sub["url"].replace("https://", "http://")
+    for key, (status, body, headers) in list(w.pages.items()):
+        if "Location" in headers:
+            w.pages[key] = (status, body, dict(headers, Location=headers["Location"].replace("https://", "http://")))
+    d = tmp_path_factory.mktemp("dumps")
+    return w, w.write_dumps(d)
+
+
+@pytest.fixture(scope="module")
+def web(world):
+    from flows.demo import DemoWeb
+
+    with DemoWeb(world[0]) as web:
+        yield web
+
+
+@pytest.fixture(scope="module")
+def cfg(world, web):
+    from flows.demo import demo_config
+
+    return demo_config(world[0], web.address)

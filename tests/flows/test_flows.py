@@ -4,18 +4,18 @@ incremental builds, Dask, SIGKILL restarts, bad configuration, serve + trigger."
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
-from webtext_testlib import outcome_lines
+from flowkit import REPO, WEBTEXT, closed_port, lines, outcome_lines, start_prefect_server, write_toml
 
 from flows.corpus import build_corpus, preflight, task_runner
-from flows.demo import DemoWeb, DemoWorld, demo_config
+from flows.demo import DemoWeb, demo_config
 from pipeline.core.config import Config
 from pipeline.core.errors import ConfigError
 from pipeline.dedup.stage import read_duplicates
@@ -23,26 +23,9 @@ from pipeline.extract.stage import read_documents
 from pipeline.fetch.outcomes import read_outcomes
 from pipeline.shards.stage import load_manifest, verify_shards
 
-REPO = Path(__file__).resolve().parents[2]
-WEBTEXT = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    w = DemoWorld()
-    d = tmp_path_factory.mktemp("dumps")
-    return w, w.write_dumps(d)
-
-
-@pytest.fixture(scope="module")
-def web(world):
-    with DemoWeb(world[0]) as web:
-        yield web
-
-
-@pytest.fixture(scope="module")
-def cfg(world, web):
-    return demo_config(world[0], web.address)
+def _env(api_url: str) -> dict:
+    return dict(os.environ, PREFECT_API_URL=api_url, PYTHONPATH=str(REPO))
 
 
 def shard_docs(build_dir) -> dict[str, str]:
@@ -151,20 +134,8 @@ def test_build_on_a_dask_cluster_of_two_worker_processes_equals_the_local_run(pr
     assert [s["out"] for s in r["stages"]] == [s["out"] for s in single_build[1]["stages"]]
 
 
-def _write_toml(path: Path, cfg: Config) -> Path:
-    lines = ["[fetch]", "allow_private_addresses = true", f"per_host_delay_s = {cfg.fetch.per_host_delay_s}",
-             f"connect_timeout_s = {cfg.fetch.connect_timeout_s}", f"total_timeout_s = {cfg.fetch.total_timeout_s}",
-             "[fetch.resolve]"] + [f'"{h}" = "{a}"' for h, a in cfg.fetch.resolve.items()] + ["[extract]", "workers = 2"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _env(api_url: str) -> dict:
-    return dict(os.environ, PREFECT_API_URL=api_url, PYTHONPATH=str(REPO))
-
-
 def test_build_killed_at_random_points_resumes_to_the_same_shards(prefect_api, world, cfg, single_build, tmp_path):
-    toml = _write_toml(tmp_path / "cfg.toml", cfg)
+    toml = write_toml(tmp_path / "cfg.toml", cfg)
     out = tmp_path / "build"
     cmd = WEBTEXT + ["build", "--dump", str(world[1][0]), "--dump", str(world[1][1]), "--out", str(out), "--config", str(toml)]
     rng = random.Random(1234)
@@ -173,7 +144,7 @@ def test_build_killed_at_random_points_resumes_to_the_same_shards(prefect_api, w
     # mid-fetch after a random number of outcomes, at the end of extraction, after
     # filtering, after dedup; each with a random extra delay of up to 0.2 s.
     fetch_n = rng.randint(3, 30)
-    points = [lambda: _lines(out / "fetch") >= fetch_n,
+    points = [lambda: lines(out / "fetch") >= fetch_n,
               lambda: any((out / "extract" / "ledger").glob("*.json")),
               lambda: (out / "filter" / "summary.filter.json").is_file(),
               lambda: any((out / "dedup").glob("documents-*.parquet"))]
@@ -195,14 +166,6 @@ def test_build_killed_at_random_points_resumes_to_the_same_shards(prefect_api, w
     assert shard_docs(out) == single_build[2]
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_bad_configuration_fails_at_start_with_a_clear_message(world, tmp_path):
     cfg = Config()
     with pytest.raises(FileNotFoundError, match="nope.zst"):
@@ -213,7 +176,7 @@ def test_bad_configuration_fails_at_start_with_a_clear_message(world, tmp_path):
     with pytest.raises(ConfigError, match="not writable"):
         preflight([str(world[1][0])], tmp_path / "afile" / "out", cfg)
     with pytest.raises(ConfigError, match="unreachable"):
-        preflight([str(world[1][0])], tmp_path / "o2", cfg, dask_address=f"tcp://127.0.0.1:{_closed_port()}")
+        preflight([str(world[1][0])], tmp_path / "o2", cfg, dask_address=f"tcp://127.0.0.1:{closed_port()}")
     bad = tmp_path / "bad.toml"
     bad.write_text("[dedup]\nbands = 50\n")
     r = subprocess.run(WEBTEXT + ["build", "--dump", str(world[1][0]), "--out", str(tmp_path / "o3"), "--config", str(bad)],
@@ -225,25 +188,6 @@ def test_bad_configuration_fails_at_start_with_a_clear_message(world, tmp_path):
     r = subprocess.run(WEBTEXT + ["serve", "--dump", str(world[1][0]), "--out", str(tmp_path / "o4")],
                        cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(env, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "prefect server start" in r.stderr and not (tmp_path / "o4").exists()
-
-
-def _wait_http(url: str, timeout_s: float) -> bool:
-    import httpx
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def _lines(fetch_dir: Path) -> int:
-    """Outcome lines a fetch directory holds so far (every partition's log)."""
-    return len(outcome_lines(fetch_dir))
 
 
 def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, world, single_build, tmp_path):
@@ -302,26 +246,13 @@ def test_a_web_outage_mid_build_is_recovered_by_the_next_build(prefect_api, worl
           "pair(s) kept the other copy")
 
 
-def _start_prefect_server(tmp_path: Path, **settings) -> tuple[subprocess.Popen, str]:
-    port = _closed_port()
-    api = f"http://127.0.0.1:{port}/api"
-    senv = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
-                PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port), **settings)
-    senv.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=senv, cwd=tmp_path, start_new_session=True,
-                              stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT)
-    assert _wait_http(f"{api}/health", 120), (tmp_path / "server.log").read_text()[-3000:]
-    return server, api
-
-
 def _parse_time(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+@pytest.mark.timeout(600)
 def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg, tmp_path):
     """A real `prefect server start` and `webtext serve --interval`: a run the scheduler
     created completes and exactly one training run on its output starts within 60 s;
@@ -338,11 +269,11 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
 
     try:
         # The scheduler visits deployments every second and keeps two runs ahead.
-        server, api = _start_prefect_server(tmp_path, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",
+        server, api = start_prefect_server(tmp_path, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",
                                             PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS="2",
                                             PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS="1")
         procs.append(server)
-        toml = _write_toml(tmp_path / "cfg.toml", cfg)
+        toml = write_toml(tmp_path / "cfg.toml", cfg)
         out, out2, out3 = tmp_path / "build", tmp_path / "build-other", tmp_path / "build-stopped"
         env = dict(_env(api), PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_HOME=str(tmp_path / "prefect-home"))
         serve = subprocess.Popen(WEBTEXT + ["serve", "--dump", str(world[1][0]), "--out", str(out), "--config", str(toml),
@@ -413,7 +344,7 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         slow = dict(params, out=str(out3), config=dict(params["config"], fetch=dict(params["config"]["fetch"],
                                                                                       per_host_delay_s=1.0)))
         slow_id = post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": slow}).json()["id"]
-        wait_for("the slow build did not start fetching", lambda: _lines(out3 / "fetch") >= 3, 180)
+        wait_for("the slow build did not start fetching", lambda: lines(out3 / "fetch") >= 3, 180)
         os.kill(serve.pid, signal.SIGTERM)
         serve.wait(timeout=90)
         state = call("GET", f"/flow_runs/{slow_id}").json()["state_type"]
@@ -421,12 +352,15 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         running = [x["name"] for f in ("build-corpus", "train-model") for x in runs(f) if x["state_type"] == "RUNNING"]
         assert not running, running
         # The stopped build resumes from what it wrote (the lock was released with the process).
-        fetched = _lines(out3 / "fetch")
+        fetched = lines(out3 / "fetch")
         resumed = subprocess.run(WEBTEXT + ["build", "--dump", str(world[1][0]), "--out", str(out3), "--config", str(toml)],
                                  env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        fetch_summary = __import__("json").loads((out3 / "fetch" / "summary.fetch.json").read_text())
-        assert fetch_summary["dropped"]["already_fetched"] >= fetched
+        # Nothing was fetched twice and nothing was lost, wherever the stop landed (Prefect 3.8
+        # stopped the run at once; 3.9 lets it go on for seconds, sometimes past fetch).
+        urls = [orjson.loads(line)["url"] for line in outcome_lines(out3 / "fetch")]
+        assert len(urls) == len(set(urls)) >= fetched
+        assert len(load_manifest(out3 / "shards")["versions"]) == 1
         # 6. Ctrl-C of a `webtext build` (no serve): its run is marked crashed or cancelled too.
         slow_toml = tmp_path / "slow.toml"
         slow_toml.write_text(toml.read_text().replace(f"per_host_delay_s = {cfg.fetch.per_host_delay_s}",
@@ -436,7 +370,7 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
                                             str(slow_toml)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        while _lines(out4 / "fetch") < 3:
+        while lines(out4 / "fetch") < 3:
             assert time.monotonic() - t0 < 180 and build.poll() is None
             time.sleep(0.2)
         build.send_signal(signal.SIGINT)
