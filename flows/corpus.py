@@ -105,7 +105,40 @@ class PrefectRunner:
         futures = [stage_task.with_options(name=f"{stage.name}-part", task_run_name=f"{stage.name}-{part_label(stage, p)}",
                                            retries=stage.retries, retry_delay_seconds=5)
                    .submit(stage.name, "run_part", ctx, p) for p in parts]
-        return [f.result() for f in futures]
+        # a partition that killed every worker it ran on is given up (named in the funnel), not fatal
+        from pipeline.build import GIVEN_UP, settle
+        from pipeline.core.summary import progress
+
+        results = []  # in submission order; the bar (on a terminal only) counts partitions done
+        with progress(total=len(parts), desc=f"{stage.name} partitions", unit="tasks") as bar:
+            for f, p in zip(futures, parts):
+                results.append(settle(p, f.result))
+                bar.update(1)
+        for f, r in zip(futures, results):
+            if GIVEN_UP in r:
+                crash_task_run(f.task_run_id, r["reason"])
+        return results
+
+
+def crash_task_run(task_run_id, reason: str, wait_s: float = 20.0) -> None:
+    """A given-up partition's task run (its worker died with it) would stay Running for ever:
+    Crashed, with REASON. Its record reaches the server through events, so it may not be
+    there yet: asked again for up to WAIT_S."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.states import Crashed
+
+    t0 = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                client.set_task_run_state(task_run_id, Crashed(message=reason), force=True)
+                return
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404 or time.monotonic() - t0 > wait_s:
+                    get_run_logger().warning("task run %s not marked Crashed: %s", task_run_id, exc)
+                    return
+                time.sleep(0.5)
 
 
 @task(name="publish", task_run_name="publish", retries=2, retry_delay_seconds=10)
@@ -170,7 +203,14 @@ def build_corpus(dumps: list[str], out: str, config: dict | None = None, publish
     Incremental: a dump harvested before is not read again, URLs fetched before
     are not fetched again, pages extracted before are not extracted again, and new
     documents are deduplicated against every document kept so far; new shards go
-    under a new manifest version."""
+    under a new manifest version. On start it ends runs whose process is gone and
+    starts the training this directory's newest version missed (``flows.lifecycle``)."""
+    from flows.lifecycle import claim_run, reconcile
+
+    claim_run()
+    # runs a killed process left "Running" end as Crashed; this directory's newest
+    # published version gets the training it missed (a serve killed during it)
+    reconcile([Path(out).resolve()], log=get_run_logger().info)
     cfg = Config.from_dict(config or {})
     files, lists = check_inputs(dumps, urls or [], out, cfg)
     o = Path(out).resolve()

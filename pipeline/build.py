@@ -6,7 +6,9 @@
 ``pipeline/stages.py``); ``run_build`` runs it in this process, the Prefect flow
 runs the same driver with a runner that makes tasks. The funnel (every stage's
 in/out/dropped-by-reason) is written to ``OUT/funnel.json``, into the shard
-manifest's version entry and, per build, under ``OUT/reports/``.
+manifest's version entry and, per build, under ``OUT/reports/``. On a cluster, a
+partition whose task killed every worker that ran it is given up (``settle``): its stage
+finishes with the others, the funnel names it, and the next build runs it again.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pipeline.core.config import Config
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_json
 from pipeline.core.summary import RunSummary
 from pipeline.report.funnel import build_history, plot_funnel
-from pipeline.stages import STAGES, BuildContext, Stage
+from pipeline.stages import STAGES, BuildContext, Stage, part_label
 
 LOCK = ".build.lock"
 
@@ -90,6 +93,40 @@ class LocalRunner:
         return [stage.run_part(ctx, p) for p in parts]
 
 
+# A partition the cluster gave up on: every worker that ran its task died (Dask's
+# KilledWorker once ``distributed.scheduler.allowed-failures`` is spent: a partition that
+# exhausts memory or crashes C code in its worker, every time). ``settle`` turns that one
+# error into this record; the stage finishes with its other partitions and the build goes
+# on. Nothing of a given-up partition is marked done (each stage lists its partitions from
+# its own on-disk state), so the next build tries it again.
+GIVEN_UP = "given_up"
+
+
+def settle(part: str, result: Callable[[], dict]) -> dict:
+    """RESULT() (a mapped partition's result), or ``{GIVEN_UP: PART, "reason": ...}`` when
+    the cluster gave the task up because it killed every worker that ran it. Any other
+    error is raised: the build stops, as it always did."""
+    try:
+        return result()
+    except Exception as exc:  # only KilledWorker is caught; the rest is raised
+        if type(exc).__name__ != "KilledWorker":  # distributed.scheduler.KilledWorker (no import of distributed here)
+            raise
+        m = re.search(r"on (\d+) different workers", str(exc))
+        tries = f"{m.group(1)} workers died running it" if m else "its workers died running it"
+        return {GIVEN_UP: part, "reason": f"worker_died: {tries} (distributed.scheduler.allowed-failures spent)"}
+
+
+def note_given_up(stage: Stage, summary: dict, given_up: list[dict]) -> dict:
+    """STAGE's SUMMARY with its given-up partitions named (extra["given_up_partitions"]:
+    task name -> reason) and a note saying they are tried again by the next build."""
+    names = {f"{stage.name}-{part_label(stage, g[GIVEN_UP])}": g["reason"] for g in given_up}
+    summary = dict(summary, extra=dict(summary.get("extra", {}), given_up_partitions=names),
+                   notes=list(summary.get("notes", [])))
+    summary["notes"].append(f"{len(names)} partition(s) given up: " + "; ".join(f"{n} ({r})" for n, r in names.items())
+                            + "; left pending, the next build runs them again")
+    return summary
+
+
 def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGES) -> list[dict]:
     """The one driver of a build: every stage in order, each with the summaries of
     those before it. RUNNER decides where work runs (``LocalRunner``, or the Prefect
@@ -103,7 +140,9 @@ def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGE
         with dir_lock(ctx.out / st.writes.split("/")[0], f"build's {st.name} stage"):
             if st.parts is not None and (st.fan_out == "always" or runner.distributed):
                 results = runner.map(st, c, runner.call(st, "parts", c))
-                funnel.append(runner.call(st, "finish", c, results))
+                given_up = [r for r in results if GIVEN_UP in r]
+                summary = runner.call(st, "finish", c, [r for r in results if GIVEN_UP not in r])
+                funnel.append(note_given_up(st, summary, given_up) if given_up else summary)
             else:
                 funnel.append(runner.call(st, "run", c))
     return funnel

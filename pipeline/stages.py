@@ -186,7 +186,11 @@ def _fetch_finish(ctx: BuildContext, results: list[dict]) -> dict:
     from pipeline.fetch.stage import combine_fetch
 
     runs = _unread_link_runs(ctx)
-    return _links_read(ctx, combine_fetch(ctx.dir("fetch"), ctx.cfg.fetch, results).to_dict(), runs)
+    summary = combine_fetch(ctx.dir("fetch"), ctx.cfg.fetch, results).to_dict()
+    ran = {r.get("extra", {}).get("partition") for r in results}
+    if any(int(p.stem.split("-")[1]) not in ran for p in (ctx.dir("fetch") / "todo").glob("part-*.jsonl")):
+        return summary  # a partition given up on a cluster: the next build reads these links runs again
+    return _links_read(ctx, summary, runs)
 
 
 def _fetch_run(ctx: BuildContext) -> dict:

@@ -17,12 +17,22 @@ failures into results). A worker whose ``initializer`` raises stops the pool wit
 
 Workers are replaced after ``max_tasks_per_worker`` tasks, so memory a long-lived
 parser holds on to is given back.
+
+Test-only fault injection: with ``WEBTEXT_FAULT_KILL_WORKER=TEXT`` in its environment,
+the process that runs a pool SIGKILLs itself when it is about to hand out a task whose
+``repr`` contains TEXT (an extract task's holds the page's URL). A pool's own workers
+are isolated (a page that crashes one costs that page only); this stands for what
+takes down the process *around* them -- on a Dask cluster the worker that runs the
+partition -- as the kernel's OOM killer or a crash in C code would, every time that
+partition runs. ``tests/flows/test_cluster.py`` uses it for the poison-task bound
+(docs/cluster.md). Unset, as it is outside those tests, it costs one lookup per ``imap``.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from collections import deque
@@ -144,6 +154,7 @@ class TaskPool:
         An exception ``fn`` raised is raised here (the task's own errors are ``fn``'s to
         turn into results)."""
         todo = deque(enumerate(tasks))
+        kill_on = os.environ.get("WEBTEXT_FAULT_KILL_WORKER")  # test-only: see the module's docstring
         results: dict[int, Any] = {}
         nxt = 0
         while len(self.workers) < min(self.n, max(1, len(todo))):
@@ -156,6 +167,8 @@ class TaskPool:
                 break
             for w in self.workers:
                 if w.ready and w.job is None and todo:
+                    if kill_on and kill_on in repr(todo[0][1]):
+                        os.kill(os.getpid(), signal.SIGKILL)
                     w.job = todo.popleft()
                     w.deadline = time.monotonic() + self.time_limit_s if self.time_limit_s else None
                     w.conn.send(w.job[1])
