@@ -119,7 +119,7 @@ def archive_from_build(out: Path, dest: Path) -> dict[str, str]:
                         continue
                     url = rec.rec_headers.get_header("WARC-Target-URI")
                     if rec.http_headers.get_statuscode() not in ("200", "301"):
-                        assert url == "https://dead.example/gone"  # the demo's one dead link: never archived
+                        assert url == "http://dead.example/gone"  # the demo's one dead link: never archived
                         continue
                     sub = created.get(url) or redirect_target[url]
                     when = sub + DAY
@@ -164,7 +164,7 @@ def test_demo_build_with_half_its_web_dead_recovers_the_archived_pages(tmp_path)
     fetch_a = {s.stage: s for s in stages_a}["fetch"]
     outcomes_a = {o["url"]: o for o in read_outcomes(tmp_path / "A" / "fetch").values()}
     assert fetch_a.extra["ok_by_source"] == {"live": fetch_a.n_out}
-    assert outcomes_a["https://dead.example/gone"]["outcome"] == "http_404"
+    assert outcomes_a["http://dead.example/gone"]["outcome"] == "http_404"
 
     # (2) build A's captures, dated 2017, in a pywb collection
     arch = tmp_path / "pywb"
@@ -202,7 +202,7 @@ def test_demo_build_with_half_its_web_dead_recovers_the_archived_pages(tmp_path)
     for url in ok_a - dead:
         assert (outcomes_b[url]["outcome"], outcomes_b[url]["source"]) == ("ok", "live"), outcomes_b[url]
         assert "archive_tried" not in outcomes_b[url]
-    gone = outcomes_b["https://dead.example/gone"]  # dead and never archived: a recorded failure
+    gone = outcomes_b["http://dead.example/gone"]  # dead and never archived: a recorded failure
     assert (gone["outcome"], gone["live_outcome"], gone["archive_tried"]) == ("not_archived", "http_404",
                                                                            {ARCHIVE: "not_archived"})
 
