@@ -32,16 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """The demo's two Reddit months (dump files) and their small web, with plain-HTTP links:
-    the web is plain HTTP on 127.0.0.1, and fetch.resolve keeps an https link's TLS."""
+    """The demo's two Reddit months (dump files) and their small web (plain HTTP on 127.0.0.1)."""
     from flows.demo import DemoWorld
 
     w = DemoWorld()
-    for sub in w.submissions:
-        sub["url"] = sub["url"].replace("https://", "http://")
-    for key, (status, body, headers) in list(w.pages.items()):
-        if "Location" in headers:
-            w.pages[key] = (status, body, dict(headers, Location=headers["Location"].replace("https://", "http://")))
     d = tmp_path_factory.mktemp("dumps")
     return w, w.write_dumps(d)
 

@@ -143,3 +143,19 @@ class Api:
     def run_deployment(self, name: str, parameters: dict) -> dict:
         dep = self.deployment(name)
         return self.call("POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+
+
+def shard_docs(build_dir) -> dict[str, str]:
+    """id -> text of every published document (no id twice, every shard verified)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.shards.stage import load_manifest, verify_shards
+
+    shards = Path(build_dir) / "shards"
+    assert verify_shards(shards) == []
+    docs = {}
+    for s in load_manifest(shards)["shards"]:
+        for row in pq.read_table(shards / s["file"], columns=["id", "text"]).to_pylist():
+            assert row["id"] not in docs, "a document twice in the shards"
+            docs[row["id"]] = row["text"]
+    return docs

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from flowkit import outcome_lines, stop_group, wait_for
+from flowkit import outcome_lines, shard_docs, stop_group, wait_for
 
 from flows.corpus import build_corpus, task_runner
-from flows.demo import DemoWeb, DemoWorld, demo_config
+from flows.demo import demo_config
 from pipeline.build import run_build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,44 +89,12 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def http_world(tmp_path_factory):
-    """The demo world with plain-HTTP links: its web is plain HTTP on 127.0.0.1, and fetch.resolve
-    keeps an https link's TLS (it would not connect)."""
-    w = DemoWorld()
-    for s in w.submissions:
-        s["url"] = s["url"].replace("https://", "http://")
-    return w, w.write_dumps(tmp_path_factory.mktemp("dumps"))
-
-
-@pytest.fixture(scope="module")
-def http_web(http_world):
-    with DemoWeb(http_world[0]) as web:
-        yield web
-
-
-@pytest.fixture(scope="module")
-def local(http_world, http_web, tmp_path_factory):
+def local(world, web, tmp_path_factory):
     """The reference: the same build in one process (`webtext build --no-prefect`): its
     directory and its published documents."""
     out = tmp_path_factory.mktemp("local")
-    run_build(http_world[1], out, demo_config(http_world[0], http_web.address))
+    run_build(world[1], out, demo_config(world[0], web.address))
     return out, shard_docs(out)
-
-
-def shard_docs(build_dir) -> dict[str, str]:
-    """id -> text of every published document (no id twice, every shard verified)."""
-    import pyarrow.parquet as pq
-
-    from pipeline.shards.stage import load_manifest, verify_shards
-
-    shards = Path(build_dir) / "shards"
-    assert verify_shards(shards) == []
-    docs = {}
-    for s in load_manifest(shards)["shards"]:
-        for row in pq.read_table(shards / s["file"], columns=["id", "text"]).to_pylist():
-            assert row["id"] not in docs, "a document twice in the shards"
-            docs[row["id"]] = row["text"]
-    return docs
 
 
 def texts(directory: Path) -> dict[str, str]:
@@ -146,7 +114,7 @@ def stage(result: dict, name: str) -> dict:
     return next(s for s in result["stages"] if s["stage"] == name)
 
 
-def test_two_worker_processes_build_what_one_process_builds(prefect_api, http_world, http_web, local, tmp_path):
+def test_two_worker_processes_build_what_one_process_builds(prefect_api, world, web, local, tmp_path):
     from distributed import get_task_stream
 
     local = local[1]
@@ -156,7 +124,7 @@ def test_two_worker_processes_build_what_one_process_builds(prefect_api, http_wo
         c.add_worker("w0")
         c.add_worker("w1")
         with get_task_stream(c.client) as stream:
-            r = build(c, http_world, tmp_path / "out", demo_config(http_world[0], http_web.address))
+            r = build(c, world, tmp_path / "out", demo_config(world[0], web.address))
         names = c.names()
         per_worker: dict[str, int] = {}
         for t in stream.data:
@@ -172,10 +140,10 @@ def test_two_worker_processes_build_what_one_process_builds(prefect_api, http_wo
     assert r["version"] == 1 and stage(r, "shard")["out"] == len(local)
 
 
-def test_a_worker_killed_mid_fetch_loses_and_repeats_nothing(prefect_api, http_world, http_web, local, tmp_path):
+def test_a_worker_killed_mid_fetch_loses_and_repeats_nothing(prefect_api, world, web, local, tmp_path):
     out, local = tmp_path / "out", local[1]
     # 0.25 s between two requests to a host: fetch lasts a few seconds, long enough to kill in
-    cfg = demo_config(http_world[0], http_web.address).replace("fetch", per_host_delay_s=0.25)
+    cfg = demo_config(world[0], web.address).replace("fetch", per_host_delay_s=0.25)
     c = Cluster(tmp_path)
     killed: list[str] = []
 
@@ -196,12 +164,12 @@ def test_a_worker_killed_mid_fetch_loses_and_repeats_nothing(prefect_api, http_w
         c.add_worker("w1")
         killer = threading.Thread(target=kill_mid_fetch, daemon=True)
         killer.start()
-        r1 = build(c, http_world, out, cfg)  # the lost worker's tasks run again on the other one
+        r1 = build(c, world, out, cfg)  # the lost worker's tasks run again on the other one
         killer.join(5)
         assert killed, "no worker was killed"
         assert stage(r1, "fetch")["extra"].get("given_up_partitions") is None
         c.add_worker("w2")  # a fresh worker for the next build
-        r2 = build(c, http_world, out, cfg)
+        r2 = build(c, world, out, cfg)
     finally:
         c.close()
     print(f"killed {killed[0]} during fetch; first build added {stage(r1, 'shard')['out']} documents, the next "
@@ -213,16 +181,16 @@ def test_a_worker_killed_mid_fetch_loses_and_repeats_nothing(prefect_api, http_w
     assert len(ok) == len(set(ok)), "a page fetched twice"
 
 
-def test_a_poison_partition_is_given_up_and_the_rest_published(prefect_api, http_world, http_web, local, tmp_path):
+def test_a_poison_partition_is_given_up_and_the_rest_published(prefect_api, world, web, local, tmp_path):
     out, (local_out, local) = tmp_path / "out", local
-    cfg = demo_config(http_world[0], http_web.address)
+    cfg = demo_config(world[0], web.address)
     poison = "morningpost.example/2017/story-1"  # a kept document: its extract log is the poison partition
     c = Cluster(tmp_path, allowed_failures=1)
     t0 = time.monotonic()
     try:
         for n in ("w0", "w1"):
             c.add_worker(n, WEBTEXT_FAULT_KILL_WORKER=poison)
-        r1 = build(c, http_world, out, cfg)
+        r1 = build(c, world, out, cfg)
         t1 = time.monotonic() - t0
         def deaths() -> int:  # the nannies log each death of their worker (and restart it)
             return sum(c.log(n, tail=0).count("was killed by signal 9") for n in ("w0", "w1"))
@@ -238,7 +206,7 @@ def test_a_poison_partition_is_given_up_and_the_rest_published(prefect_api, http
             stop_group(c.workers.pop(n), timeout_s=10)
         c.add_worker("w2")
         c.add_worker("w3")
-        r2 = build(c, http_world, out, cfg)
+        r2 = build(c, world, out, cfg)
     finally:
         c.close()
     print(f"given up: {given_up} after {died} worker deaths; first build {t1:.0f} s, {len(first)} documents")

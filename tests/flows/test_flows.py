@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
-from flowkit import REPO, WEBTEXT, closed_port, lines, outcome_lines, start_prefect_server, write_toml
+from flowkit import REPO, WEBTEXT, closed_port, lines, outcome_lines, shard_docs, start_prefect_server, write_toml
 
 from flows.corpus import build_corpus, preflight, task_runner
 from flows.demo import DemoWeb, demo_config
@@ -21,22 +20,11 @@ from pipeline.core.errors import ConfigError
 from pipeline.dedup.stage import read_duplicates
 from pipeline.extract.stage import read_documents
 from pipeline.fetch.outcomes import read_outcomes
-from pipeline.shards.stage import load_manifest, verify_shards
+from pipeline.shards.stage import load_manifest
 
 
 def _env(api_url: str) -> dict:
     return dict(os.environ, PREFECT_API_URL=api_url, PYTHONPATH=str(REPO))
-
-
-def shard_docs(build_dir) -> dict[str, str]:
-    shards = Path(build_dir) / "shards"
-    assert verify_shards(shards) == []
-    docs = {}
-    for s in load_manifest(shards)["shards"]:
-        for row in pq.read_table(shards / s["file"], columns=["id", "text"]).to_pylist():
-            assert row["id"] not in docs, "a document twice in the shards"
-            docs[row["id"]] = row["text"]
-    return docs
 
 
 @pytest.fixture(scope="module")
