@@ -23,6 +23,7 @@ import lzma
 import math
 import os
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,21 @@ def harness_words(path: Path, max_docs: int | None) -> tuple[int, int]:
     return sum(len(re.split(r"\s+", d)) for d in docs), sum(len(d.split()) for d in docs)
 
 
+def spread(xs: list[float], fmt: str = ".0f") -> str:
+    return f"{statistics.median(xs):{fmt}} [{min(xs):{fmt}}-{max(xs):{fmt}}]"
+
+
+def timing_line(times: dict, rounds: int) -> str:
+    """Durations, median [min-max] over the rounds: the same two tasks on the same protocol."""
+    (ww, wc), (hw, hc) = zip(*times["webtext"]), zip(*times["harness"])
+    ratio = [h / w for (w, _), (h, _) in zip(times["webtext"], times["harness"])]
+    sw, sc = times["webtext_sliding"][0]
+    return (f"same protocol (LAMBADA + WikiText-2 disjoint windows), {rounds} round(s): webtext eval "
+            f"{spread(list(ww))} s wall, {spread(list(wc))} CPU-s; harness {spread(list(hw))} s wall, "
+            f"{spread(list(hc))} CPU-s; harness wall / webtext wall {spread(ratio, '.2f')}x; "
+            f"webtext's sliding-window WikiText-2 alone {sw:.0f} s wall, {sc:.0f} CPU-s")
+
+
 def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-12)
 
@@ -122,20 +138,29 @@ def run(args) -> int:
     lam_file, wt_file = Path(args.lambada), Path(args.wikitext)
     lam_lim = ["--limit", str(args.lambada_limit)] if args.lambada_limit else []
     wt_lim = ["--limit", str(args.wikitext_docs)] if args.wikitext_docs else []
-    t = time.time()
-    ours_lam = webtext_eval(ckpt, work / "eval_lambada.json", "--lambada", str(lam_file), *lam_lim)["lambada"]
-    ours_wt = webtext_eval(ckpt, work / "eval_wikitext.json", "--wikitext2", str(wt_file), *wt_lim)["wikitext2"]
-    ours_wt_h = webtext_eval(ckpt, work / "eval_wikitext_disjoint.json", "--wikitext2", str(wt_file), *wt_lim,
-                             "--stride", str(block))["wikitext2"]
-    t_ours = time.time() - t
-
     os.environ["WEBTEXT_EVAL_DIR"] = str(EVAL)
-    t = time.time()
-    h_lam = harness_eval(hf_dir, "webtext_lambada_openai", args.lambada_limit, args.batch_size)
     # the task reads the default WikiText file unless told otherwise
     os.environ["WEBTEXT_WIKITEXT_FILE"] = str(wt_file)
-    h_wt = harness_eval(hf_dir, "webtext_wikitext2", args.wikitext_docs, args.batch_size)
-    t_harness = time.time() - t
+    # Like-for-like timing: webtext eval on the harness's protocol (LAMBADA, WikiText-2
+    # in disjoint windows) against the harness on the same two tasks, interleaved over
+    # --rounds rounds; webtext's own sliding-window WikiText-2 run is timed apart.
+    times: dict[str, list[tuple[float, float]]] = {"webtext": [], "harness": [], "webtext_sliding": []}
+    for r in range(args.rounds):
+        w, c = time.time(), time.process_time()
+        ours_lam = webtext_eval(ckpt, work / "eval_lambada.json", "--lambada", str(lam_file), *lam_lim)["lambada"]
+        ours_wt_h = webtext_eval(ckpt, work / "eval_wikitext_disjoint.json", "--wikitext2", str(wt_file), *wt_lim,
+                                 "--stride", str(block))["wikitext2"]
+        times["webtext"].append((time.time() - w, time.process_time() - c))
+        w, c = time.time(), time.process_time()
+        h_lam = harness_eval(hf_dir, "webtext_lambada_openai", args.lambada_limit, args.batch_size)
+        h_wt = harness_eval(hf_dir, "webtext_wikitext2", args.wikitext_docs, args.batch_size)
+        times["harness"].append((time.time() - w, time.process_time() - c))
+        if r == 0:
+            w, c = time.time(), time.process_time()
+            ours_wt = webtext_eval(ckpt, work / "eval_wikitext.json", "--wikitext2", str(wt_file), *wt_lim)["wikitext2"]
+            times["webtext_sliding"].append((time.time() - w, time.process_time() - c))
+        print(f"round {r + 1}/{args.rounds}: webtext {times['webtext'][-1][0]:.0f}s, "
+              f"harness {times['harness'][-1][0]:.0f}s (wall)", flush=True)
 
     hw, ww = harness_words(wt_file, args.wikitext_docs)
     assert ww == ours_wt["words"], (ww, ours_wt["words"])
@@ -157,7 +182,7 @@ def run(args) -> int:
     n_lam = ours_lam["examples"]
     print(f"\nmodel: {ckpt} (block {block}); LAMBADA {n_lam} passages, WikiText-2 {ours_wt['documents']} articles "
           f"({ours_wt['words']:,} words; harness count {hw:,}), {wt_file.name}")
-    print(f"time: train+export {t_train:.0f}s, webtext eval {t_ours:.0f}s, harness {t_harness:.0f}s\n")
+    print(f"time: train+export {t_train:.0f}s; {timing_line(times, args.rounds)}\n")
     print("| metric | webtext | harness | rel. difference | note |")
     print("|---|---:|---:|---:|---|")
     bad = []
@@ -186,6 +211,7 @@ def parse(argv=None):
     ap.add_argument("--wikitext-docs", type=int, default=None, help="first N articles (default: all 62)")
     ap.add_argument("--batch-size", type=int, default=16, help="harness batch size")
     ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds (webtext and harness interleaved)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "eval_harness"))
     return ap.parse_args(argv)
 
