@@ -28,7 +28,9 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, gpt2_tokenizer
+
+TOKENIZER_DIR = "tokenizer"  # a custom tokenizer's files inside a token directory
 
 # GPT-2 paper 2.3/3: model sizes tuned on "a 5% held-out sample of WebText"
 # (nanoGPT's OpenWebText prep uses 0.05%).
@@ -159,10 +161,14 @@ def tokenize_shards(
     for s in tmp:
         os.replace(tmp[s], out / f"{s}.bin")
     np.save(out / "val_docs.npy", np.asarray(val_starts, dtype=np.int64))
+    is_gpt2 = tokenizer.sha256 == gpt2_tokenizer().sha256
+    if not is_gpt2:  # the tokens travel with their vocabulary: training stores it in the checkpoint
+        tokenizer.save(out / TOKENIZER_DIR)
     src_manifest = Path(src) / "manifest.json" if Path(src).is_dir() else None
     manifest = {
         "dtype": np.dtype(dtype).name,
-        "tokenizer": {"name": tokenizer.name, "sha256": tokenizer.sha256, "n_vocab": tokenizer.n_vocab, "eot_id": eot},
+        "tokenizer": {"name": tokenizer.name, "sha256": tokenizer.sha256, "n_vocab": tokenizer.n_vocab, "eot_id": eot,
+                      **({} if is_gpt2 else {"path": TOKENIZER_DIR})},
         "val_fraction": val_fraction,
         "train": {"file": "train.bin", "tokens": counts["train"][0], "documents": counts["train"][1]},
         "val": {"file": "val.bin", "tokens": counts["val"][0], "documents": counts["val"][1], "doc_starts": "val_docs.npy"},

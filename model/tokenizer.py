@@ -183,7 +183,12 @@ class Tokenizer:
     @classmethod
     def from_files(cls, name: str, vocab_bpe: Path, encoder_json: Path) -> "Tokenizer":
         bpe, enc_json = Path(vocab_bpe).read_bytes(), Path(encoder_json).read_bytes()  # read once: hashed as used
-        ranks = mergeable_ranks(bpe, enc_json, Path(vocab_bpe).parent)
+        return cls.from_bytes(name, bpe, enc_json, Path(vocab_bpe).parent)
+
+    @classmethod
+    def from_bytes(cls, name: str, bpe: bytes, enc_json: bytes, where: str | Path = "") -> "Tokenizer":
+        """From the contents of merges.txt and vocab.json (as a checkpoint carries them)."""
+        ranks = mergeable_ranks(bpe, enc_json, where)
         enc = tiktoken.Encoding(
             name=name,
             pat_str=GPT2_PAT,
@@ -278,3 +283,27 @@ def train_bpe(texts: Iterable[str], vocab_size: int, name: str = "webtext-bpe", 
         (Path(d) / "merges.txt").write_bytes(vocab_bpe)
         (Path(d) / "vocab.json").write_bytes(encoder_json)
         return Tokenizer.from_files(name, Path(d) / "merges.txt", Path(d) / "vocab.json")
+
+
+def checkpoint_tokenizer(ck: dict, where: str | Path) -> Tokenizer:
+    """The tokenizer a checkpoint was trained with: the files it carries
+    (``tokenizer_files``, written by training on tokens of a custom tokenizer), else
+    GPT-2's. It must hash to the checkpoint's ``tokenizer_sha256`` when that is
+    recorded: a checkpoint is never read with another vocabulary than its own."""
+    files = ck.get("tokenizer_files")
+    if files is not None:
+        if not (isinstance(files, dict) and all(isinstance(files.get(k), str) for k in ("name", "merges", "vocab"))):
+            raise TokenizerError(f"{where}: tokenizer_files is not a mapping of name, merges and vocab texts; the "
+                                 "checkpoint is damaged: train it again or use one written by `webtext train`")
+        tok = Tokenizer.from_bytes(files["name"], files["merges"].encode("utf-8"), files["vocab"].encode("utf-8"),
+                                   f"{where} (tokenizer_files)")
+    elif ck.get("tokenizer_path"):  # checkpoints of older versions
+        tok = Tokenizer.load(ck["tokenizer_path"])
+    else:
+        tok = gpt2_tokenizer()
+    want = ck.get("tokenizer_sha256")
+    if want is not None and want != tok.sha256:
+        raise TokenizerError(f"{where}: trained with the tokenizer of sha256 {str(want)[:16]}..., but it carries no "
+                             f"copy of it and {tok.name!r} is another one ({tok.sha256[:16]}...): train it again with "
+                             "this version of webtext, which stores a custom tokenizer in the checkpoint")
+    return tok

@@ -234,6 +234,25 @@ def start_runtime(cfg: TrainConfig) -> Runtime:
     return Runtime(ddp, rank, world, local, device, dev_type, dtype)
 
 
+def carried_tokenizer(data_dir: str | Path, manifest: dict) -> dict:
+    """``{"tokenizer_files": ...}`` for tokens of a custom tokenizer (the token directory
+    holds its files, checked against the manifest's hash), so that the checkpoint
+    carries its vocabulary wherever it goes; ``{}`` for GPT-2's."""
+    rel = manifest["tokenizer"].get("path")
+    if rel is None:
+        return {}
+    from .errors import InputError
+    from .tokenizer import Tokenizer
+
+    where = Path(data_dir) / str(rel)
+    tok = Tokenizer.load(where)
+    if tok.sha256 != manifest["tokenizer"]["sha256"]:
+        raise InputError(f"{where}: this tokenizer is not the one {data_dir} was tokenized with (sha256 differs from "
+                         "manifest.json's): run `webtext tokenize` again")
+    return {"tokenizer_files": {"name": tok.name, "merges": tok.vocab_bpe.decode("utf-8"),
+                                "vocab": tok.encoder_json.decode("utf-8")}}
+
+
 def resume_from(ckpt_path: Path, rt: Runtime, model, optimizer, manifest: dict, data_dir: str) -> int:
     """Weights, optimizer state and per-rank RNG streams from CKPT_PATH; returns its step.
     Batches are a function of the step (TokenBatches.batch), so nothing else is needed.
@@ -355,6 +374,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     as if interrupted; used by the resume test."""
     rt = start_runtime(cfg)
     manifest = load_token_manifest(cfg.data_dir)
+    tokenizer_files = carried_tokenizer(cfg.data_dir, manifest)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = config_for(cfg.preset, vocab_size=manifest["tokenizer"]["n_vocab"], pad_vocab_to=cfg.pad_vocab_to,
@@ -390,7 +410,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             save_checkpoint(ckpt_path, raw_model, optimizer=optimizer.state_dict(), step=step,
                             sampler="step-indexed", torch_rng=cpu_rng, cuda_rng=cuda_rng,
                             train_config=dataclasses.asdict(cfg), tokenizer_sha256=manifest["tokenizer"]["sha256"],
-                            tokenizer_path=manifest["tokenizer"].get("path"), data_manifest=manifest)
+                            data_manifest=manifest, **tokenizer_files)
 
     log_path = out / "metrics.jsonl"
     log = open(log_path, "a") if rt.master else None

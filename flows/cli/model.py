@@ -82,13 +82,13 @@ def add_generate(sub):
         from model.errors import InputError as ModelInputError
         from model.generate import check_options, generate
         from model.limits import check_fits, sampling_bytes
-        from model.tokenizer import Tokenizer
+        from model.tokenizer import checkpoint_tokenizer
 
         if args.num_samples < 1:
             raise ModelConfigError(f"--num-samples must be >= 1, not {args.num_samples}")
         check_options(args.max_new_tokens, args.temperature, args.top_k or None, args.top_p)  # before any loading
         model, ckpt = load_model(args.checkpoint, args.device)
-        tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
+        tok = checkpoint_tokenizer(ckpt, resolve_checkpoint(args.checkpoint))
         if tok.n_vocab != model.config.vocab_size:
             raise ModelInputError(f"{resolve_checkpoint(args.checkpoint)}: the model has a vocabulary of "
                                   f"{model.config.vocab_size:,} tokens, its tokenizer {tok.name!r} {tok.n_vocab:,}: "
@@ -116,12 +116,12 @@ def add_export_hf(sub):
     p.add_argument("out", metavar="OUTDIR")
 
     def run(args):
-        from model.checkpoint import load_model
+        from model.checkpoint import load_model, resolve_checkpoint
         from model.hf import export_hf
-        from model.tokenizer import Tokenizer
+        from model.tokenizer import checkpoint_tokenizer
 
         model, ckpt = load_model(args.checkpoint)
-        export_hf(model, args.out, Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2"))
+        export_hf(model, args.out, checkpoint_tokenizer(ckpt, resolve_checkpoint(args.checkpoint)))
         print(f"wrote {args.out}")
 
     p.set_defaults(func=run)
@@ -205,7 +205,7 @@ def add_eval(sub):
     def run(args):
         from model.checkpoint import load_model, resolve_checkpoint
         from model.evaluate import evaluate_all, format_table
-        from model.tokenizer import Tokenizer
+        from model.tokenizer import checkpoint_tokenizer
         from pipeline.core.errors import ConfigError
         from pipeline.core.io import atomic_write_json
 
@@ -216,7 +216,7 @@ def add_eval(sub):
         if missing:
             raise FileNotFoundError(f"evaluation input(s) not found: {', '.join(missing)}")
         model, ckpt = load_model(args.checkpoint, args.device)
-        tok = Tokenizer.load(ckpt.get("tokenizer_path") or "gpt2")
+        tok = checkpoint_tokenizer(ckpt, resolve_checkpoint(args.checkpoint))
         res = evaluate_all(model, tok, args.data, args.lambada, args.wikitext2, args.ptb, args.device, args.limit,
                            args.stride)
         out = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).with_name("eval.json")
