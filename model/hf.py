@@ -176,6 +176,12 @@ def import_hf(hf_dir: str | Path, pad_vocab_to: int = 1) -> GPT:
             v = torch.cat([v, pad])
         new[key] = v
     check_finite(new, path, fix)
+    head = sd.get("lm_head.weight")
+    wte = sd.get("transformer.wte.weight", sd.get("wte.weight"))
+    if head is not None and wte is not None and not (head.shape == wte.shape and torch.equal(head, wte)):
+        raise InputError(f"{path}: lm_head.weight is not the token embedding (an untied output layer); webtext's "
+                         "GPT-2 ties the two, as OpenAI's models do, so importing it would change what the model "
+                         "predicts: give a model with tied embeddings")
     new["lm_head.weight"] = new["transformer.wte.weight"]
     missing, unexpected = model.load_state_dict(new, strict=False)
     if missing or unexpected:

@@ -31,3 +31,26 @@ def test_import_from_transformers_logits_agree(tmp_path):
     x = torch.randint(0, 50257, (3, 64))
     with torch.no_grad():
         assert (m(x)[0] - hf(x).logits).abs().max().item() < 1e-4
+
+
+def test_an_untied_output_layer_is_refused_not_dropped(tmp_path):
+    """A GPT-2 whose lm_head is not its token embedding cannot be webtext's tied GPT:
+    importing it would silently predict with the embedding instead."""
+    import pytest
+    from safetensors.torch import load_file, save_file
+    from transformers import GPT2Config
+
+    from model.errors import InputError
+
+    torch.manual_seed(3)
+    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=32, vocab_size=50257)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    wte = next(v for k, v in sd.items() if k.endswith("wte.weight"))
+    sd["lm_head.weight"] = wte.clone()  # present and equal: still tied, imported
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    import_hf(tmp_path)
+    sd["lm_head.weight"] = wte + 0.5  # its own output layer
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    with pytest.raises(InputError, match="lm_head.weight is not the token embedding"):
+        import_hf(tmp_path)
