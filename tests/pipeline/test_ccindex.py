@@ -432,3 +432,23 @@ def test_the_lookup_runs_as_tasks_on_two_dask_worker_processes(crawl_root, tmp_p
     out = {o["url"]: o for o in read_outcomes(tmp_path / "fetch").values()}
     assert (out[LINKS["many"]]["outcome"], out[LINKS["many"]]["capture_timestamp"][:8]) == ("ok", "20170325")
     assert out[LINKS["moved"]]["outcome"] == "ok" and out[LINKS["absent"]]["outcome"] == "not_archived"
+
+
+def test_spooled_links_are_keyed_in_batches_in_the_order_of_their_keys():
+    """The todo list is built a batch at a time in Arrow; its order is the keys' order
+    (then id), with the links surt cannot key last, as a sort of the whole list gives."""
+    import random
+
+    from pipeline.fetch.ccarchive import _base_or_none, _keyed_links
+
+    rnd = random.Random(5)
+    urls = [f"http://{h}.example.org/{p}" for h in ("b", "a", "Zed", "ü-host", "c") for p in ("x", "y/z", "")]
+    urls += ["http://[::1", "not a url", None]
+    rows = [{"id": f"t{rnd.randrange(10**6)}", "url": u, "url_norm": u, "created_utc": i} for i, u in enumerate(urls * 3)]
+    rnd.shuffle(rows)
+    table = _keyed_links(iter(rows), batch=4)
+    want = sorted(rows, key=lambda r: (_base_or_none(r["url_norm"]) is None, _base_or_none(r["url_norm"]) or "", r["id"]))
+    assert table.column("id").to_pylist() == [r["id"] for r in want]
+    assert table.column("base").to_pylist() == [_base_or_none(r["url_norm"]) for r in want]
+    assert table.column("base").null_count == 3 and table.num_rows == len(rows)  # the three links without a URL
+    assert _keyed_links(iter([])).num_rows == 0
