@@ -36,7 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.config import LinksConfig  # noqa: E402
 from pipeline.links.harvest import harvest_dump_part  # noqa: E402
 from pipeline.links.select import LinkSelector  # noqa: E402
-from pipeline.sources.dumps import DumpReadStats, iter_submissions, plain_reader_count  # noqa: E402
+from pipeline.sources.dumps import (  # noqa: E402
+    DumpReadStats,
+    iter_submission_batches,
+    iter_submissions,
+    plain_reader_count,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "reddit"
 
@@ -107,9 +112,11 @@ def main() -> None:
         return sum(1 for _ in iter_submissions(path, stats))
 
     def ours_select():
+        """Reading and selection as the stage does them: chunks of submissions, rules
+        over each chunk, URLs normalised in batches (issue 30), then the grouping."""
         sel = LinkSelector(LinksConfig())
-        for s in iter_submissions(path):
-            sel.add(s)
+        for subs in iter_submission_batches(path):
+            sel.add_batch(subs)
         sel.table()
         return sel.summary.n_in
 

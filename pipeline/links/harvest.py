@@ -18,7 +18,7 @@ from pipeline.links.select import BLOCKLIST_PATH, LinkSelector
 from pipeline.links.table import write_links_table
 from pipeline.sources.dumps import (
     DumpReadStats,
-    iter_submissions,
+    iter_submission_batches,
 )
 from pipeline.sources.urllists import UrlListStats, iter_url_list
 
@@ -78,7 +78,10 @@ def harvest_url_list_part(path: str | Path, out_dir: str | Path, cfg: LinksConfi
     return _harvest_part(path, out_dir, cfg, "urls", bar)
 
 
-def _harvest_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, kind: str, bar=None) -> dict:
+def _harvest_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, kind: str, bar=None,
+                  fast: bool = True) -> dict:
+    """``fast=False``: a dump read line by line and selected submission by submission
+    (the reference the fast path is tested against, tests/pipeline/test_links_fast.py)."""
     dump = Path(dump)
     if not dump.is_file():
         raise FileNotFoundError(f"{'URL list' if kind == 'urls' else 'dump file'} not found: {dump}")
@@ -89,12 +92,17 @@ def _harvest_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, kind:
     selector = LinkSelector(cfg, from_list=kind == "urls")
     summary = selector.summary
     stats = DumpReadStats(str(dump)) if kind == "dump" else UrlListStats(str(dump))
-    reader = iter_submissions if kind == "dump" else iter_url_list
     own_bar = bar is None
     if own_bar:
         bar = progress(total=dump.stat().st_size, unit="B", unit_scale=True, desc=f"links {dump.name}")
-    for sub in reader(dump, stats, progress_bar=bar):
-        selector.add(sub)
+    if kind == "dump":
+        add = selector.add_batch if fast else lambda subs: [selector.add(s) for s in subs]
+        for subs in iter_submission_batches(dump, stats, progress_bar=bar, per_line=not fast):
+            add(subs)
+        selector.flush()  # its counts complete before the reader's are added
+    else:
+        for sub in iter_url_list(dump, stats, progress_bar=bar):
+            selector.add(sub)
     if own_bar:
         bar.close()
     # Lines that never became a submission are counted as dropped, by reason.

@@ -1,7 +1,15 @@
-"""Which submissions become links: the blocklist, the karma rule, the date window, one row per normalised URL."""
+"""Which submissions become links: the blocklist, the karma rule, the date window, one row per normalised URL.
+
+A dump's submissions come a chunk at a time (``LinkSelector.add_batch``): the cheap
+rules in one Python pass, the URLs of the candidates normalised in Arrow batches
+(``url_forms_arrow``), the accepted ones kept as Arrow columns and grouped by URL in
+Arrow and numpy; ``LinkSelector.add``, one submission at a time, is the reference
+they are tested against (tests/pipeline/test_links_fast.py) and what URL lists and the
+API use."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +25,8 @@ from pipeline.core.urls import (
     InvalidURL,
     host_matches,
     url_forms,
-    url_id,
+    url_forms_arrow,
+    url_ids_arrow,
 )
 from pipeline.sources.dumps import (
     Submission,
@@ -64,6 +73,11 @@ class Blocklist:
 class LinkSelector:
     """Applies the selection rules to submissions and aggregates them per URL.
 
+    ``add`` takes one submission, ``add_batch`` a list of them (a chunk of a dump):
+    the same rules with the same result, ``add_batch`` with one Python pass over the
+    records for the cheap rules and the URLs normalised in Arrow (``url_forms_arrow``;
+    the URLs of another shape one by one, as ``add`` does).
+
     ``from_list=True`` (entries of a URL list): an entry without a score is not
     held to the karma rule and keeps a null score, one without a date passes the
     date window; the list's maker filtered them."""
@@ -73,49 +87,66 @@ class LinkSelector:
         self.from_list = from_list
         self.summary = summary or RunSummary("links", unit="submissions")
         self.blocklist = Blocklist.load(cfg.blocklist_path)
+        self._ext_regex = _extension_regex(self.blocklist.extensions)
         self.after = cfg.after_ts
         self.before = cfg.before_ts
-        # Columns, not a dict per URL: the URLs in first-seen order (url_norm -> number),
-        # and one entry per accepted submission in each flat list; ``table`` groups them
-        # in Arrow. Host verdicts (blocklisted, Reddit) are cached per host.
-        self._index: dict[str, int] = {}
-        self._urls: list[str] = []
-        self._keys: list[str] = []
-        self._hosts: list[str] = []
-        self._of: list[int] = []  # the URL number of each submission
-        self._ids: list[str] = []
-        self._subs: list[str] = []
-        self._created: list[int] = []
-        self._titles: list[str] = []
-        self._scores: list[int | None] = []
+        # Columns, not a dict per URL: one entry per accepted submission (its URL's key,
+        # clean URL and host, id, subreddit, time, title, score), as Arrow chunks;
+        # ``add`` gathers rows in ``_rows`` until the next chunk is made. ``table``
+        # numbers the URLs in first-seen order and groups them in Arrow. Host verdicts
+        # (blocklisted, Reddit) are cached per host.
+        self._chunks: list[list[pa.Array]] = []
+        self._rows: list[list] = [[] for _ in _COLUMNS]
         self._host_kind: dict[str, str] = {}
+        # ``add_batch``'s candidates waiting for ``_resolve`` (submission, raw URL, time,
+        # position among the submissions read) and its drops not counted yet
+        self._pending: tuple[list, list, list, list] = ([], [], [], [])
+        self._pending_drops: dict[str, list[int]] = {}
 
     @property
     def n_urls(self) -> int:
-        return len(self._keys)
+        self._resolve()
+        self._flush()
+        return len(pc.unique(self._column("key"))) if self._chunks else 0
 
     def add(self, s: Submission) -> None:
+        if self._pending[0] or self._pending_drops:
+            self._resolve()
         summary = self.summary
         summary.n_in += 1
         reason = self._reason(s)
         if reason is not None:
             summary.dropped[reason] += 1
             return
-        key = self._key
-        i = self._index.get(key)
-        if i is None:
-            i = self._index[key] = len(self._keys)
-            self._keys.append(key)
-            self._urls.append(self._url)
-            self._hosts.append(self._host)
-        self._of.append(i)
-        self._ids.append(s.id or "")
-        self._subs.append(s.subreddit or "")
-        self._created.append(self._created_ts or 0)
-        self._titles.append(s.title or "")
-        self._scores.append(s.score if s.score is not None else (None if self.from_list else 0))
+        key, url, host, ids, subs, created, titles, scores = self._rows
+        key.append(self._key)
+        url.append(self._url)
+        host.append(self._host)
+        ids.append(s.id or "")
+        subs.append(s.subreddit or "")
+        created.append(self._created_ts or 0)
+        titles.append(s.title or "")
+        scores.append(s.score if s.score is not None else (None if self.from_list else 0))
+
+    def _flush(self) -> None:
+        """The rows ``add`` gathered, as a chunk."""
+        if self._rows[0]:
+            self._chunks.append([pa.array(v, t) for v, t in zip(self._rows, _TYPES)])
+            self._rows = [[] for _ in _COLUMNS]
+
+    def _column(self, name: str) -> pa.Array:
+        i = _COLUMNS.index(name)
+        arrays = [c[i] for c in self._chunks]
+        return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
 
     def _reason(self, s: Submission) -> str | None:
+        reason = self._pre_reason(s)
+        if reason is not None:
+            return reason
+        return self._url_reason(s.url_overridden_by_dest or s.url, s)
+
+    def _pre_reason(self, s: Submission) -> str | None:
+        """The rules before the URL's normalisation (sets ``_created_ts``)."""
         cfg = self.cfg
         raw_url = s.url_overridden_by_dest or s.url
         if not raw_url:
@@ -138,17 +169,26 @@ class LinkSelector:
                 return "score_missing"
             if s.score < cfg.min_score:
                 return "low_score"
-        try:
-            url, key = url_forms(raw_url)
-        except InvalidURL:
-            return "invalid_url"
-        host = key.split("/", 1)[0].split(":", 1)[0]
+        return None
+
+    def _kind(self, host: str) -> str:
+        """The verdict on a host (media_host, reddit, or "" for neither), cached."""
         kind = self._host_kind.get(host)
         if kind is None:
             kind = ("media_host" if host_matches(host, self.blocklist.domains)
                     else "reddit" if host_matches(host, REDDIT_DOMAINS) else "")
             if len(self._host_kind) < HOST_CACHE:
                 self._host_kind[host] = kind
+        return kind
+
+    def _url_reason(self, raw_url: str, s: Submission) -> str | None:
+        """The rules on the normalised URL (sets ``_url``, ``_key``, ``_host``)."""
+        try:
+            url, key = url_forms(raw_url)
+        except InvalidURL:
+            return "invalid_url"
+        host = key.split("/", 1)[0].split(":", 1)[0]
+        kind = self._kind(host)
         if kind == "media_host":
             return kind
         last = key[len(host):].split("?", 1)[0].rsplit("/", 1)[-1]
@@ -159,49 +199,191 @@ class LinkSelector:
         self._url, self._key, self._host = url, key, host
         return None
 
+    def add_batch(self, subs: list[Submission]) -> None:
+        """``add`` of each of SUBS, in order, with the same result (rows, counts, and
+        the order in which drop reasons first appear). The submissions that pass the
+        cheap rules wait in ``_pending`` until URL_BATCH of them are normalised at once
+        (``_resolve``); ``table`` and ``add`` resolve what waits first."""
+        if self.from_list:
+            for s in subs:
+                self.add(s)
+            return
+        base = self.summary.n_in  # the position of SUBS[0] among the submissions read
+        self.summary.n_in += len(subs)
+        cfg = self.cfg
+        ex_self, ex_nsfw = cfg.exclude_self_posts, cfg.exclude_nsfw
+        # the date window as float bounds; 0 <= created (a negative time truncates
+        # towards 0, which ``add`` takes through created_ts)
+        lo = 0.0 if self.after is None else max(0, self.after)
+        hi = math.inf if self.before is None else self.before
+        by_score = cfg.score_mode == "max"
+        min_score = cfg.min_score
+        pre = self._pre_reason
+        drops = self._pending_drops  # reason -> [position of its first drop, count]
+        cand, raws, created, pos = self._pending
+        for i, s in enumerate(subs):
+            u = s.url_overridden_by_dest or s.url
+            c = s.created_utc
+            # the common case in one test: a URL, not a self post, not NSFW, a float
+            # time inside the window, not a relative link; anything else by ``add``'s rules
+            if (u and c.__class__ is float and lo <= c < hi and not (ex_self and s.is_self)
+                    and not (ex_nsfw and s.over_18) and u[0] != "/"):
+                if by_score:
+                    sc = s.score
+                    if sc is None or sc < min_score:
+                        r = "score_missing" if sc is None else "low_score"
+                        d = drops.get(r)
+                        if d is None:
+                            drops[r] = [base + i, 1]
+                        else:
+                            d[1] += 1
+                        continue
+                cand.append(s)
+                raws.append(u)
+                created.append(int(c))
+                pos.append(base + i)
+                continue
+            r = pre(s)
+            if r is None:
+                cand.append(s)
+                raws.append(u)
+                created.append(self._created_ts or 0)
+                pos.append(base + i)
+            else:
+                d = drops.get(r)
+                if d is None:
+                    drops[r] = [base + i, 1]
+                else:
+                    d[1] += 1
+        if len(cand) >= URL_BATCH:
+            self._resolve()
+
+    def flush(self) -> None:
+        """Finish what ``add_batch`` left waiting: every submission given so far is then
+        counted in the summary."""
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """The URL rules of the waiting candidates, in Arrow: the accepted ones become a
+        chunk, the others are counted; then every waiting drop is counted, in the order
+        of the first submission of each reason."""
+        cand, raws, created, pos = self._pending
+        drops = self._pending_drops
+        if cand:
+            self._flush()
+            self._urls_batch(cand, raws, created, pos, drops)
+            self._pending = ([], [], [], [])
+        if drops:
+            dropped = self.summary.dropped
+            for r, (_, n) in sorted(drops.items(), key=lambda kv: kv[1][0]):
+                dropped[r] += n
+            drops.clear()
+
+    def _urls_batch(self, cand: list[Submission], raws: list[str], created: list[int], pos: list[int],
+                    drops: dict[str, list[int]]) -> None:
+        n = len(cand)
+        fast, clean, key, host, key_path = url_forms_arrow(pa.array(raws, pa.string()))
+        code = np.zeros(n, np.int8)  # an index into _URL_REASONS; 0: accepted
+        where = np.full(n, -1, np.int64)  # each candidate's row in the forms (fast ones, then slow ones)
+        where[fast] = np.arange(fast.size)
+        if fast.size:
+            enc = pc.dictionary_encode(host)
+            kinds = np.array([_KIND_CODE[self._kind(h)] for h in enc.dictionary.to_pylist()], np.int8)
+            kind = kinds[enc.indices.to_numpy(zero_copy_only=False)]
+            media_ext = (pc.match_substring_regex(key_path, self._ext_regex).to_numpy(zero_copy_only=False)
+                         if self._ext_regex else np.zeros(fast.size, bool))
+            code[fast] = np.where(kind == 1, 1, np.where(media_ext, 2, np.where(kind == 2, 3, 0)))
+            for j in fast[kind == 2]:  # Reddit's own links: a crosspost or not
+                if code[j] == 3 and not cand[j].crosspost_parent:
+                    code[j] = 4
+        slow_values: list[tuple[str, str, str]] = []  # (clean, key, host) of the slow ones accepted
+        if fast.size < n:
+            is_fast = np.zeros(n, bool)
+            is_fast[fast] = True
+            for j in np.flatnonzero(~is_fast):
+                r = self._url_reason(raws[j], cand[j])
+                if r is None:
+                    where[j] = fast.size + len(slow_values)
+                    slow_values.append((self._url, self._key, self._host))
+                else:
+                    code[j] = _URL_REASONS.index(r)
+        for c in np.flatnonzero(np.bincount(code, minlength=len(_URL_REASONS))[1:]) + 1:
+            hit = code == c
+            d = drops.get(_URL_REASONS[c])
+            if d is None:
+                drops[_URL_REASONS[c]] = d = [pos[int(np.argmax(hit))], 0]
+            d[1] += int(hit.sum())
+        keep = np.flatnonzero(code == 0)
+        if not keep.size:
+            return
+        if slow_values:
+            clean, key, host = (pa.concat_arrays([arr, pa.array(list(vals), pa.string())])
+                                for arr, vals in zip((clean, key, host), zip(*slow_values)))
+        rows = where[keep]
+        if rows.size < len(key) or (rows != np.arange(rows.size)).any():
+            take = pa.array(rows)
+            clean, key, host = clean.take(take), key.take(take), host.take(take)
+        if keep.size < n:
+            created = np.asarray(created, np.int64)[keep]
+            cand = [cand[j] for j in keep]
+        self._chunks.append([
+            key, clean, host,
+            pc.fill_null(pa.array([s.id for s in cand], pa.string()), ""),
+            pc.fill_null(pa.array([s.subreddit for s in cand], pa.string()), ""),
+            pa.array(created, pa.int64()),
+            pc.fill_null(pa.array([s.title for s in cand], pa.string()), ""),
+            pc.fill_null(pa.array([s.score for s in cand], pa.int64()), 0),
+        ])
+
     def table(self, per_url_rules: bool = True) -> pa.Table:
         """The unique URLs as a LINKS_SCHEMA table sorted by (created_utc, url_norm),
         after the per-URL rules; adds the merge/total drops to the summary.
 
         ``per_url_rules=False``: every URL, no per-URL drops, ``n_out`` left alone
         (a per-dump part, merged with the other months later)."""
-        n = len(self._keys)
-        of = np.array(self._of, np.int64)
-        keep_sub = first_submissions(of, pa.array(self._ids, pa.string()))
+        self._resolve()
+        self._flush()
+        if not self._chunks:
+            self._chunks.append([pa.array([], t) for t in _TYPES])
+        if len(self._chunks) > 1:
+            self._chunks = [[self._column(name) for name in _COLUMNS]]
+        key_all, url_all, host_all, ids, subs, created_all, titles, scores_all = self._chunks[0]
+        enc = pc.dictionary_encode(key_all)  # codes in first-seen order
+        of = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        keys = enc.dictionary
+        n = len(keys)
+        keep_sub = first_submissions(of, ids)
         if not keep_sub.all():
             # the same Reddit submission twice in one input (a repeated line, a re-upload
             # appended): counted once, its repeats dropped with their reason
             self.summary.drop("duplicate_submission", int((~keep_sub).sum()))
-            idx = np.flatnonzero(keep_sub)
-            of = of[idx]
-            self._ids = [self._ids[i] for i in idx]
-            self._subs = [self._subs[i] for i in idx]
-            self._created = [self._created[i] for i in idx]
-            self._titles = [self._titles[i] for i in idx]
-            self._scores = [self._scores[i] for i in idx]
-            self._of = of.tolist()
+            sel = pa.array(np.flatnonzero(keep_sub))
+            self._chunks = [[a.take(sel) for a in self._chunks[0]]]
+            key_all, url_all, host_all, ids, subs, created_all, titles, scores_all = self._chunks[0]
+            of = of[keep_sub]  # the first submission of every URL stays: its codes stay
         order = np.argsort(of, kind="stable")  # each URL's submissions together, in reading order
         counts = np.bincount(of, minlength=n)
         offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
         starts = offsets[:-1]
         take = pa.array(order)
-        scores = pa.array(self._scores, pa.int64()).take(take)
-        created = np.array(self._created, np.int64)[order]
+        first = pa.array(order[starts]) if n else pa.array([], pa.int64())  # each URL's first submission
+        urls, hosts = url_all.take(first), host_all.take(first)
+        scores = scores_all.take(take)
+        created = created_all.to_numpy(zero_copy_only=False).astype(np.int64)[order]
         cols = {
-            "id": pa.array([url_id(k) for k in self._keys], pa.string()),
-            "url": pa.array(self._urls, pa.string()),
-            "url_norm": pa.array(self._keys, pa.string()),
-            "domain": pa.array(self._hosts, pa.string()),
+            "id": url_ids_arrow(keys),
+            "url": urls,
+            "url_norm": keys,
+            "domain": hosts,
             "score": _reduce_ints(scores, starts, "max") if n else pa.array([], pa.int64()),
             "score_total": _reduce_ints(scores, starts, "sum") if n else pa.array([], pa.int64()),
             "n_submissions": pa.array(counts, pa.int32()),
             "created_utc": pa.array(_first_nonzero_min(created, starts) if n else [], pa.int64()),
         }
-        for name, values, typ in (("reddit_ids", self._ids, pa.string()), ("subreddits", self._subs, pa.string()),
-                                  ("created_utcs", created, pa.int64()), ("titles", self._titles, pa.string()),
-                                  ("scores", scores, pa.int64())):
-            flat = values if name == "scores" else (pa.array(values, typ) if name == "created_utcs"
-                                                    else pa.array(values, typ).take(take))
+        for name, values in (("reddit_ids", ids), ("subreddits", subs), ("created_utcs", created),
+                             ("titles", titles), ("scores", scores)):
+            flat = values if name == "scores" else (pa.array(values, pa.int64()) if name == "created_utcs"
+                                                    else values.take(take))
             cols[name] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat)
         t = pa.table(cols, schema=LINKS_SCHEMA)
         if per_url_rules:
@@ -224,7 +406,27 @@ class LinkSelector:
         return self.table(per_url_rules).to_pylist()
 
 
+# the columns of the accepted submissions (``LinkSelector._chunks``)
+_COLUMNS = ("key", "url", "host", "id", "subreddit", "created_utc", "title", "score")
+_TYPES = (pa.string(),) * 5 + (pa.int64(), pa.string(), pa.int64())
+_URL_REASONS = (None, "media_host", "media_extension", "crosspost", "reddit_internal", "invalid_url")
+_KIND_CODE = {"": 0, "media_host": 1, "reddit": 2}
+URL_BATCH = 16384  # candidates normalised at once (Arrow's per-call cost spread over many URLs)
 HOST_CACHE = 1 << 20  # hosts whose blocklist/Reddit verdict is cached (~100 B each)
+
+
+def _extension_regex(extensions) -> str | None:
+    """A regex (RE2) that matches an ASCII key path whose last segment has a "." and,
+    after its last ".", one of EXTENSIONS in any case: ``_url_reason``'s extension rule
+    for the paths of ``url_forms_arrow`` (ASCII). An extension with "." or "/" never
+    matches there (it is looked up after the last "."), nor one with a non-ASCII
+    character (the lowercase of an ASCII path is ASCII); on an ASCII text, RE2's (?i)
+    pairs only ASCII letters. Every character but a letter or digit is written \\xHH."""
+    exts = sorted(e for e in extensions if e.isascii() and "." not in e and "/" not in e)
+    if not exts:
+        return None
+    lit = "".join
+    return r"(?i)\.(?:" + "|".join(lit(c if c.isalnum() else f"\\x{ord(c):02x}" for c in e) for e in exts) + r")$"
 
 
 def first_submissions(group: np.ndarray, ids: pa.Array) -> np.ndarray:
@@ -238,6 +440,8 @@ def first_submissions(group: np.ndarray, ids: pa.Array) -> np.ndarray:
         return keep
     ids = pc.fill_null(ids, "")
     enc = pc.dictionary_encode(ids).combine_chunks() if isinstance(ids, pa.ChunkedArray) else pc.dictionary_encode(ids)
+    if len(enc.dictionary) == n:  # every id once: every (group, id) once
+        return keep
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     empty = (pc.equal(ids, "").to_numpy(zero_copy_only=False)) if len(enc.dictionary) else np.ones(n, bool)
     combined = np.asarray(group, np.int64) * (len(enc.dictionary) + 1) + codes

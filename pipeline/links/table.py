@@ -28,9 +28,15 @@ REPLACED = "links.replaced.parquet"
 FORMAT = 1
 
 
+# Columns worth a Parquet dictionary (few distinct values); the others (ids, URLs,
+# titles: nearly all distinct) are written plain, smaller and faster than a dictionary
+# Parquet would build and then abandon.
+DICTIONARY_COLUMNS = ["domain", "subreddits.list.element"]
+
+
 def write_links_table(table: pa.Table, path: str | Path) -> Path:
     """Write a LINKS_SCHEMA table as one zstd Parquet file, atomically."""
-    return write_parquet_atomic(table, path)
+    return write_parquet_atomic(table, path, use_dictionary=DICTIONARY_COLUMNS)
 
 
 def write_links(rows: list[dict], path: str | Path) -> Path:

@@ -30,7 +30,10 @@ The reader streams in constant memory (fixed-size chunks of decompressed bytes
 split on newlines) and decodes each line with msgspec into a struct holding only
 the fields the link stage needs, which skips the rest of each record without
 building Python objects for it; that is where its speed over ``json.loads`` per
-line comes from (bench/bench_dumps.py).
+line comes from (bench/bench_dumps.py). A chunk's lines are decoded in one call
+(``iter_submission_batches``) by a struct whose types carry the bounds of
+``numbers_ok``; a chunk with any line that fails it is decoded again line by line,
+which names each bad line's reason.
 
 Nothing is silently lost: a malformed line, a bad UTF-8 sequence or a record of
 the wrong shape is counted with a reason and reading goes on; a truncated or
@@ -47,7 +50,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Annotated, BinaryIO, Iterator
 
 import msgspec
 import orjson
@@ -138,6 +141,21 @@ def numbers_ok(sub: Submission) -> bool:
         if not 0 <= t < MAX_CREATED:  # also False for nan and inf
             return False
     return True
+
+
+class _CheckedSubmission(Submission):
+    """``Submission`` as the fast pass of ``iter_submission_batches`` decodes it: the
+    bounds of ``numbers_ok`` are type constraints, so a record the decoder accepts needs
+    no check in Python. A ``created_utc`` string is accepted only when it is plain digits
+    below 4e9 (numbers_ok holds for it); any other string fails here and its chunk
+    goes through the reference path."""
+
+    created_utc: Annotated[float, msgspec.Meta(ge=0, lt=MAX_CREATED)] | \
+        Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9]{1,9}|[1-3][0-9]{9})\Z")] | None = None
+    score: Annotated[int, msgspec.Meta(gt=-MAX_ABS_SCORE, lt=MAX_ABS_SCORE)] | None = None
+
+
+_checked_decoder = msgspec.json.Decoder(_CheckedSubmission)
 
 
 ZSTD_MAGIC = 0xFD2FB528
@@ -359,6 +377,14 @@ def iter_lines(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = No
     On a decompression error (truncated or corrupt archive) stop, record why and
     how far the file was read; the unterminated last line is counted as
     ``truncated_record``."""
+    for lines in iter_line_batches(stream, stats, raw, on_chunk):
+        yield from lines
+
+
+def iter_line_batches(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = None,
+                      on_chunk=None) -> Iterator[list[bytes]]:
+    """``iter_lines`` a decompressed chunk at a time: each item is the list of the
+    complete lines that chunk ended (never empty), with the same counts."""
     rest = b""
     # read1 returns what one decompression step gives, so a truncated archive still
     # yields every record before the damage.
@@ -386,7 +412,7 @@ def iter_lines(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = No
                     stats.bad["truncated_record"] += 1
                 else:
                     stats.lines += 1
-                    yield rest
+                    yield [rest]
             return
         lines = chunk.split(b"\n")
         lines[0] = rest + lines[0]
@@ -412,11 +438,28 @@ def iter_lines(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = No
                     lines.extend(lines2)
                     break
         stats.lines += len(lines)
-        yield from lines
+        if lines:
+            yield lines
 
 
 def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progress_bar=None) -> Iterator[Submission]:
     """Stream the submissions of one dump file. Bad lines are counted in ``stats.bad``."""
+    for subs in iter_submission_batches(path, stats, progress_bar):
+        yield from subs
+
+
+def iter_submission_batches(path: str | Path, stats: DumpReadStats | None = None, progress_bar=None,
+                            per_line: bool = False) -> Iterator[list[Submission]]:
+    """``iter_submissions`` a decompressed chunk (~1 MiB) at a time: lists of submissions,
+    in file order, with the same counts.
+
+    A chunk is decoded in one pass by ``_checked_decoder`` (no Python loop per line);
+    when any of its lines fails that (a malformed line, a field of another type, a
+    number out of bounds, a blank line...), the whole chunk is decoded again line by
+    line by the reference path (``_decode_lines``), which names each bad line's
+    reason. The fast pass only ever accepts lines the reference path accepts, with
+    the same values, so the result is the same either way. ``per_line=True``: every
+    chunk by the reference path (tests/pipeline/test_links_fast.py compares them)."""
     path = Path(path)
     stats = stats if stats is not None else DumpReadStats(str(path))
     stream, raw, codec = open_dump(path)
@@ -429,55 +472,76 @@ def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progr
             progress_bar.update(pos - last[0])
             last[0] = pos
 
-    decode = _decoder.decode
-    bad = stats.bad
+    decode = _checked_decoder.decode
     try:
-        for line in iter_lines(stream, stats, raw, on_chunk):
-            if not line or line.isspace():
-                stats.lines -= 1  # blank lines are not records
-                continue
-            try:
-                sub = decode(line)
-            except msgspec.ValidationError:
+        for lines in iter_line_batches(stream, stats, raw, on_chunk):
+            subs = None
+            if not per_line:
                 try:
-                    sub = _coerce(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    bad["malformed_json"] += 1
-                    continue
-                except UnicodeDecodeError:
-                    bad["bad_utf8"] += 1
-                    continue
-                except (TypeError, ValueError, OverflowError):
-                    bad["bad_field_type"] += 1
-                    continue
-                except RecursionError:
-                    bad["too_deeply_nested"] += 1
-                    continue
-            except UnicodeDecodeError:
-                bad["bad_utf8"] += 1
-                continue
-            except RecursionError:  # nesting deeper than the decoder follows, in any field
-                bad["too_deeply_nested"] += 1
-                continue
-            except msgspec.DecodeError:
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad["bad_utf8"] += 1
+                    subs = list(map(decode, lines))
+                except Exception:  # noqa: BLE001 - whatever it was, the reference path replays the chunk
+                    subs = None
                 else:
-                    bad["malformed_json"] += 1
-                continue
-            if not numbers_ok(sub):
-                bad["bad_number"] += 1
-                continue
-            stats.records += 1
-            yield sub
+                    stats.records += len(subs)
+            if subs is None:
+                subs = _decode_lines(lines, stats)
+            if subs:
+                yield subs
     finally:
         for why in getattr(stream, "damaged", ()):
-            bad["damaged_block"] += 1  # a block's rows are unknown: the block counts as one
+            stats.bad["damaged_block"] += 1  # a block's rows are unknown: the block counts as one
             stats.damaged_blocks.append(why)
         stream.close()
         raw.close()
+
+
+def _decode_lines(lines: list[bytes], stats: DumpReadStats) -> list[Submission]:
+    """The reference decoding of a chunk's lines, one at a time: each bad line counted
+    in ``stats.bad`` with its reason, blank lines not counted at all."""
+    decode = _decoder.decode
+    bad = stats.bad
+    out = []
+    for line in lines:
+        if not line or line.isspace():
+            stats.lines -= 1  # blank lines are not records
+            continue
+        try:
+            sub = decode(line)
+        except msgspec.ValidationError:
+            try:
+                sub = _coerce(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                bad["malformed_json"] += 1
+                continue
+            except UnicodeDecodeError:
+                bad["bad_utf8"] += 1
+                continue
+            except (TypeError, ValueError, OverflowError):
+                bad["bad_field_type"] += 1
+                continue
+            except RecursionError:
+                bad["too_deeply_nested"] += 1
+                continue
+        except UnicodeDecodeError:
+            bad["bad_utf8"] += 1
+            continue
+        except RecursionError:  # nesting deeper than the decoder follows, in any field
+            bad["too_deeply_nested"] += 1
+            continue
+        except msgspec.DecodeError:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad["bad_utf8"] += 1
+            else:
+                bad["malformed_json"] += 1
+            continue
+        if not numbers_ok(sub):
+            bad["bad_number"] += 1
+            continue
+        stats.records += 1
+        out.append(sub)
+    return out
 
 
 def plain_reader_count(path: str | Path) -> int:
