@@ -361,15 +361,30 @@ class LinkSelector:
             self._chunks = [[a.take(sel) for a in self._chunks[0]]]
             key_all, url_all, host_all, ids, subs, created_all, titles, scores_all = self._chunks[0]
             of = of[keep_sub]  # the first submission of every URL stays: its codes stay
-        order = np.argsort(of, kind="stable")  # each URL's submissions together, in reading order
+        created_np = created_all.to_numpy(zero_copy_only=False).astype(np.int64)
         counts = np.bincount(of, minlength=n)
+        first_created = np.zeros(0, np.int64)
+        if n:
+            # the URLs numbered in the table's final order, (created_utc, url_norm), before
+            # the list columns are made: no sort of the finished table (a take of its list
+            # columns) at the end
+            order = np.argsort(of, kind="stable")
+            first_created = _first_nonzero_min(created_np[order], np.r_[0, np.cumsum(counts)[:-1]])
+            perm = pc.sort_indices(pa.table({"c": first_created, "k": keys}),
+                                   [("c", "ascending"), ("k", "ascending")]).to_numpy()
+            if (perm != np.arange(n)).any():
+                rank = np.empty(n, np.int64)
+                rank[perm] = np.arange(n)
+                of = rank[of]
+                keys, counts, first_created = keys.take(pa.array(perm)), counts[perm], first_created[perm]
+        order = np.argsort(of, kind="stable")  # each URL's submissions together, in reading order
         offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
         starts = offsets[:-1]
         take = pa.array(order)
         first = pa.array(order[starts]) if n else pa.array([], pa.int64())  # each URL's first submission
         urls, hosts = url_all.take(first), host_all.take(first)
         scores = scores_all.take(take)
-        created = created_all.to_numpy(zero_copy_only=False).astype(np.int64)[order]
+        created = created_np[order]
         cols = {
             "id": url_ids_arrow(keys),
             "url": urls,
@@ -378,7 +393,7 @@ class LinkSelector:
             "score": _reduce_ints(scores, starts, "max") if n else pa.array([], pa.int64()),
             "score_total": _reduce_ints(scores, starts, "sum") if n else pa.array([], pa.int64()),
             "n_submissions": pa.array(counts, pa.int32()),
-            "created_utc": pa.array(_first_nonzero_min(created, starts) if n else [], pa.int64()),
+            "created_utc": pa.array(first_created, pa.int64()),
         }
         for name, values in (("reddit_ids", ids), ("subreddits", subs), ("created_utcs", created),
                              ("titles", titles), ("scores", scores)):
@@ -399,7 +414,7 @@ class LinkSelector:
                 summary.drop("duplicate_url", dups)
             t = t.filter(pa.array(keep))
             summary.n_out = t.num_rows
-        return t.take(pc.sort_indices(t, [("created_utc", "ascending"), ("url_norm", "ascending")])) if t.num_rows else t
+        return t  # already in (created_utc, url_norm) order
 
     def rows(self, per_url_rules: bool = True) -> list[dict]:
         """``table`` as a list of dicts."""

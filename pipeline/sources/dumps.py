@@ -73,24 +73,32 @@ class DumpError(OSError):
 
 
 class Submission(msgspec.Struct, frozen=False):
-    """The fields of a submission the link stage uses; every one may be missing."""
+    """The fields of a submission the link stage uses; every one may be missing.
 
-    id: str | None = None
-    created_utc: float | str | None = None  # int, float (API, 2023+) or str (2014-01..2015-11)
-    subreddit: str | None = None
+    In the dumps' key order (alphabetical: Pushshift's and Arctic Shift's records),
+    which msgspec matches first when it looks a key up (~3% of the decoding)."""
+
     author: str | None = None
+    created_utc: float | str | None = None  # int, float (API, 2023+) or str (2014-01..2015-11)
+    crosspost_parent: str | None = None  # from 2017-08
+    domain: str | None = None
+    id: str | None = None
+    is_self: bool | None = None
+    over_18: bool | None = None
+    permalink: str | None = None
+    score: int | None = None  # null in 2017-10 and 2017-11
+    subreddit: str | None = None
     title: str | None = None
     url: str | None = None
     url_overridden_by_dest: str | None = None  # from 2020-05
-    domain: str | None = None
-    is_self: bool | None = None
-    score: int | None = None  # null in 2017-10 and 2017-11
-    over_18: bool | None = None
-    crosspost_parent: str | None = None  # from 2017-08
-    permalink: str | None = None
 
 
 _decoder = msgspec.json.Decoder(Submission)
+
+# the order in which ``_coerce`` converts the fields (the first that fails names the
+# record's reason), as it was before the fields were put in the dumps' order
+_COERCE_ORDER = ("id", "created_utc", "subreddit", "author", "title", "url", "url_overridden_by_dest", "domain",
+                 "is_self", "score", "over_18", "crosspost_parent", "permalink")
 
 
 def _coerce(obj: object) -> Submission:
@@ -98,7 +106,7 @@ def _coerce(obj: object) -> Submission:
     if not isinstance(obj, dict):
         raise ValueError("record is not a JSON object")
     s = Submission()
-    for name in Submission.__struct_fields__:
+    for name in _COERCE_ORDER:
         v = obj.get(name)
         if v is None:
             continue

@@ -221,3 +221,40 @@ def test_arrow_normalisation_equals_url_forms_on_every_real_and_hostile_url():
     for u in ("http://a.com/?x=%41", "http://a.com/?x=a+b", "http://a.com/?x=a b", "http://a.com:80/", "http://a.com/é",
               " http://a.com/", "http://a.com/ ", "http://a.com/\n", "http://a_b.com/", "ftp://a.com/"):
         assert urls.index(u) not in handled, u  # url_forms' own path takes them
+
+
+@pytest.mark.parametrize("mode", ["max", "sum"])
+def test_table_is_built_in_its_final_order(mode):
+    """``LinkSelector.table`` numbers the URLs in (created_utc, url_norm) order before it
+    makes the list columns (no sort of the finished table): the rows against an order and
+    grouping made here in Python from the submissions, URLs first seen out of that order,
+    equal times broken by the URL, an unknown time (0), the per-URL rules of both modes."""
+    from pipeline.links.select import LinkSelector
+    from pipeline.sources.dumps import Submission
+
+    rng = random.Random(7)
+    subs = []
+    for i in range(3000):
+        u = rng.randrange(400)
+        created = rng.choice([1_120_000_000 + rng.randrange(50), 1_120_000_000]) if u % 37 else None
+        subs.append(Submission(id=f"s{i}", url=f"http://host{u % 13}.com/p{u}", created_utc=created,
+                               subreddit=f"r{i % 5}", title=f"t{i}", score=rng.randrange(-3, 9)))
+    cfg = LinksConfig(min_score=-10 if mode == "max" else 5, score_mode=mode, created_before=None)
+    sel = LinkSelector(cfg)
+    sel.add_batch(subs)
+    rows = sel.rows()
+    groups: dict[str, list] = {}
+    for s in subs:
+        groups.setdefault(url_forms(s.url)[1], []).append(s)
+    expect = []
+    for key, ss in groups.items():
+        times = [int(s.created_utc) for s in ss if s.created_utc]
+        if mode == "sum" and sum(s.score for s in ss) < 5:
+            continue
+        expect.append((min(times) if times else 0, key, [s.id for s in ss], [s.score for s in ss]))
+    expect.sort(key=lambda e: (e[0], e[1]))
+    assert len(expect) > 100 and len({e[0] for e in expect}) < len(expect)  # equal times to break
+    assert any(e[0] == 0 for e in expect)
+    assert [(r["created_utc"], r["url_norm"], r["reddit_ids"], r["scores"]) for r in rows] == expect
+    first_seen = list(groups)
+    assert first_seen != [e[1] for e in expect]  # the reading order is not the table's
