@@ -151,7 +151,8 @@ def anchor(n: int, port: int, out: Path, concurrency: int, per_host: int, delay:
 # --- webtext ----------------------------------------------------------------------------------
 
 
-def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay: float, processes: int) -> dict:
+def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay: float, processes: int,
+            transport: str = "") -> dict:
     from pipeline.core.config import FetchConfig
     from pipeline.core.urls import normalize_url, url_id
     from pipeline.fetch.stage import fetch_links
@@ -160,7 +161,8 @@ def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay
     procs = processes or os.cpu_count() or 1
     cfg = FetchConfig(allow_private_addresses=True, respect_robots=False, per_host_concurrency=per_host,
                       per_host_delay_s=delay, workers=max(1, concurrency // procs), processes=procs,
-                      resolve={h: f"127.0.0.1:{port}" for h in hosts})
+                      resolve={h: f"127.0.0.1:{port}" for h in hosts},
+                      **({"transport": transport} if transport else {}))
     rows = ({"id": url_id(normalize_url(u)), "url": u, "url_norm": normalize_url(u)} for u in urls)
     s = fetch_links(rows, out, cfg)  # its worker processes are waited for: their CPU is in RUSAGE_CHILDREN
     return {"ok": s.n_out}
@@ -179,7 +181,7 @@ def measure(kind: str, n: int, port: int, args) -> dict:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, __file__, "--child", kind, "--n", str(n), "--port", str(port),
                         "--out", str(work), "--concurrency", str(args.concurrency), "--per-host", str(args.per_host),
-                        "--delay", str(args.delay), "--processes", str(args.processes)],
+                        "--delay", str(args.delay), "--processes", str(args.processes), "--transport", args.transport],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -204,7 +206,7 @@ def child(args) -> None:
     if args.child == "anchor":
         res = anchor(args.n, args.port, out, args.concurrency, args.per_host, args.delay)
     else:
-        res = webtext(args.n, args.port, out, args.concurrency, args.per_host, args.delay, args.processes)
+        res = webtext(args.n, args.port, out, args.concurrency, args.per_host, args.delay, args.processes, args.transport)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res["rss_mb"] = max(own, kids) / 1024  # the largest process of the tree (the tree's sum is at most procs+2 x)
@@ -224,6 +226,8 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.2, help="seconds between two request starts to one host")
     ap.add_argument("--processes", type=int, default=0, help="webtext's [fetch] processes (0: all cores)")
     ap.add_argument("--latency", default="0.05,0.4")
+    ap.add_argument("--transport", default="", choices=["", "async", "threads"],
+                    help="webtext's [fetch] transport (default: the configuration's default)")
     ap.add_argument("--child", choices=["anchor", "webtext"])
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--n", type=int)
@@ -255,7 +259,8 @@ def main() -> None:
     procs = args.processes or os.cpu_count()
     print(f"\n# bench_fetch_throughput {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; latency {args.latency} s, "
           f"{args.concurrency} in flight, {args.per_host} per host, {args.delay} s per-host delay; webtext: {procs} "
-          f"processes x {max(1, args.concurrency // procs)} workers; {args.rounds} rounds, median [min-max]\n")
+          f"processes x {max(1, args.concurrency // procs)} workers, transport {args.transport or 'default'}; "
+          f"{args.rounds} rounds, median [min-max]\n")
     print("| pages | crawler | pages per CPU-s | CPU-s per 1k pages | pages/s wall | peak RSS MB (largest process) | "
           "bytes on disk per page |\n|---:|---|---:|---:|---:|---:|---:|")
     for n in sizes:

@@ -22,7 +22,10 @@ recorded outcome, appended to its partition's log:
 Raw responses go to WARC (warcio, pipeline/fetch/warcstore.py): a request and a response record for every
 HTTP response received, the body cut at ``max_bytes`` with ``WARC-Truncated``
 when it was too long. Each record is serialised in memory and written with one
-``write`` + ``fsync`` before its outcome line is appended; a new run opens a new
+``write``; the WARC file is fsynced before any outcome line pointing into it is
+appended (per record on the threaded transport; on the asyncio one, the default for
+live pages, in group commits at most every 0.25 s: pipeline/fetch/groupcommit.py,
+aiofetch.py, h1client.py); a new run opens a new
 WARC file and first trims any file of a killed run back to its last complete
 record, so warcio always reads every file whole.
 

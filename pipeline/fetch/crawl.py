@@ -1,7 +1,14 @@
-"""The crawl loop: links -> pages in WARC, on a pool of threads, politely per host, with archive fallback."""
+"""The crawl loop: links -> pages in WARC, politely per host, with archive fallback.
+
+Live pages are fetched on an asyncio loop (``[fetch] transport = "async"``, the
+default: pipeline/fetch/aiofetch.py, group commits of WARC records and outcome
+lines) or on a pool of threads (``"threads"``: pipeline/fetch/webclient.py, one
+fsync per record and per outcome line); the archive sources and a proxy use the
+threads."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -50,6 +57,87 @@ def _interleave_by_host(rows: list) -> list:
         if q:
             queues.append(q)
     return out
+
+
+_STAMP = (-1, "")
+
+
+def _utc_now() -> str:
+    """The time now as the outcome records and WARC-Date write it (to the second; made
+    once a second)."""
+    global _STAMP
+    second, stamp = _STAMP
+    now = int(time.time())
+    if now != second:
+        stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _STAMP = (now, stamp)
+    return stamp
+
+
+def uses_async(cfg: FetchConfig) -> bool:
+    """Whether a run fetches on the asyncio transport (pipeline/fetch/aiofetch.py):
+    ``[fetch] transport = "async"`` for live pages without a proxy; the archive sources
+    (their client is threaded) and a proxy use the threaded transport."""
+    return cfg.transport == "async" and cfg.source == "live" and not cfg.proxy
+
+
+async def _crawl_async(todo: list, awork, sink: WarcSink, log: OutcomeLog, workers: int, logged, fetcher) -> None:
+    """Fetches the rows of TODO with AWORK on the running loop, up to 8 x WORKERS rows at
+    once: the fetcher's requests in flight are bounded by WORKERS (with those of the
+    other partitions on this loop, ``aiofetch.InflightBudget``) and a row waiting for
+    its host's turn holds none, so a host's politeness delay does not idle the others.
+
+    A finished row's WARC records are written, not fsynced; its outcome record goes to
+    the loop's group commit (pipeline/fetch/groupcommit.py), which fsyncs the WARC
+    files before it appends the outcome lines that point at them. The first error (a
+    full disk, a bug) cancels the rest and is raised; what was not committed is
+    fetched again by the next run."""
+    from pipeline.fetch import groupcommit
+
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(max(64, 8 * workers))
+    commits = groupcommit.for_loop()
+    journal = commits.open(sink, log, logged)
+    fetcher.open()
+    tasks: set = set()
+    state: dict = {"error": None}
+
+    def ended(task) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and state["error"] is None:
+            state["error"] = task.exception()
+
+    async def one(row: tuple) -> None:
+        try:
+            commits.add(journal, await awork(row))
+        finally:
+            slots.release()
+
+    def failed() -> BaseException | None:
+        return state["error"] or journal.error
+
+    try:
+        for i in range(len(todo)):
+            await slots.acquire()
+            if failed():
+                break
+            row, todo[i] = todo[i], None  # drop each row once it is handed out
+            t = loop.create_task(one(row))
+            tasks.add(t)
+            t.add_done_callback(ended)
+        while tasks and not failed():
+            await asyncio.wait(list(tasks), return_when=asyncio.FIRST_EXCEPTION)
+        if not failed():
+            await commits.flush(journal)
+        if failed():
+            raise failed()
+    finally:
+        for t in list(tasks):
+            t.cancel()
+        if tasks:
+            await asyncio.wait(list(tasks))
+        await commits.close(journal)
+        fetcher.close()
 
 
 def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, warc_prefix: str,
@@ -122,7 +210,13 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     del given
     todo = _interleave_by_host(todo)
     sink = WarcSink(out / "warc", cfg.warc_max_bytes, prefix=warc_prefix)
-    fetcher = Fetcher(cfg)
+    on_loop = uses_async(cfg)
+    if on_loop:
+        from pipeline.fetch.aiofetch import AsyncFetcher
+
+        fetcher = AsyncFetcher(cfg)
+    else:
+        fetcher = Fetcher(cfg)
     archives = ArchiveClient(cfg, fetcher, out, part[0] if part else None) if cfg.source != "live" else None
 
     def from_archives(url: str, created_utc, doc_id: str) -> tuple[str, object, dict]:
@@ -131,15 +225,21 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
         except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
             return "archive_error", None, {"archive_error": f"{type(exc).__name__}: {exc}"[:500]}
 
-    def work(row: tuple) -> dict:
+    def start(row: tuple) -> tuple[str, str, dict, dict | None]:
+        """(url, fetch time, outcome record so far, previous outcome) of a work row."""
         doc_id, raw_url, url_norm, created_utc, skip_live, meta = row
         url = without_credentials(raw_url)
-        fetched_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fetched_at = _utc_now()
         prev = log.state(url_norm)
         rec = {"id": doc_id, "url": url, "url_norm": url_norm, "fetched_at": fetched_at,
                "attempt": prev["attempt"] + 1 if prev else 1}
         if meta:  # the link's Reddit fields travel with every attempt (extract reads an ok page's;
             rec.update(meta)  # a retry from the log, with no link row, takes them from the last one)
+        return url, fetched_at, rec, prev
+
+    def work(row: tuple) -> dict:
+        doc_id, raw_url, url_norm, created_utc, skip_live, meta = row
+        url, fetched_at, rec, prev = start(row)
         first = None  # archive-then-live: the archives' answer, asked before the live web
         if cfg.source == "archive-then-live" and not skip_live:
             first = from_archives(url, created_utc, doc_id)
@@ -154,6 +254,24 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
                 outcome, resp, info = exc.outcome, None, {"error": exc.detail}
             except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
                 outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        return finish(row, url, fetched_at, rec, outcome, resp, info, first)
+
+    async def awork(row: tuple) -> dict:
+        """``work`` on the event loop (source "live" only); its WARC records are made
+        durable with the outcome lines, by ``_crawl_async``."""
+        url, fetched_at, rec, _ = start(row)
+        try:
+            outcome, resp, info = await fetcher.afetch(url)
+        except FetchRefused as exc:
+            outcome, resp, info = exc.outcome, None, {"error": exc.detail}
+        except Exception as exc:  # a bug or an unforeseen library error: recorded, never fatal
+            outcome, resp, info = "fetch_error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        return finish(row, url, fetched_at, rec, outcome, resp, info, None, durable=False)
+
+    def finish(row: tuple, url: str, fetched_at: str, rec: dict, outcome, resp, info: dict, first,
+               durable: bool = True) -> dict:
+        """The outcome record of a fetched row, its responses written to WARC."""
+        doc_id, _, _, created_utc, skip_live, _ = row
         page = None
         if first is not None and first[0] != "ok":
             info["archive_first"] = first[0]  # no archive held it: the live web's answer stands
@@ -180,7 +298,7 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
         trail = info.pop("_responses", [])
         rec.update({k: v for k, v in info.items() if v})
         for earlier_resp in trail:  # redirect hops and retried answers: recorded too, before the last
-            name, offset, length, end = sink.write(earlier_resp, fetched_at)
+            name, offset, length, end = sink.write(earlier_resp, fetched_at, durable=durable)
             rec.setdefault("warc_trail", []).append({"url": earlier_resp.url, "status": earlier_resp.status,
                                                      "warc_file": name, "warc_offset": offset, "warc_record_end": end})
         if page is not None:
@@ -196,7 +314,7 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
             rec["status"] = resp.status
             rec["final_url"] = resp.url
             rec["content_type"] = dict((k.lower(), v) for k, v in resp.headers).get("content-type")
-            name, offset, length, end = sink.write(resp, fetched_at, warc_extra, with_request)
+            name, offset, length, end = sink.write(resp, fetched_at, warc_extra, with_request, durable=durable)
             rec["warc_file"] = name
             rec["warc_offset"] = offset
             rec["warc_length"] = length
@@ -209,27 +327,38 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
     # and outcomes are written from the first response on.
     window = max(4, 2 * cfg.workers)
     try:
-        with ThreadPoolExecutor(max_workers=cfg.workers) as pool, \
-                progress(total=len(todo), desc=f"fetch {warc_prefix}", unit="urls", disable=None if progress_bar else True) as bar:
-            inflight: set = set()
+        with progress(total=len(todo), desc=f"fetch {warc_prefix}", unit="urls",
+                      disable=None if progress_bar else True) as bar:
 
-            def drain(block_until: int) -> None:
-                nonlocal inflight
-                while len(inflight) > block_until:
-                    finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        rec = fut.result()
-                        log.add(rec)
-                        outcomes[rec["outcome"]] += 1
-                        if rec["outcome"] == "ok":
-                            sources[rec["source"]] += 1
-                        bar.update(1)
+            def logged(recs: list[dict]) -> None:
+                for rec in recs:
+                    outcomes[rec["outcome"]] += 1
+                    if rec["outcome"] == "ok":
+                        sources[rec["source"]] += 1
+                bar.update(len(recs))
 
-            for i in range(len(todo)):
-                row, todo[i] = todo[i], None  # drop each row once it is handed out
-                inflight.add(pool.submit(work, row))
-                drain(window - 1)
-            drain(0)
+            if on_loop:
+                from pipeline.fetch.aiofetch import run
+
+                run(_crawl_async(todo, awork, sink, log, cfg.workers, logged, fetcher))
+            else:
+                with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+                    inflight: set = set()
+
+                    def drain(block_until: int) -> None:
+                        nonlocal inflight
+                        while len(inflight) > block_until:
+                            finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                            for fut in finished:
+                                rec = fut.result()
+                                log.add(rec)
+                                logged([rec])
+
+                    for i in range(len(todo)):
+                        row, todo[i] = todo[i], None  # drop each row once it is handed out
+                        inflight.add(pool.submit(work, row))
+                        drain(window - 1)
+                    drain(0)
     finally:
         sink.close()
         log.close()

@@ -47,10 +47,11 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 _H1 = re.compile(r"<h1[^>]*>(.*?)</h1>", re.I | re.S)
 _TAGS = re.compile(r"<script\b.*?</script>|<style\b.*?</style>|<[^>]+>", re.I | re.S)
 _SPACE = re.compile(r"\s+")
+_DOMAIN = re.compile(r"domain", re.I)  # in every FOR_SALE wording: the cheap test first
 
 
 def visible_text(html: str) -> str:
-    return _SPACE.sub(" ", _TAGS.sub(" ", html)).strip()
+    return " ".join(_TAGS.sub(" ", html).split())  # = _SPACE.sub(" ", ...).strip(): both split on str.isspace
 
 
 def _host(url: str) -> str:
@@ -66,7 +67,7 @@ def dead_page(asked: str, final: str, html: str) -> str | None:
     if len(text) > MAX_TEXT_CHARS:
         return None
     low = html.lower()
-    if any(m in low for m in PARKING_MARKERS) or FOR_SALE.search(text):
+    if any(m in low for m in PARKING_MARKERS) or (_DOMAIN.search(text) and FOR_SALE.search(text)):
         return "parked_domain"
     heads = " ".join(visible_text(m) for m in (_TITLE.findall(html)[:1] + _H1.findall(html)[:1]))
     if heads and NOT_FOUND.search(heads):

@@ -21,6 +21,8 @@ def without_credentials(url: str) -> str:
     """The URL without ``user:password@``: credentials in a link are someone else's;
     they are never sent (requests would turn them into ``Authorization: Basic``)
     nor stored in a WARC record."""
+    if "@" not in url:
+        return url
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url

@@ -6,7 +6,9 @@ concurrency and delay between request starts), after the origin's robots.txt,
 reading at most ``max_bytes`` before a whole-response deadline that a trickling
 server cannot stretch (``Deadlines``), and classifies the answer (``classify``:
 ok, http_<code>, not_html, binary, too_large, ...). No files: the stage
-(pipeline/fetch/) stores what it returns.
+(pipeline/fetch/) stores what it returns. This is the threaded transport
+(``[fetch] transport = "threads"``); pipeline/fetch/aiofetch.py applies the same
+rules on asyncio (urllib3 and requests are imported only when this one runs).
 """
 
 from __future__ import annotations
@@ -20,13 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-import requests
-import urllib3
-
 from pipeline.core.config import FetchConfig
 from pipeline.fetch.netsafety import (
     FetchRefused,
-    check_public,
     pinned_pool_manager,
     resolve_public,
     without_credentials,
@@ -35,7 +33,8 @@ from pipeline.fetch.netsafety import (
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 
 
-BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"MZ", b"\x7fELF", b"RIFF", b"ID3", b"OggS")
+BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"MZ", b"\x7fELF", b"RIFF", b"ID3",
+                b"OggS")
 
 
 class Deadlines:
@@ -204,6 +203,8 @@ class Fetcher:
         (keep-alive per host; a connection left half-read is closed, not reused).
         No environment proxies or .netrc (urllib3 reads neither; see
         FetchConfig.proxy); with ``proxy`` the proxy resolves the names."""
+        import urllib3
+
         with self.pool_lock:
             if self._pool is None:
                 cfg = self.cfg
@@ -259,6 +260,9 @@ class Fetcher:
             parts = urlsplit(url)
             target = parts._replace(netloc=cfg.resolve[parts.hostname]).geturl()
             extra["Host"] = parts.netloc
+        import requests
+        import urllib3
+
         token = DEADLINES.begin(deadline)
         try:
             return self._get_within(target, url, extra, max_bytes, deadline, token)
@@ -270,6 +274,9 @@ class Fetcher:
             DEADLINES.end(token)
 
     def _get_within(self, target: str, url: str, extra: dict, max_bytes: int, deadline: float, token: int) -> Response:
+        import requests
+        import urllib3
+
         cfg = self.cfg
         headers_out = {**self.headers, **extra}
         E = urllib3.exceptions
@@ -331,6 +338,8 @@ class Fetcher:
     def fetch(self, url: str) -> tuple[str, Response | None, dict]:
         """Fetch one URL following redirects by hand (each hop checked). Returns
         (outcome, last response or None, details)."""
+        import requests
+
         cfg = self.cfg
         # "_responses": every response before the last (redirect hops, answers that were
         # retried) so the WARC holds every response received, as its docs say.
