@@ -195,6 +195,11 @@ class FetchConfig(_Section):
     # a host's politeness limits stay inside one partition.
     partitions: int = 16
     processes: int = 0  # partitions fetched at once, one process each; 0: all cores
+    # How live pages are fetched: "async" (one asyncio event loop per process, WARC records
+    # and outcome lines made durable in group commits; pipeline/fetch/aiofetch.py) or
+    # "threads" (urllib3 on `workers` threads, a fsync per record). Both apply the same
+    # rules and write the same WARC bytes; the archive sources and a proxy use threads.
+    transport: str = "async"
 
     def validate(self) -> None:
         check_types(self, "fetch")
@@ -202,6 +207,8 @@ class FetchConfig(_Section):
             raise ConfigError("fetch.partitions must be between 1 and 4096")
         if self.processes < 0:
             raise ConfigError("fetch.processes must be >= 0 (0: all cores)")
+        if self.transport not in ("async", "threads"):
+            raise ConfigError(f"fetch.transport must be 'async' or 'threads', not {self.transport!r}")
         if self.source not in SOURCES:
             raise ConfigError(f"fetch.source must be one of {', '.join(repr(x) for x in SOURCES)}, not {self.source!r}")
         _parse_date(self.archive_cutoff, "fetch.archive_cutoff")
@@ -286,8 +293,9 @@ class ExtractConfig(_Section):
     # extraction; the article around them is kept (pipeline/extract/ strip_banners).
     strip_paywall: bool = True
     # A forum thread or Q&A page whose engine marks its posts (XenForo, vBulletin, phpBB,
-    # Invision, SMF, schema.org QAPage answers) gives its title and posts as the text
-    # (pipeline/extract/ forum_posts): trafilatura counts posts as comments.
+    # Invision, SMF, MyBB, FluxBB, Discourse, NodeBB, Flarum, Reddit, ..., schema.org
+    # QAPage answers) gives its title and posts as the text, each post under its author
+    # and date (pipeline/extract/ forum_posts): trafilatura counts posts as comments.
     forum_posts: bool = True
     # Where the container of what trafilatura kept holds 1.25x its words or more (the
     # headings, short list items and cells of a service, listing or collection page),
@@ -298,6 +306,16 @@ class ExtractConfig(_Section):
     # the text that repeats it (the headline above the story) is dropped unless
     # title_line (pipeline/extract/ drop_title_line; bench/RESULTS.md "Container").
     title_line: bool = False
+    # Drop the short lines that sign-up, newsletter and contact forms and cookie notices
+    # put beside a page's text ("By submitting this form, you agree to ... and consent to
+    # receive ...", "Sign up for our newsletter", "We use cookies ..."), wherever they sat
+    # (pipeline/extract/ drop_form_lines; bench/bench_forum_forms_folds.py).
+    strip_forms: bool = True
+    # On a page that declares no article and holds no code (<pre>, <code>), a line of 3+
+    # words repeating an earlier line of the text leaves it: a shop's or service page's
+    # tabs and carousels give the same block twice (pipeline/extract/ drop_repeated_lines;
+    # bench/RESULTS.md "Repeated lines").
+    dedup_lines: bool = True
 
     def validate(self) -> None:
         check_types(self, "extract")

@@ -148,14 +148,26 @@ def expand_to_container(tree, text: str | None, min_words: int = EXPAND_MIN_WORD
     return found
 
 
-def drop_repeated_lines(text: str, min_words: int = 3) -> str:
+# Repeated lines on pages that are not articles (extract_page, ``[extract] dedup_lines``):
+# a shop's or service page's tabs, carousels and mobile/desktop copies of the same block
+# give the same lines twice in the extraction; the hand-checked text has them once. A
+# line that looks like code (brackets, braces, "=", ";", a shell prompt) stays, and pages
+# holding <pre> or <code> are left alone: code repeats by nature. Measured on wcxb dev
+# (bench/RESULTS.md "Repeated lines"), the word count chosen on each half of the pages and
+# checked on the other (bench/bench_extract_folds.py).
+DEDUP_MIN_WORDS = 3
+_CODE_LINE = re.compile(r"[{};=<>()\[\]]|^\s*[$#>]")
+
+
+def drop_repeated_lines(text: str, min_words: int = 3, keep_code: bool = False) -> str:
     """TEXT without the lines of MIN_WORDS words or more that repeat an earlier line
-    (word for word, case aside): a forum post quoting an earlier one."""
+    (word for word, case aside): a forum post quoting an earlier one, a shop page's
+    block shown twice. With KEEP_CODE, lines that look like code always stay."""
     seen: set[str] = set()
     out = []
     for line in text.splitlines():
         key = _words_key(line)
-        if key.count(" ") + 1 >= min_words:
+        if key.count(" ") + 1 >= min_words and not (keep_code and _CODE_LINE.search(line)):
             if key in seen:
                 continue
             seen.add(key)

@@ -11,37 +11,152 @@ from pipeline.extract.expand import drop_repeated_lines
 # counts posts as comments (dropped with include_comments=False, or mixed with what it
 # calls comments otherwise); these engines mark each post's body. Q&A markup (schema.org
 # Question/Answer text) counts only on a QAPage: FAQ pages of shops and services use
-# the same markup for their own copy. Measured on wcxb dev (bench/RESULTS.md): found on
-# 65 of the 113 forum pages and on no other page, forum F1 .704 -> .752.
+# the same markup for their own copy. Measured on wcxb dev (bench/bench_extract.py): the
+# first six engines were found on 65 of the 113 forum pages (forum F1 .704 -> .752);
+# with MyBB, FluxBB, GameFAQs, Discourse's crawler view, NodeBB, Flarum, Lobsters,
+# Lemmy, old and new Reddit, each post's author and date, a line per block and
+# signatures left out: 84 pages, forum .781 -> .824, and still no page of another type
+# (nor of aeb).
+# A needle is cheap to look for; its XPath is asked only on a page that holds it.
 _CLASS = "contains(concat(' ', normalize-space(@class), ' '), ' {} ')"
 FORUM_ENGINES = (
     ("xenforo", "bbWrapper", f"//div[{_CLASS.format('bbWrapper')}]"),
     ("vbulletin", "post_message_", "//div[starts-with(@id, 'post_message_')]"),
     ("phpbb", 'class="postbody"', f"//div[{_CLASS.format('postbody')}]//div[{_CLASS.format('content')}]"),
-    ("invision", 'data-role="commentContent"', "//div[@data-role='commentContent']"),
+    ("invision", "commentContent", "//div[@data-role='commentContent']"),
     ("smf", 'id="forumposts"', f"//div[{_CLASS.format('post')}]/div[{_CLASS.format('inner')}]"),
+    ("mybb", 'id="pid_', f"//div[{_CLASS.format('post_body')}][starts-with(@id, 'pid_')]"),
+    ("fluxbb", 'class="postmsg"', f"//div[{_CLASS.format('blockpost')}]//div[{_CLASS.format('postmsg')}]"),
+    ("gamefaqs", 'class="msg_text"', f"//td[{_CLASS.format('msg')}]//div[{_CLASS.format('msg_text')}]"),
+    ("discourse", "crawler-post", f"//div[{_CLASS.format('crawler-post')}]//div[@itemprop='text']"),
+    ("nodebb", 'component="post/content"', "//*[@component='post/content']"),
+    ("flarum", "Post-body", f"//div[{_CLASS.format('Post-body')}]"),
+    ("lobsters", "comments_subtree", f"//li[{_CLASS.format('comments_subtree')}]//div[{_CLASS.format('comment_text')}]"),
+    ("lemmy", "md-div", f"//div[{_CLASS.format('comment-content')}]/div[{_CLASS.format('md-div')}]"),
+    ("reddit", "usertext-body", f"//div[{_CLASS.format('usertext-body')}]/div[{_CLASS.format('md')}]"
+                                f"[not(ancestor::div[{_CLASS.format('side')}])]"),
+    ("reddit", "shreddit-comment", "//shreddit-post//div[@slot='text-body'] | //shreddit-comment/div[@slot='comment']"),
     ("qa", "QAPage", "//*[contains(@itemtype, 'schema.org/Answer') or contains(@itemtype, 'schema.org/Question') "
                      "or contains(@itemtype, 'DiscussionForumPosting')]//div[@itemprop='text']"),
 )
-_FORUM_XPATHS = {name: etree.XPath(xp) for name, _, xp in FORUM_ENGINES}
+_FORUM_XPATHS = [(name, needle, etree.XPath(xp)) for name, needle, xp in FORUM_ENGINES]
+# Inside a post: what is not its text. Signatures, the "Click to expand..." links of
+# quotes, scripts and styles.
+_SKIP_TAGS = {"script", "style", "noscript", "template", "button", "svg"}
+_SKIP_CLASS = ("signature", "expandlink", "shrinklink", "js-extratext", "onebox")
+_BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table",
+               "section", "article", "aside", "header", "footer", "dd", "dt", "dl", "figure", "figcaption", "hr"}
+# Who wrote a post and when, from its container (the largest element around the post
+# that holds no other post): the hand-checked text of a thread keeps both above each post.
+_AUTHOR = etree.XPath("(.//*[@itemprop='author']//*[@itemprop='name'] | .//*[@itemprop='author'][not(*)]"
+                      f" | .//*[{_CLASS.format('username')}] | .//*[{_CLASS.format('creator')}]//a"
+                      f" | .//*[{_CLASS.format('byline')}]//a[normalize-space()] | .//*[@data-username])[1]")
+_TIME = etree.XPath("(.//time)[1]")
+# Q&A pages' hand-checked text leaves the user cards out, threads keep the name and date
+HEADER_ENGINES = frozenset(name for name, _, _ in FORUM_ENGINES) - {"qa"}
+
+
+def _skipped(el) -> bool:
+    if el.tag in _SKIP_TAGS:
+        return True
+    cls = el.get("class")
+    return bool(cls) and any(s in cls.lower() for s in _SKIP_CLASS)
+
+
+def post_text(post) -> str:
+    """A post's text, a line per block and per <br>, whitespace runs made one space,
+    less its signature, scripts, styles and buttons."""
+    parts: list[str] = []
+    skipping = None
+    for event, el in etree.iterwalk(post, events=("start", "end")):
+        if not isinstance(el.tag, str):
+            if event == "end" and skipping is None and el.tail and el is not post:
+                parts.append(el.tail)
+            continue
+        if event == "start":
+            if skipping is None and _skipped(el):
+                skipping = el
+            if skipping is None:
+                if el.tag in _BLOCK_TAGS or el.tag == "br":
+                    parts.append("\n")
+                if el.text:
+                    parts.append(el.text)
+        else:
+            if skipping is el:
+                skipping = None
+            elif skipping is not None:
+                continue
+            if el.tag in _BLOCK_TAGS:
+                parts.append("\n")
+            if el is not post and el.tail:
+                parts.append(el.tail)
+    lines = (" ".join(line.split()) for line in "".join(parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _header(container, post) -> list[str]:
+    """The author's name and the date above POST in its CONTAINER, where marked."""
+    out = []
+    author = container.get("data-author")
+    if not author:
+        for el in _AUTHOR(container):
+            if not _inside(el, post):
+                author = " ".join(el.text_content().split()) or el.get("content")
+    if author and len(author) <= 60:
+        out.append(author)
+    for el in _TIME(container):
+        if not _inside(el, post):
+            when = " ".join(el.text_content().split())
+            if when and len(when) <= 60:
+                out.append(when)
+    return out
+
+
+def _inside(el, post) -> bool:
+    return any(a is post for a in el.iterancestors())
+
+
+def _containers(posts) -> list:
+    """For each post, the largest element around it that holds no other post (itself
+    when its parent holds another)."""
+    count: dict = {}
+    for p in posts:
+        for a in p.iterancestors():
+            count[a] = count.get(a, 0) + 1
+    out = []
+    for p in posts:
+        c = p
+        for a in p.iterancestors():
+            if count[a] > 1 or a.tag in ("body", "html"):
+                break
+            c = a
+        out.append(c)
+    return out
 
 
 def forum_posts(html: str, tree, article: bool = False) -> tuple[str, str] | None:
     """(engine, text) of a forum thread or Q&A page: the page's <h1>, then each post's
-    body (its lines, stripped), one after another; None when no engine's markup holds
-    two posts or more. A page that declares an ARTICLE is looked at as a Q&A page only
-    (no thread engine's page on wcxb declares one; a Q&A page may): most pages are
-    articles, and the engines' markers are looked for in the whole HTML."""
-    for name, needle, _ in FORUM_ENGINES[-1:] if article else FORUM_ENGINES:
+    author and date (where its container marks them; not on Q&A pages) and its body
+    (a line per block, less signatures), one after another; a line of 3+ words
+    repeated from an earlier post (a quote) is kept once; None when no engine's markup
+    holds two posts or more. A post inside another post (a quoted post) is not a post
+    of its own. ARTICLE (the page declares an article) is not a reason to skip: forum
+    engines declare their threads articles too (NodeBB, Lobsters, ...); the engines'
+    markers are looked for in the whole HTML with ``in``, which rules out most pages."""
+    for name, needle, xpath in _FORUM_XPATHS:
         if needle not in html:
             continue
-        posts = _FORUM_XPATHS[name](tree)
+        posts = xpath(tree)
+        if len(posts) < 2:
+            continue
+        ids = {id(p) for p in posts}
+        posts = [p for p in posts if not any(id(a) in ids for a in p.iterancestors())]
         if len(posts) < 2:
             continue
         parts = [" ".join(tree.xpath("string(//h1)").split())]
-        for post in posts:
-            lines = (" ".join(line.split()) for line in post.text_content().splitlines())
-            parts.append("\n".join(line for line in lines if line))
+        for post, container in zip(posts, _containers(posts)):
+            parts.extend(_header(container, post) if container is not post and name in HEADER_ENGINES else ())
+            parts.append(post_text(post))
         text = drop_repeated_lines("\n".join(p for p in parts if p))
         if text:
             return name, text

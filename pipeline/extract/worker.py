@@ -13,13 +13,17 @@ from pipeline.core.summary import RunSummary
 from pipeline.core.urls import InvalidURL, normalize_url
 from pipeline.extract.consent import strip_banners
 from pipeline.extract.expand import (
+    DEDUP_MIN_WORDS,
     declares_article,
     declares_product,
+    drop_repeated_lines,
     drop_title_line,
     expand_to_container,
     rescue_short_extraction,
 )
+from pipeline.extract.forms import drop_form_lines
 from pipeline.extract.forum import forum_posts
+from pipeline.extract.gate import extract_gated
 from pipeline.extract.page import page_date, page_title
 
 
@@ -34,13 +38,15 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     that kept little of a non-article page is rescued (``rescue_short_extraction``,
     with ``cfg.rescue``), and on a page that declares neither an article nor a
     product the extraction is widened to its container (``expand_to_container``,
-    with ``cfg.expand``); last, a first line that repeats the page's title (TITLE,
+    with ``cfg.expand``); on a page that declares no article and holds no code, lines
+    repeating an earlier line leave (``drop_repeated_lines``, with ``cfg.dedup_lines``);
+    last, a first line that repeats the page's title (TITLE,
     else ``page_title``) is dropped unless ``cfg.title_line``. STEPS, when given,
     gets what the steps did for the run's summary: consent_removed / paywall_removed
     (elements), forum_ENGINE, rescued_baseline or rescued_page, expanded,
-    title_line_dropped."""
+    repeated_lines_dropped, title_line_dropped."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
-            or not cfg.title_line):
+            or cfg.dedup_lines or not cfg.title_line):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
@@ -72,10 +78,20 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
             text = wider
             if steps is not None:
                 steps["expanded"] = 1
+    if cfg.dedup_lines and text and not article and "<pre" not in html and "<code" not in html:
+        fewer = drop_repeated_lines(text, DEDUP_MIN_WORDS, keep_code=True)
+        if len(fewer) < len(text):
+            text = fewer
+            if steps is not None:
+                steps["repeated_lines_dropped"] = 1
     return _without_title(text, html, title, cfg, steps), date
 
 
 def _without_title(text, html, title, cfg, steps):
+    if cfg.strip_forms and text:  # sign-up, newsletter and cookie-notice lines (forms.py)
+        text, n = drop_form_lines(text)
+        if n and steps is not None:
+            steps["form_lines_dropped"] = n
     if cfg.title_line or not text:
         return text
     out = drop_title_line(text, title if title is not None else page_title(html))
@@ -149,9 +165,10 @@ def extracted(pool: TaskPool, tasks: list) -> Iterator[tuple[str | None, dict | 
 
 
 def extract_text(html, url: str | None, cfg: ExtractConfig) -> str | None:
-    import trafilatura
-
-    return trafilatura.extract(
+    """trafilatura's text of HTML (a string or a parsed tree, left whole): the same as
+    ``trafilatura.extract``, with its readability comparison skipped where it cannot
+    change the text (pipeline/extract/gate.py)."""
+    return extract_gated(
         html, url=url, include_comments=cfg.include_comments, favor_precision=cfg.favor_precision,
         favor_recall=cfg.favor_recall, with_metadata=False,
     )
