@@ -16,15 +16,18 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # pyarrow is imported where it is used: a fetch process never needs it
+    import pyarrow as pa
 
 from pipeline.core.errors import DamagedPart
 
 
 def read_part(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
@@ -35,6 +38,7 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, compression: str = "
     """Write TABLE to PATH so that PATH is either absent or whole: a temporary file
     beside it (named by pid and thread, so concurrent writers never share one), then
     a rename. Every stage writes its Parquet files through here."""
+    import pyarrow.parquet as pq
     import os
     import threading
 
@@ -49,6 +53,8 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, compression: str = "
 def map_arrow(path: str | Path) -> pa.Table:
     """An Arrow IPC file, memory-mapped (the index segments of links and dedup: only the
     pages a lookup touches are read)."""
+    import pyarrow as pa
+
     with pa.memory_map(str(path), "r") as source:
         return pa.ipc.open_file(source).read_all()
 
@@ -56,6 +62,7 @@ def map_arrow(path: str | Path) -> pa.Table:
 def write_arrow_atomic(path: str | Path, schema: pa.Schema, batches, max_chunksize: int | None = None) -> Path:
     """Record BATCHES (or tables) as one Arrow IPC file at PATH: a temporary file
     beside it, fsynced, then renamed."""
+    import pyarrow as pa
     import os
 
     path = Path(path)
@@ -75,6 +82,8 @@ def write_arrow_atomic(path: str | Path, schema: pa.Schema, batches, max_chunksi
 def conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     """T with SCHEMA's columns in its order: types cast, missing columns as nulls
     (parts written by different versions of a stage go into one file)."""
+    import pyarrow as pa
+
     if t.schema.equals(schema):
         return t
     cols = []

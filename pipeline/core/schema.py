@@ -45,7 +45,7 @@ LINKS_SCHEMA = pa.schema(
 )
 
 
-LINK_FIELDS = ("created_utc", "score", "score_total", "subreddits", "reddit_ids")
+from pipeline.core.linkfields import LINK_FIELDS  # noqa: E402,F401  (re-exported)
 
 
 # The columns of the links that fetch carries into its outcome records (extract reads them

@@ -19,7 +19,7 @@ from typing import Iterable
 import orjson
 
 from pipeline.core.config import FetchConfig
-from pipeline.core.schema import LINK_FIELDS
+from pipeline.core.linkfields import LINK_FIELDS
 from pipeline.core.summary import RunSummary, progress
 from pipeline.fetch.netsafety import (
     FetchRefused,

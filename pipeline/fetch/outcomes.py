@@ -14,7 +14,7 @@ import orjson
 import xxhash
 
 from pipeline.core.config import FetchConfig
-from pipeline.core.schema import LINK_FIELDS
+from pipeline.core.linkfields import LINK_FIELDS
 
 LEGACY = "outcomes.legacy.jsonl"  # the first layout's single log, once split into partitions
 LAYOUT = "partitions.json"
