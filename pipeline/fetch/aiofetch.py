@@ -26,7 +26,7 @@ import threading
 import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from pipeline.core.config import FetchConfig
 from pipeline.fetch import h1client
@@ -310,42 +310,19 @@ class AsyncFetcher(Fetcher):
                     resp, err = None, (exc.outcome, exc)
                 finally:
                     self.athrottle.release(host)
-                retryable = (err is not None and err[0] == "connection_error") or (
-                    resp is not None and (resp.status == 429 or 500 <= resp.status < 600)
-                )
-                if retryable and attempt < cfg.retries:
+                wait = self.retry_wait(attempt, resp, err)
+                if wait is not None:
                     attempt += 1
-                    wait = cfg.backoff_s * 2 ** (attempt - 1)
-                    if resp is not None:
-                        ra = dict((k.lower(), v) for k, v in resp.headers).get("retry-after", "")
-                        if ra.isdigit():
-                            wait = min(float(ra), 60.0)
                     info["retries"] = attempt
                     if resp is not None:
                         info["_responses"].append(resp)
                     await asyncio.sleep(wait)
                     continue
                 break
-            if err is not None:
-                info["error"] = f"{type(err[1]).__name__}: {err[1]}"[:500]
-                return err[0], None, info
-            if resp.status in (301, 302, 303, 307, 308):
-                loc = dict((k.lower(), v) for k, v in resp.headers).get("location")
-                if not loc:
-                    return f"http_{resp.status}", resp, info
-                info["redirects"].append(current)
-                info["_responses"].append(resp)
-                current = urljoin(current, loc)
-                if urlsplit(current).scheme not in ("http", "https"):
-                    return "invalid_url", None, info
-                continue
-            outcome = self.classify(resp)
-            if outcome == "ok":
-                dead = self.dead_page(url, current, resp)
-                if dead is not None:
-                    info["final_url"] = current
-                    return dead, resp, info
-            return outcome, resp, info
+            step = self.after_answer(url, current, resp, err, info)
+            if isinstance(step, tuple):
+                return step
+            current = step
         return "too_many_redirects", None, info
 
     def open(self) -> None:

@@ -335,6 +335,48 @@ class Fetcher:
                 r.close()  # the rest of the body is not read: the connection is not reused
             r.release_conn()
 
+    def retry_wait(self, attempt: int, resp: Response | None, err: tuple | None) -> float | None:
+        """Seconds to wait before asking again after ATTEMPT retries, or None when the
+        answer stands: connection errors, 429 and 5xx are retried up to ``retries``
+        times with exponential back-off, a numeric Retry-After (at most 60 s) instead.
+        Both transports decide here."""
+        retryable = (err is not None and err[0] == "connection_error") or (
+            resp is not None and (resp.status == 429 or 500 <= resp.status < 600)
+        )
+        if not retryable or attempt >= self.cfg.retries:
+            return None
+        wait = self.cfg.backoff_s * 2 ** attempt
+        if resp is not None:
+            ra = dict((k.lower(), v) for k, v in resp.headers).get("retry-after", "")
+            if ra.isdigit():
+                wait = min(float(ra), 60.0)
+        return wait
+
+    def after_answer(self, url: str, current: str, resp: Response | None, err: tuple | None,
+                     info: dict) -> str | tuple[str, Response | None, dict]:
+        """The final answer for CURRENT (after its retries) as (outcome, response, info),
+        or the URL a redirect leads to (the next hop). Both transports decide here."""
+        if err is not None:
+            info["error"] = f"{type(err[1]).__name__}: {err[1]}"[:500]
+            return err[0], None, info
+        if resp.status in (301, 302, 303, 307, 308):
+            loc = dict((k.lower(), v) for k, v in resp.headers).get("location")
+            if not loc:
+                return f"http_{resp.status}", resp, info
+            info["redirects"].append(current)
+            info["_responses"].append(resp)
+            nxt = urljoin(current, loc)
+            if urlsplit(nxt).scheme not in ("http", "https"):
+                return "invalid_url", None, info
+            return nxt
+        outcome = self.classify(resp)
+        if outcome == "ok":
+            dead = self.dead_page(url, current, resp)
+            if dead is not None:  # a parking or "page not found" page under status 200: not the page linked
+                info["final_url"] = current
+                return dead, resp, info
+        return outcome, resp, info
+
     def fetch(self, url: str) -> tuple[str, Response | None, dict]:
         """Fetch one URL following redirects by hand (each hop checked). Returns
         (outcome, last response or None, details)."""
@@ -370,42 +412,19 @@ class Fetcher:
                     resp, err = None, ("invalid_url", exc)
                 finally:
                     self.throttle.release(host)
-                retryable = (err is not None and err[0] == "connection_error") or (
-                    resp is not None and (resp.status == 429 or 500 <= resp.status < 600)
-                )
-                if retryable and attempt < cfg.retries:
+                wait = self.retry_wait(attempt, resp, err)
+                if wait is not None:
                     attempt += 1
-                    wait = cfg.backoff_s * 2 ** (attempt - 1)
-                    if resp is not None:
-                        ra = dict((k.lower(), v) for k, v in resp.headers).get("retry-after", "")
-                        if ra.isdigit():
-                            wait = min(float(ra), 60.0)
                     info["retries"] = attempt
                     if resp is not None:
                         info["_responses"].append(resp)
                     time.sleep(wait)
                     continue
                 break
-            if err is not None:
-                info["error"] = f"{type(err[1]).__name__}: {err[1]}"[:500]
-                return err[0], None, info
-            if resp.status in (301, 302, 303, 307, 308):
-                loc = dict((k.lower(), v) for k, v in resp.headers).get("location")
-                if not loc:
-                    return f"http_{resp.status}", resp, info
-                info["redirects"].append(current)
-                info["_responses"].append(resp)
-                current = urljoin(current, loc)
-                if urlsplit(current).scheme not in ("http", "https"):
-                    return "invalid_url", None, info
-                continue
-            outcome = self.classify(resp)
-            if outcome == "ok":
-                dead = self.dead_page(url, current, resp)
-                if dead is not None:  # a parking or "page not found" page under status 200: not the page linked
-                    info["final_url"] = current
-                    return dead, resp, info
-            return outcome, resp, info
+            step = self.after_answer(url, current, resp, err, info)
+            if isinstance(step, tuple):
+                return step
+            current = step
         return "too_many_redirects", None, info
 
     def dead_page(self, asked: str, final: str, resp: Response) -> str | None:
