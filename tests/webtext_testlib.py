@@ -115,6 +115,21 @@ import time as _time
 import zlib as _zlib
 
 
+def pages_by_url(file: str, keys, first: bool = False) -> dict[str, dict]:
+    """Real pages of ../shared/data/html/FILE whose URL holds each of KEYS (the last
+    match wins, or the first with FIRST), keyed by KEYS; every key must be found."""
+    found = {}
+    with _lzma.open(shared("html", file), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            for key in keys:
+                if key in (r["url"] or "") and not (first and key in found):
+                    found[key] = r
+    missing = [k for k in keys if k not in found]
+    assert not missing, f"{file}: no page whose URL holds {missing}"
+    return found
+
+
 def aeb_pages(n: int) -> list[dict]:
     out = []
     with _lzma.open(shared("html", "aeb.jsonl.xz"), "rt", encoding="utf-8") as fh:

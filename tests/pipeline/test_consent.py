@@ -9,7 +9,7 @@ import lzma
 import re
 
 import pytest
-from webtext_testlib import shared
+from webtext_testlib import pages_by_url, shared
 
 from pipeline.core.config import ExtractConfig
 from pipeline.extract.consent import strip_banners, strip_consent
@@ -34,15 +34,7 @@ def words(t: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pages():
-    found = {}
-    with lzma.open(shared("html", "wcxb_dev.jsonl.xz"), "rt", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            for key in PAGES:
-                if key in r["url"]:
-                    found[key] = r
-    assert len(found) == len(PAGES)
-    return found
+    return pages_by_url("wcxb_dev.jsonl.xz", PAGES)
 
 
 @pytest.mark.parametrize("key", PAGES)

@@ -2,12 +2,10 @@
 they sat on the page (issue 29): on real pages of ../shared/data/html where they reached
 the document, and on lines that only look like them."""
 
-import json
-import lzma
 import re
 
 import pytest
-from webtext_testlib import shared
+from webtext_testlib import pages_by_url
 
 from pipeline.core.config import ExtractConfig
 from pipeline.extract.forms import drop_form_lines
@@ -43,14 +41,7 @@ def words(t):
 def pages():
     found = {}
     for name in {f for f, _, _ in PAGES}:
-        keys = [k for f, k, _ in PAGES if f == name]
-        with lzma.open(shared("html", name), "rt", encoding="utf-8") as fh:
-            for line in fh:
-                r = json.loads(line)
-                for key in keys:
-                    if key in (r["url"] or "") and key not in found:
-                        found[key] = r
-    assert len(found) == len(PAGES)
+        found.update(pages_by_url(name, [k for f, k, _ in PAGES if f == name], first=True))
     return found
 
 

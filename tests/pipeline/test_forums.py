@@ -2,12 +2,10 @@
 are the main text for each engine the forum step knows, each post once, with its
 author's name and date, signatures out; and pages of other types are left alone."""
 
-import json
-import lzma
 import re
 
 import pytest
-from webtext_testlib import shared
+from webtext_testlib import pages_by_url
 
 from pipeline.core.config import ExtractConfig
 from pipeline.extract.forum import forum_posts, post_text
@@ -47,15 +45,7 @@ def bag_f1(truth: str, text: str) -> float:
 def pages():
     keys = [k for k, _ in THREADS] + ["forums.studentdoctor.net/threads/official-2024-2025", "camelsandchocolate.com",
                                       "thefightingcock.co.uk/forum/threads/squad-2024-2025"]
-    found = {}
-    with lzma.open(shared("html", "wcxb_dev.jsonl.xz"), "rt", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            for key in keys:
-                if key in (r["url"] or ""):
-                    found[key] = r
-    assert len(found) == len(keys)
-    return found
+    return pages_by_url("wcxb_dev.jsonl.xz", keys)
 
 
 @pytest.mark.parametrize("key, engine", THREADS)

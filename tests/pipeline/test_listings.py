@@ -3,12 +3,10 @@ mobile and a desktop copy) is in the text once (``[extract] dedup_lines``,
 pipeline/extract/ drop_repeated_lines), on real pages of ../shared/data/html; pages with
 code and declared articles keep their repeated lines."""
 
-import json
-import lzma
 import re
 
 import pytest
-from webtext_testlib import shared
+from webtext_testlib import pages_by_url
 
 from pipeline.core.config import ExtractConfig
 from pipeline.extract.expand import drop_repeated_lines
@@ -34,15 +32,7 @@ def repeated(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pages():
-    found = {}
-    with lzma.open(shared("html", "wcxb_dev.jsonl.xz"), "rt", encoding="utf-8") as fh:
-        for line in fh:
-            r = json.loads(line)
-            for key in PAGES:
-                if key in r["url"]:
-                    found[key] = r
-    assert len(found) == len(PAGES)
-    return found
+    return pages_by_url("wcxb_dev.jsonl.xz", PAGES)
 
 
 @pytest.mark.parametrize("key", PAGES)
