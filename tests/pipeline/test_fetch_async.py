@@ -305,6 +305,35 @@ def test_connections_are_kept_alive_and_a_cut_one_is_not_reused(tmp_path):
     assert {r["outcome"] for r in read_outcomes(tmp_path / "a").values()} == {"ok"}
 
 
+class SlowAnswers(RawServer):
+    """RawServer that notes when it accepts each connection and answers after 0.15 s."""
+
+    def __init__(self, answers):
+        self.accepted: list[float] = []
+        super().__init__(answers)
+
+    def _serve(self, conn):
+        self.accepted.append(time.monotonic())
+        time.sleep(0.15)
+        super()._serve(conn)
+
+
+def test_new_connections_to_a_host_open_one_after_another(tmp_path):
+    """Slow start: a burst of requests to one host does not open its connections at once
+    (a busy server's accept queue overflows and a dropped SYN costs a second); each new
+    connection waits for the previous one's first answer (here 0.15 s) or 0.25 s."""
+    paths = [f"/plain?{i}" for i in range(4)]
+    answers = dict(ANSWERS)
+    for p in paths:
+        answers[p] = ANSWERS["/plain"]
+    with SlowAnswers(answers) as srv:
+        fetch_links(rows_for(srv.url, paths), tmp_path, test_fetch_config(transport="async", per_host_concurrency=4,
+                                                                           workers=4, processes=1))
+        gaps = [b - a for a, b in zip(srv.accepted, srv.accepted[1:])]
+    assert {r["outcome"] for r in read_outcomes(tmp_path).values()} == {"ok"}
+    assert srv.connections >= 2 and gaps and min(gaps) >= 0.1, gaps
+
+
 def test_no_outcome_line_points_at_a_warc_record_before_it_is_fsynced(tmp_path, monkeypatch):
     """Group commit: every outcome line is made durable only after the WARC bytes it
     points at were fsynced (checked on the order of the fsync calls themselves)."""
