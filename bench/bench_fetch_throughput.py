@@ -158,9 +158,11 @@ def webtext(n: int, port: int, out: Path, concurrency: int, per_host: int, delay
     from pipeline.fetch.stage import fetch_links
 
     hosts, urls = hosts_and_urls(n)
-    procs = processes or os.cpu_count() or 1
+    # --concurrency requests in flight in all: workers per process (automatic processes:
+    # FetchConfig.process_plan gives the asyncio transport one process with every core's)
+    cores = os.cpu_count() or 1
     cfg = FetchConfig(allow_private_addresses=True, respect_robots=False, per_host_concurrency=per_host,
-                      per_host_delay_s=delay, workers=max(1, concurrency // procs), processes=procs,
+                      per_host_delay_s=delay, workers=max(1, concurrency // (processes or cores)), processes=processes,
                       resolve={h: f"127.0.0.1:{port}" for h in hosts},
                       **({"transport": transport} if transport else {}))
     rows = ({"id": url_id(normalize_url(u)), "url": u, "url_norm": normalize_url(u)} for u in urls)
@@ -224,7 +226,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64, help="requests in flight in all (webtext: workers x processes)")
     ap.add_argument("--per-host", type=int, default=2)
     ap.add_argument("--delay", type=float, default=0.2, help="seconds between two request starts to one host")
-    ap.add_argument("--processes", type=int, default=0, help="webtext's [fetch] processes (0: all cores)")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="webtext's [fetch] processes (0: automatic, FetchConfig.process_plan)")
     ap.add_argument("--latency", default="0.05,0.4")
     ap.add_argument("--transport", default="", choices=["", "async", "threads"],
                     help="webtext's [fetch] transport (default: the configuration's default)")
@@ -256,10 +259,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    procs = args.processes or os.cpu_count()
+    from pipeline.core.config import FetchConfig
+
+    cores = os.cpu_count() or 1
+    plan = FetchConfig(processes=args.processes, workers=max(1, args.concurrency // (args.processes or cores)),
+                       **({"transport": args.transport} if args.transport else {})).process_plan(cores)
+    procs = plan[0]
     print(f"\n# bench_fetch_throughput {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; latency {args.latency} s, "
           f"{args.concurrency} in flight, {args.per_host} per host, {args.delay} s per-host delay; webtext: {procs} "
-          f"processes x {max(1, args.concurrency // procs)} workers, transport {args.transport or 'default'}; "
+          f"processes x {plan[1]} in flight, transport {args.transport or 'default'}; "
           f"{args.rounds} rounds, median [min-max]\n")
     print("| pages | crawler | pages per CPU-s | CPU-s per 1k pages | pages/s wall | peak RSS MB (largest process) | "
           "bytes on disk per page |\n|---:|---|---:|---:|---:|---:|---:|")
@@ -297,7 +305,7 @@ def main() -> None:
     per_page_a = statistics.median(r["cpu"] / big for r in a)
     disk_w = statistics.median(r["bytes_per_page"] for r in w)
     print(f"\nExtrapolated to 20M pages (from {big:,}): webtext {20e6 * per_page_w / 3600:,.0f} CPU-hours "
-          f"({20e6 * per_page_w / 3600 / procs:,.0f} h on these {procs} cores if the web kept up), anchor "
+          f"({20e6 * per_page_w / 3600 / procs:,.0f} h in {procs} process{'es' if procs > 1 else ''} if the web kept up), anchor "
           f"{20e6 * per_page_a / 3600:,.0f} CPU-hours; WARC + outcome logs {20e6 * disk_w / 1e9:,.0f} GB at these "
           f"page sizes (real pages are larger). Ratio over all rounds and sizes: {med(all_ratios, '.2f')}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -167,11 +168,12 @@ def prepare_partitions(rows: Iterable[dict], fetch_dir: str | Path, cfg: FetchCo
     """The links spooled into their partitions (``spool_links``) and, with a cc-index
     archive, looked up in bulk in Common Crawl's index before any page is fetched
     (``pipeline/fetch/ccarchive.py``). Returns the partitions that have work."""
-    from pipeline.fetch.ccarchive import cc_archives, lookup_partitions
-
     parts = spool_links(rows, fetch_dir, cfg)
-    if cc_archives(cfg) and parts:
+    # a live fetch never needs the cc-index lookup: not importing it keeps pyarrow (0.17 CPU-s)
+    # out of the process that fetches
+    if cfg.source != "live" and parts and any(a.kind == "cc-index" for a in cfg.archives()):
         from pipeline.core.io import atomic_write_json
+        from pipeline.fetch.ccarchive import lookup_partitions
 
         report = lookup_partitions(fetch_dir, cfg, parts, lambda a: _index_get(cfg, Path(fetch_dir), a))
         atomic_write_json(Path(fetch_dir) / "ccindex" / "last_lookup.json", report)
@@ -321,7 +323,6 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = prepare_partitions(links, out, cfg)
-    procs = cfg.processes or os.cpu_count() or 1
     reuse = tuple(str(d) for d in reuse_outcomes)
     if cfg.source != "live":
         # the archives' request rates are per ArchiveClient (one per partition): partitions
@@ -331,6 +332,9 @@ def fetch_links(links: Iterable[dict], out_dir: str | Path, cfg: FetchConfig, re
     # Each process fetches its share of the partitions at once, its cfg.workers threads
     # shared among them: a partition alone may hold too few hosts to keep them busy.
     # ``fetch_partition`` alone (a cluster's task) is the same work for one partition.
+    procs, workers = cfg.process_plan(os.cpu_count() or 1)
+    if workers != cfg.workers:
+        cfg = dataclasses.replace(cfg, workers=workers)
     procs = max(1, min(procs, len(parts)))
     groups = [(str(out), cfg, parts[i::procs], retry_failed, reuse) for i in range(procs)]
     if procs == 1:

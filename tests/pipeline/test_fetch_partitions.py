@@ -90,6 +90,30 @@ def test_every_url_once_over_partitions_in_two_processes(tmp_path, pages):
         fetch_links(rows, tmp_path, test_fetch_config(partitions=8))
 
 
+def test_process_plan_automatic_and_explicit():
+    # automatic: the asyncio transport keeps every core's requests in flight in one process
+    assert test_fetch_config(processes=0, workers=8).process_plan(4) == (1, 32)
+    assert test_fetch_config(processes=0, workers=8, transport="threads").process_plan(4) == (4, 8)
+    assert test_fetch_config(processes=0, workers=8).process_plan(0) == (1, 8)
+    # explicit: as given, under either transport
+    assert test_fetch_config(processes=3, workers=8).process_plan(4) == (3, 8)
+    assert test_fetch_config(processes=3, workers=8, transport="threads").process_plan(4) == (3, 8)
+
+
+def test_automatic_processes_fetch_every_partition_in_this_process(tmp_path, pages):
+    """The asyncio transport with ``processes = 0``: all partitions in the calling
+    process (no worker process), every URL once."""
+    with WebServer(pages) as srv:
+        rows = links(HOSTS)
+        s = fetch_links(rows, tmp_path, config(srv, partitions=5, processes=0, transport="async"))
+        hits = dict(srv.hits)
+    assert s.n_in == len(rows) == s.n_out and s.balanced() and s.extra["partitions"] >= 3
+    assert sum(hits.values()) == len(rows)
+    pids = {int(w.name.split("-")[3]) for w in (tmp_path / "warc").glob("*.warc.gz")}
+    assert pids == {os.getpid()}
+    assert len({w.name.split("-")[1] for w in (tmp_path / "warc").glob("*.warc.gz")}) == s.extra["partitions"]
+
+
 def test_partitions_run_one_by_one_in_any_order_and_combine(tmp_path, pages):
     """The stage registry's way: spool, each partition on its own (any order, any
     process), then the summaries added up."""
