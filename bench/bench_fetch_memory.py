@@ -10,7 +10,8 @@ Two cases, each in a fresh process (peak RSS = its VmHWM):
            seconds until the first outcome line is on disk, and the peak RSS in the
            first 20 s of fetching: of the largest process, and of the whole process
            tree (the parent that spools the links and one worker process per core
-           fetching its partitions), sampled every 50 ms. The run is then stopped.
+           fetching its partitions, or, with the asyncio transport,
+           the parent alone: FetchConfig.process_plan), sampled every 50 ms. The run is then stopped.
 
 A third process imports the same modules and holds nothing: the fixed part.
 Goals (issue 12): RSS with 300k links under 400 MB, the first outcome within 10 s.
@@ -178,7 +179,10 @@ def main() -> None:
     done = run("done", work, args.links)
     with serve() as web:
         pending = run("pending", work, args.links, web.address)
-    cfg_note = f"{os.cpu_count()} worker processes, 16 partitions"
+    from pipeline.core.config import FetchConfig
+
+    procs, inflight = FetchConfig().process_plan(os.cpu_count() or 1)
+    cfg_note = f"{procs} fetch process{'es' if procs > 1 else ''} ({inflight} requests in flight each), 16 partitions"
     print(f"\n# bench_fetch_memory {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {args.links:,} links "
           f"over {max(1, args.links // 100):,} hosts\n")
     print("| case | peak RSS MB | over the fixed part | other |\n|---|---:|---:|---|")

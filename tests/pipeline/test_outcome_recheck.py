@@ -89,3 +89,24 @@ def test_config_dependent_outcomes_are_decided_again_when_the_configuration_chan
         fetch_links([], tmp_path, test_fetch_config(respect_robots=False, max_bytes=2**20, max_redirects=5, retries=0))
         assert _outcomes(tmp_path) == {"private": "ok", "big": "ok", "hop0": "ok", "plain": "ok"}
         assert site.hits["/plain"] == hits["/plain"]  # an ok page is never fetched again
+
+
+def test_fetched_at_stamps_read_as_strptime_reads_them():
+    """``_epoch`` reads webtext's own stamps without strptime; every stamp, well formed
+    or not, gets the time strptime gives it (0.0 for what it refuses)."""
+    from datetime import datetime, timezone
+
+    from pipeline.fetch.outcomes import _epoch
+
+    def by_strptime(stamp):
+        try:
+            return datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            return 0.0
+
+    stamps = ["2026-11-01T00:00:00Z", "2016-12-31T23:59:59Z", "1970-01-01T00:00:01Z", "9999-12-31T23:59:59Z",
+              "2016-12-31T23:59:60Z", "2016-12-31T23:59:61Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
+              "2026-11-01T24:00:00Z", "0000-01-01T00:00:00Z", "2026-1-5T1:2:3Z", "2026-11-01T00:00:00",
+              "2026-11-01 00:00:00Z", "\uff12\uff10\uff12\uff16-11-01T00:00:00Z", "2026-11-01T00:00:00Z\n", "", None, "now"]
+    assert [_epoch(s) for s in stamps] == [by_strptime(s) for s in stamps]
+    assert _epoch("2026-11-01T00:00:00Z") == 1793491200.0
