@@ -34,6 +34,16 @@ _BANNER_WORDS = ("onetrust", "ot-", "qc-cmp", "axeptio", "didomi", "cookie", "us
 _ID_CLASS = etree.XPath("//@id | //@class", smart_strings=False)
 _NTH_ID_CLASS = etree.XPath("(//@id | //@class)[$n]", smart_strings=True)
 _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
+# Dialogs (<dialog>, role="dialog"/"alertdialog", aria-modal="true") that speak of cookies
+# or consent: a consent prompt whose container no known consent manager's id or class names
+# (a site's own banner, a "We Care About Your Privacy" dialog, a newsletter pop-up's cookie
+# notice). Measured on wcxb dev (bench/bench_consent_dialog_folds.py): F1 .8488 -> .8496,
+# 5 of 1,497 pages change by more than .005, none for the worse; aeb unchanged. Dialogs
+# are taken on their words (_DIALOG_WORDS) only: a product's size guide or description
+# drawer is a dialog too, and some shops keep their newsletter form's "privacy policy"
+# link inside the item grid's container.
+_DIALOGS = etree.XPath("//dialog|//*[@role='dialog' or @role='alertdialog' or @aria-modal='true']")
+_DIALOG_WORDS = ("cookie", "consent", "gdpr")
 _CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
                   "préférences", "datos personales", "privacidad")
 
@@ -51,7 +61,9 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
     An element goes when its id or class names a consent manager (a paywall) AND its
     text speaks of cookies, consent or privacy (of subscribing, logging in, unlocking)
     AND it holds less than half the page's text (a wrapper of the whole page is never
-    removed); a paywall element also holds at most PAYWALL_MAX_CHARS. The outermost
+    removed); a paywall element also holds at most PAYWALL_MAX_CHARS. With CONSENT, a
+    dialog (<dialog>, role="dialog", aria-modal) whose text speaks of cookies or consent
+    goes too (counted as consent), under the same half-the-page limit. The outermost
     match goes whole; the text after it stays."""
     def text_of(el) -> str:  # the visible text below EL (scripts and styles left out)
         parts = []
@@ -95,6 +107,8 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
             hits.append((el, "consent"))
         elif paywall and _PAYWALL_ATTR.search(attrs):
             hits.append((el, "paywall"))
+    if consent:
+        hits += [(el, "dialog") for el in _DIALOGS(tree) if el.tag not in _NEVER_STRIPPED]
     if not hits:
         return removed
     body = tree.find(".//body") if tree.tag != "body" else tree
@@ -106,9 +120,10 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
             continue  # inside a container removed already
         text = text_of(el)
         low = text.lower()
-        words = _CONSENT_WORDS if kind == "consent" else _PAYWALL_WORDS
+        words = {"consent": _CONSENT_WORDS, "dialog": _DIALOG_WORDS}.get(kind, _PAYWALL_WORDS)
         if not any(w in low for w in words) or (body_len and len(text) > 0.5 * body_len):
             continue
+        kind = "consent" if kind == "dialog" else kind
         if kind == "paywall" and len(" ".join(text.split())) > PAYWALL_MAX_CHARS:
             continue
         if el.tail:  # the text after the element belongs to the page: keep it
