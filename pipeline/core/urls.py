@@ -73,7 +73,7 @@ def normalize_url(url: str) -> str:
 # edge cases). ASCII-only classes: [a-z] under re.I would also match U+212A, U+017F.
 _FAST_URL = re.compile(
     r"([hH][tT][tT][pP][sS]?)://((?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+)(?::([0-9]{1,5}))?"
-    r"(/[A-Za-z0-9/\-._~:@!$&'()*+,;=]*)?"
+    r"(/[A-Za-z0-9/\-._~:@!$&'()*+,;=%]*)?"
     r"(?:\?([ -\"$-~]*))?"
     r"(?:#.*)?",
     re.S | re.A,
@@ -95,8 +95,29 @@ def _unquote_plus(s: str) -> str:
     return unquote(s.replace("+", " "), errors="replace") if ("%" in s or "+" in s) else s
 
 
+# A path's %XX escapes of ASCII bytes, as ``quote(unquote(path), safe=...)`` of the full
+# parse re-writes them: the byte itself where quote leaves it alone, else %XX in capitals
+# (an escape of a byte >= 0x80 is UTF-8 that unquote may replace: the full parse decides).
+_PATH_ESCAPES = re.compile(r"[^%]*(?:%[0-7][0-9A-Fa-f][^%]*)*", re.A)
+_PATH_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
+_UNESCAPED = [chr(b) if (chr(b).isascii() and chr(b).isalnum()) or chr(b) in "_.-~/%:@!$&'()*+,;=" else f"%{b:02X}"
+              for b in range(128)]
+
+
+def _requote_path(path: str) -> str | None:
+    """``quote(unquote(path), safe="/%:@!$&'()*+,;=-._~")`` of a path of safe characters
+    and escapes of ASCII bytes; None for any other escape."""
+    if not _PATH_ESCAPES.fullmatch(path):
+        return None
+    return _PATH_ESCAPE.sub(lambda e: _UNESCAPED[int(e.group(1), 16)], path)
+
+
 def _fast_forms(m: re.Match) -> tuple[str, str] | None:
     scheme, host, port, path, query = m.groups()
+    if path is not None and "%" in path:
+        path = _requote_path(path)
+        if path is None:
+            return None  # the full parse re-quotes it
     scheme = scheme.lower()
     host = host.lower()
     netloc = host
