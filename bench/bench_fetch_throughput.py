@@ -267,7 +267,7 @@ def main() -> None:
     procs = plan[0]
     print(f"\n# bench_fetch_throughput {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; latency {args.latency} s, "
           f"{args.concurrency} in flight, {args.per_host} per host, {args.delay} s per-host delay; webtext: {procs} "
-          f"processes x {plan[1]} in flight, transport {args.transport or 'default'}; "
+          f"process{'es' if procs > 1 else ''} x {plan[1]} in flight, transport {args.transport or 'default'}; "
           f"{args.rounds} rounds, median [min-max]\n")
     print("| pages | crawler | pages per CPU-s | CPU-s per 1k pages | pages/s wall | peak RSS MB (largest process) | "
           "bytes on disk per page |\n|---:|---|---:|---:|---:|---:|---:|")
