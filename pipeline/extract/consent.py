@@ -42,7 +42,10 @@ _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame:
 # are taken on their words (_DIALOG_WORDS) only: a product's size guide or description
 # drawer is a dialog too, and some shops keep their newsletter form's "privacy policy"
 # link inside the item grid's container.
-_DIALOGS = etree.XPath("//dialog|//*[@role='dialog' or @role='alertdialog' or @aria-modal='true']")
+# Through the attribute axis: the same elements as
+# //dialog|//*[@role='dialog' or @role='alertdialog' or @aria-modal='true'] at 2-3x less
+# CPU (0.28 against 0.81 ms a page on aeb, 0.62 against 1.22 on wcxb dev)
+_DIALOGS = etree.XPath("//@role[.='dialog' or .='alertdialog']/.. | //@aria-modal[.='true']/.. | //dialog")
 _DIALOG_WORDS = ("cookie", "consent", "gdpr")
 _CONSENT_WORDS = ("cookie", "consent", "privacy", "personal data", "données", "datenschutz", "gdpr", "partners",
                   "préférences", "datos personales", "privacidad")

@@ -88,3 +88,22 @@ def test_a_dialog_holding_most_of_the_page_stays():
     tree = load_html(f'<html><body><div role="dialog"><h1>Wool socks</h1>{TEXT}<p>We use cookies.</p></div></body></html>')
     assert strip_banners(tree)["consent"] == 0
     assert "Paragraph 7 of the story" in _text(tree)
+
+
+def test_dialog_lookup_finds_what_the_plain_xpath_finds():
+    """_DIALOGS goes through the attribute axis (cheaper); it must select exactly the
+    elements of the plain XPath, in document order."""
+    from lxml import etree
+    from lxml import html as lxml_html
+
+    from pipeline.extract.consent import _DIALOGS
+
+    plain = etree.XPath("//dialog|//*[@role='dialog' or @role='alertdialog' or @aria-modal='true']")
+    page = ("<html><body><div role='dialog' aria-modal='true'>a<dialog>b</dialog></div>"
+            "<section role='alertdialog'>c</section><div aria-modal='true'>d</div><div role='dialogue'>e</div>"
+            "<div aria-modal='false'>f</div><div role='Dialog'>g</div><p data-role='dialog'>h</p>"
+            "<span role='dialog'><i aria-modal='true'>i</i></span></body></html>")
+    tree = lxml_html.fromstring(page)
+    paths = lambda els: [tree.getroottree().getpath(e) for e in els]  # noqa: E731
+    assert paths(_DIALOGS(tree)) == paths(plain(tree))
+    assert [e.text for e in _DIALOGS(tree)] == ["a", "b", "c", "d", None, "i"]
