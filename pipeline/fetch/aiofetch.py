@@ -32,7 +32,7 @@ from pipeline.core.config import FetchConfig
 from pipeline.fetch import h1client
 from pipeline.fetch.h1client import ConnectionPool, DeadlineExpired, TransportError
 from pipeline.fetch.netsafety import FetchRefused, resolve_public, without_credentials
-from pipeline.fetch.webclient import Fetcher, Response
+from pipeline.fetch.webclient import ROBOTS_MAX_BYTES, Fetcher, Response, robots_rules
 
 _LOOP: asyncio.AbstractEventLoop | None = None
 _LOOP_LOCK = threading.Lock()
@@ -208,15 +208,9 @@ class AsyncFetcher(Fetcher):
     async def acheck(self, url: str) -> None:
         """``Fetcher.check``: the host resolved once (in a thread), every address public;
         connections then go to that address."""
-        parts = urlsplit(url)
-        host = parts.hostname
-        if not host:
-            raise FetchRefused("invalid_url", url)
-        if host in self.cfg.resolve:
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.pins[(host, port)] = await asyncio.get_running_loop().run_in_executor(blocking_pool(), resolve_public,
-                                                                                   host, port)
+        target = self.check_target(url)
+        if target is not None:
+            self.pins[target] = await asyncio.get_running_loop().run_in_executor(blocking_pool(), resolve_public, *target)
 
     async def arobots_allows(self, url: str) -> bool:
         """``Fetcher.robots_allows``: robots.txt once per origin, through the throttle;
@@ -229,20 +223,12 @@ class AsyncFetcher(Fetcher):
                 await asyncio.shield(waiting)
             else:
                 waiting = self.robots_waiting[origin] = asyncio.get_running_loop().create_future()
-                import urllib.robotparser
-
-                rp: urllib.robotparser.RobotFileParser | None = urllib.robotparser.RobotFileParser()
+                rp = None
                 host = parts.netloc.lower()
                 try:
                     await self.athrottle.acquire(host)
                     try:
-                        r = await self._aget(origin + "/robots.txt", max_bytes=512 * 1024)
-                        if r.status in (401, 403):
-                            rp.disallow_all = True
-                        elif r.status >= 400:
-                            rp.allow_all = True
-                        else:
-                            rp.parse(r.body.decode("utf-8", "replace").splitlines())
+                        rp = robots_rules(await self._aget(origin + "/robots.txt", max_bytes=ROBOTS_MAX_BYTES))
                     except Exception:
                         rp = None  # robots.txt unreachable: allowed, as crawlers commonly do
                     finally:

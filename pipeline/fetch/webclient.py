@@ -148,6 +148,22 @@ class Response:
     request_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+ROBOTS_MAX_BYTES = 512 * 1024
+
+
+def robots_rules(answer: "Response") -> urllib.robotparser.RobotFileParser:
+    """The rules of a robots.txt ANSWER, under either transport: 401/403 forbid the whole
+    site, any other error allows it, else the file as parsed."""
+    rp = urllib.robotparser.RobotFileParser()
+    if answer.status in (401, 403):
+        rp.disallow_all = True
+    elif answer.status >= 400:
+        rp.allow_all = True
+    else:
+        rp.parse(answer.body.decode("utf-8", "replace").splitlines())
+    return rp
+
+
 def sniff_binary(head: bytes) -> bool:
     if head.startswith(BINARY_MAGIC):
         return True
@@ -185,18 +201,23 @@ class Fetcher:
             self.pins[(host, port)] = ip
         return ip
 
-    def check(self, url: str) -> None:
-        """Resolve and check the URL's host once; connections then go to that address
-        (a host in ``resolve`` goes to its mapped address, which is not checked: the
-        configuration named it)."""
+    def check_target(self, url: str) -> tuple[str, int] | None:
+        """The (host, port) whose addresses ``check`` resolves and checks for URL, or
+        None for a host in ``resolve`` (its mapped address is not checked: the
+        configuration named it). Both transports ask this."""
         parts = urlsplit(url)
         host = parts.hostname
         if not host:
             raise FetchRefused("invalid_url", url)
         if host in self.cfg.resolve:
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.pins[(host, port)] = resolve_public(host, port)
+            return None
+        return host, parts.port or (443 if parts.scheme == "https" else 80)
+
+    def check(self, url: str) -> None:
+        """Resolve and check the URL's host once; connections then go to that address."""
+        target = self.check_target(url)
+        if target is not None:
+            self.pins[target] = resolve_public(*target)
 
     def pool(self):
         """The connections of this fetcher: one thread-safe urllib3 pool manager
@@ -230,17 +251,10 @@ class Fetcher:
             with self.robots_lock:
                 done = origin in self.robots
             if not done:
-                rp: urllib.robotparser.RobotFileParser | None = urllib.robotparser.RobotFileParser()
                 host = parts.netloc.lower()
                 self.throttle.acquire(host)
                 try:
-                    r = self._get(origin + "/robots.txt", max_bytes=512 * 1024)
-                    if r.status in (401, 403):
-                        rp.disallow_all = True
-                    elif r.status >= 400:
-                        rp.allow_all = True
-                    else:
-                        rp.parse(r.body.decode("utf-8", "replace").splitlines())
+                    rp = robots_rules(self._get(origin + "/robots.txt", max_bytes=ROBOTS_MAX_BYTES))
                 except Exception:
                     rp = None  # robots.txt unreachable: allowed, as crawlers commonly do
                 finally:

@@ -369,3 +369,20 @@ def test_no_outcome_line_points_at_a_warc_record_before_it_is_fsynced(tmp_path, 
             if r.get("warc_file"):
                 assert synced.get(r["warc_file"], 0) >= r["warc_record_end"], rec["url"]
     assert sum(1 for n, _ in events if n == log.name) < len(rows)  # fewer fsyncs than lines: grouped
+
+
+def test_robots_answers_read_alike_under_both_transports():
+    """One reading of a robots.txt answer (``robots_rules``) for both transports:
+    401/403 forbid the site, another error allows it, a 200 is parsed."""
+    from pipeline.fetch.webclient import Response, robots_rules
+
+    def answer(status, body=b""):
+        return Response("http://a.test/robots.txt", status, "", [], body, None)
+
+    url = "http://a.test/private/page"
+    assert not robots_rules(answer(403)).can_fetch("webtext", url)
+    assert not robots_rules(answer(401)).can_fetch("webtext", "http://a.test/")
+    assert robots_rules(answer(404, b"User-agent: *\nDisallow: /")).can_fetch("webtext", url)
+    assert robots_rules(answer(500)).can_fetch("webtext", url)
+    parsed = robots_rules(answer(200, b"User-agent: *\nDisallow: /private/\n"))
+    assert not parsed.can_fetch("webtext", url) and parsed.can_fetch("webtext", "http://a.test/public")
