@@ -240,15 +240,13 @@ class FetchConfig(_Section):
             if parsed is None:
                 raise ConfigError(f"fetch.resolve.{host} must be \"ADDRESS:PORT\" (like curl --resolve), not {target!r}")
 
-
     def process_plan(self, cores: int) -> tuple[int, int]:
         """(processes, workers per process) for a live fetch on CORES cores. An explicit
         ``processes`` is kept as it is. Automatic (0): the threaded transport runs a process
         per core; the asyncio transport one process with ``workers`` x CORES requests in
         flight: one event loop keeps them all busy, the same number in flight as a process
-        per core would, at less CPU per page (bench/bench_fetch_throughput.py: 0.69 against
-        0.98 CPU-s per 1k pages with two processes) and one interpreter's start instead of
-        one per core."""
+        per core would, at less CPU per page and with one interpreter's start instead of one
+        per core (bench/RESULTS.md, "One process by default")."""
         cores = max(1, cores)
         if self.processes:
             return self.processes, self.workers
