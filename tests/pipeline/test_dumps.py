@@ -185,3 +185,22 @@ def test_a_line_nested_100000_deep_is_counted_and_the_lines_around_it_kept(tmp_p
     assert s.n_in == 4 and s.balanced()
     assert s.dropped.get("too_deeply_nested", 0) + s.dropped.get("malformed_json", 0) == 1
     assert sorted(r["url_norm"] for r in read_links(tmp_path / "out").to_pylist()) == [f"n.example/{i}" for i in range(3)]
+
+
+@pytest.mark.parametrize("per_line", [False, True])
+def test_bytes_that_are_not_utf8_cost_the_record_only_in_a_field_the_stage_reads(tmp_path, per_line):
+    # author, domain, permalink and selftext are skipped unread: a damaged value there
+    # keeps the record; in the title, the id or the URL it is counted as bad_utf8
+    from pipeline.sources.dumps import iter_submission_batches
+
+    good = {"id": "a", "url": "http://example.com/a", "score": 5, "created_utc": 1500000000, "title": "t"}
+    lines = [orjson.dumps({**good, "id": f"k{i}"}).replace(b'"id"', b'"%s":"x\xff\xfe","id"' % f.encode())
+             for i, f in enumerate(("author", "domain", "permalink", "selftext"))]
+    lines += [orjson.dumps({**good, "id": "b1", "title": "X"}).replace(b'"X"', b'"x\xff"'),
+              orjson.dumps({**good, "id": "b2", "url": "http://e.com/X"}).replace(b"X", b"\xc3")]
+    path = tmp_path / "RS_bytes.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    stats = DumpReadStats(str(path))
+    subs = [s for batch in iter_submission_batches(path, stats, per_line=per_line) for s in batch]
+    assert [s.id for s in subs] == ["k0", "k1", "k2", "k3"]
+    assert dict(stats.bad) == {"bad_utf8": 2}
