@@ -26,14 +26,14 @@ so none of these changes the links. The 2023-04..2024-03 torrents also came as
 uint32 size)][rows]``; ``ZstBlocksStream`` reads it as NDJSON. From 2024-04 the
 months come only as ``.zst``.
 
-The reader streams in constant memory (fixed-size chunks of decompressed bytes
-split on newlines) and decodes each line with msgspec into a struct holding only
-the fields the link stage needs, which skips the rest of each record without
+The reader streams in constant memory (regions of whole lines in one reused buffer,
+pipeline/sources/lines.py) and decodes each line with msgspec into a struct holding
+only the fields the link stage needs, which skips the rest of each record without
 building Python objects for it; that is where its speed over ``json.loads`` per
-line comes from (bench/bench_dumps.py). A chunk's lines are decoded in one call
-(``iter_submission_batches``) by a struct whose types carry the bounds of
-``numbers_ok``; a chunk with any line that fails it is decoded again line by line,
-which names each bad line's reason.
+line comes from (bench/bench_dumps.py). A region's lines are decoded in one call
+straight from the buffer (``iter_submission_batches``) by a struct whose types carry
+the bounds of ``numbers_ok``; a region with any line that fails it is decoded again
+line by line, which names each bad line's reason.
 
 Nothing is silently lost: a malformed line, a bad UTF-8 sequence or a record of
 the wrong shape is counted with a reason and reading goes on; a truncated or
@@ -56,9 +56,9 @@ import msgspec
 import orjson
 import zstandard
 
-CHUNK = 1 << 20  # 1 MiB of decompressed bytes at a time
+from pipeline.sources.lines import CHUNK, iter_regions, region_lines
+
 ZSTD_INPUT = 16 << 10  # compressed bytes fed to zstd per step
-MAX_LINE = 64 << 20  # a "line" longer than this is not a record: counted and skipped
 
 _MAGIC = [
     (b"\xfd7zXZ\x00", "xz"),
@@ -245,6 +245,18 @@ class ZstdStream:
 
     read = read1
 
+    def readinto1(self, view) -> int:
+        """``read1`` into VIEW (a writable buffer): no bytes object per step."""
+        if self.done:
+            return 0
+        n = self.reader.readinto1(view)
+        if not n:
+            self.done = True
+            cut = zstd_truncation(self.raw)
+            if cut is not None:
+                raise EOFError(f"zstd frame truncated: the file ends inside the frame at byte {cut:,}")
+        return n
+
     def close(self) -> None:
         self.reader.close()
 
@@ -381,80 +393,6 @@ class DumpReadStats:
         }
 
 
-_DECOMPRESS_ERRORS = (EOFError, lzma.LZMAError, OSError, zstandard.ZstdError, ValueError)
-
-
-def iter_lines(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = None, on_chunk=None) -> Iterator[bytes]:
-    """Yield complete lines (without the newline) from a binary stream, in constant memory.
-
-    On a decompression error (truncated or corrupt archive) stop, record why and
-    how far the file was read; the unterminated last line is counted as
-    ``truncated_record``."""
-    for lines in iter_line_batches(stream, stats, raw, on_chunk):
-        yield from lines
-
-
-def iter_line_batches(stream: BinaryIO, stats: DumpReadStats, raw: BinaryIO | None = None,
-                      on_chunk=None) -> Iterator[list[bytes]]:
-    """``iter_lines`` a decompressed chunk at a time: each item is the list of the
-    complete lines that chunk ended (never empty), with the same counts."""
-    rest = b""
-    # read1 returns what one decompression step gives, so a truncated archive still
-    # yields every record before the damage.
-    read = getattr(stream, "read1", stream.read)
-    while True:
-        try:
-            chunk = read(CHUNK)
-        except _DECOMPRESS_ERRORS as exc:
-            stats.error = f"{type(exc).__name__}: {exc}"
-            chunk = b""
-            failed = True
-        else:
-            failed = False
-        if raw is not None:
-            try:
-                stats.compressed_bytes_read = raw.tell()
-            except (OSError, ValueError):
-                pass
-        if on_chunk is not None:
-            on_chunk(stats.compressed_bytes_read)
-        if not chunk:
-            if rest.strip():
-                if failed:
-                    stats.lines += 1
-                    stats.bad["truncated_record"] += 1
-                else:
-                    stats.lines += 1
-                    yield [rest]
-            return
-        lines = chunk.split(b"\n")
-        lines[0] = rest + lines[0]
-        rest = lines.pop()
-        if len(rest) > MAX_LINE:
-            stats.lines += 1
-            stats.bad["line_too_long"] += 1
-            # Skip to the next newline.
-            rest = b""
-            while True:
-                try:
-                    nxt = stream.read(CHUNK)
-                except _DECOMPRESS_ERRORS as exc:
-                    stats.error = f"{type(exc).__name__}: {exc}"
-                    return
-                if not nxt:
-                    return
-                i = nxt.find(b"\n")
-                if i >= 0:
-                    chunk = nxt[i + 1 :]
-                    lines2 = chunk.split(b"\n")
-                    rest = lines2.pop()
-                    lines.extend(lines2)
-                    break
-        stats.lines += len(lines)
-        if lines:
-            yield lines
-
-
 def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progress_bar=None) -> Iterator[Submission]:
     """Stream the submissions of one dump file. Bad lines are counted in ``stats.bad``."""
     for subs in iter_submission_batches(path, stats, progress_bar):
@@ -463,16 +401,19 @@ def iter_submissions(path: str | Path, stats: DumpReadStats | None = None, progr
 
 def iter_submission_batches(path: str | Path, stats: DumpReadStats | None = None, progress_bar=None,
                             per_line: bool = False) -> Iterator[list[Submission]]:
-    """``iter_submissions`` a decompressed chunk (~1 MiB) at a time: lists of submissions,
-    in file order, with the same counts.
+    """``iter_submissions`` a decompressed region (what one read gives, ~128 KiB of
+    zstd) at a time: lists of submissions, in file order, with the same counts.
 
-    A chunk is decoded in one pass by ``_checked_decoder`` (no Python loop per line);
-    when any of its lines fails that (a malformed line, a field of another type, a
-    number out of bounds, a blank line...), the whole chunk is decoded again line by
-    line by the reference path (``_decode_lines``), which names each bad line's
-    reason. The fast pass only ever accepts lines the reference path accepts, with
-    the same values, so the result is the same either way. ``per_line=True``: every
-    chunk by the reference path (tests/pipeline/test_links_fast.py compares them)."""
+    A region is decoded in one call, straight from the reader's buffer
+    (``_decode_region``: msgspec's ``decode_lines`` with ``_checked_decoder``'s
+    bounds, no copy or Python step per line); when that fails or cannot be shown to
+    hold exactly one record per line (a malformed line, a field of another type, a
+    number out of bounds, a blank line, a record over two lines...), the region's
+    lines are decoded again one by one by the reference path (``_decode_lines``),
+    which names each bad line's reason. The fast pass only ever accepts lines the
+    reference path accepts, with the same values, so the result is the same either
+    way. ``per_line=True``: every region by the reference path
+    (tests/pipeline/test_links_fast.py compares them)."""
     path = Path(path)
     stats = stats if stats is not None else DumpReadStats(str(path))
     stream, raw, codec = open_dump(path)
@@ -485,18 +426,15 @@ def iter_submission_batches(path: str | Path, stats: DumpReadStats | None = None
             progress_bar.update(pos - last[0])
             last[0] = pos
 
-    decode = _checked_decoder.decode
     try:
-        for lines in iter_line_batches(stream, stats, raw, on_chunk):
-            subs = None
-            if not per_line:
-                try:
-                    subs = list(map(decode, lines))
-                except Exception:  # noqa: BLE001 - whatever it was, the reference path replays the chunk
-                    subs = None
-                else:
-                    stats.records += len(subs)
-            if subs is None:
+        for region in iter_regions(stream, stats, raw, on_chunk):
+            subs = None if per_line else _decode_region(region)
+            if subs is not None:
+                stats.lines += len(subs)
+                stats.records += len(subs)
+            else:
+                lines = region_lines(region)
+                stats.lines += len(lines)
                 subs = _decode_lines(lines, stats)
             if subs:
                 yield subs
@@ -506,6 +444,34 @@ def iter_submission_batches(path: str | Path, stats: DumpReadStats | None = None
             stats.damaged_blocks.append(why)
         stream.close()
         raw.close()
+
+
+def _decode_region(region) -> list[Submission] | None:
+    """The records of a region of whole lines in one ``decode_lines`` call, or None when
+    it fails or the region is not exactly one object per line. ``decode_lines`` is
+    laxer than a line-by-line read: it takes blank lines, two objects on one line and
+    an object spread over lines. So the region must also start with "{" and every
+    newline in it follow a "}" and (but the last) precede a "{", as many newlines as
+    records. Then no record spans a newline: inside an object, a "}" then "{" is not
+    valid JSON, and a raw newline cannot sit in a string; and no line holds two
+    records, for each line starts one. A region with carriage returns, blank lines or
+    spaces around a record goes to the reference path, which takes them."""
+    if not region or region[0] != 123 or region[-1] != 10:  # "{" ... "\n"
+        return None
+    try:
+        subs = _checked_decoder.decode_lines(region)
+    except Exception:  # noqa: BLE001 - whatever it was, the reference path replays the region
+        return None
+    n = len(subs)
+    end = len(region) - 1  # the last newline
+    find = region.find if isinstance(region, bytes) else region.obj.find
+    p = find(b"\n", 0, end + 1)
+    while p >= 0:
+        n -= 1
+        if region[p - 1] != 125 or (p != end and region[p + 1] != 123):  # "}" before, "{" after
+            return None
+        p = find(b"\n", p + 1, end + 1)
+    return subs if n == 0 else None
 
 
 def _decode_lines(lines: list[bytes], stats: DumpReadStats) -> list[Submission]:

@@ -57,13 +57,12 @@ from typing import BinaryIO, Iterator
 
 from pipeline.core.errors import InputError
 from pipeline.sources.dumps import (
-    _DECOMPRESS_ERRORS,
     DumpError,
     Submission,
-    iter_lines,
     numbers_ok,
     open_dump,
 )
+from pipeline.sources.lines import DECOMPRESS_ERRORS, iter_lines
 
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".zstd")
 URL_COLUMN = "url"
@@ -297,7 +296,7 @@ def _iter_csv(stream: BinaryIO, raw: BinaryIO, stats: UrlListStats, delimiter: s
             record = next(records)
         except StopIteration:
             break
-        except _DECOMPRESS_ERRORS as exc:  # a truncated or corrupt archive
+        except DECOMPRESS_ERRORS as exc:  # a truncated or corrupt archive
             stats.error = f"{type(exc).__name__}: {exc}"
             break
         try:
@@ -408,7 +407,7 @@ def iter_url_list(path: str | Path, stats: UrlListStats | None = None, progress_
     try:
         try:
             head = stream.read1(64 << 10) if hasattr(stream, "read1") else stream.read(64 << 10)
-        except _DECOMPRESS_ERRORS as exc:
+        except DECOMPRESS_ERRORS as exc:
             raise InputError(f"{path}: cannot be read as a {codec} file ({type(exc).__name__}: {exc})") from exc
         fmt = list_format(path, head)
         stats.format = fmt

@@ -204,3 +204,20 @@ def test_bytes_that_are_not_utf8_cost_the_record_only_in_a_field_the_stage_reads
     subs = [s for batch in iter_submission_batches(path, stats, per_line=per_line) for s in batch]
     assert [s.id for s in subs] == ["k0", "k1", "k2", "k3"]
     assert dict(stats.bad) == {"bad_utf8": 2}
+
+
+@pytest.mark.parametrize("codec", ["zst", "plain"])
+def test_a_long_line_under_max_line_is_read_whole_across_reads(tmp_path, codec):
+    # 5 MB: longer than the reader's buffer (2 MiB), so it grows; the lines after it
+    # arrive in the same read as its end
+    good = [orjson.dumps({"id": f"g{i}", "url": f"http://example.com/{i}", "score": 5, "created_utc": 1.5e9})
+            for i in range(40)]
+    long = orjson.dumps({"id": "long", "url": "http://example.com/long", "score": 5, "title": "é" * 2_500_000})
+    data = b"\n".join(good[:20] + [long] + good[20:])  # no newline at the end
+    path = tmp_path / f"RS_longish.{codec}"
+    path.write_bytes(zstandard.ZstdCompressor().compress(data) if codec == "zst" else data)
+    stats = DumpReadStats(str(path))
+    subs = list(iter_submissions(path, stats))
+    assert [s.id for s in subs] == [f"g{i}" for i in range(20)] + ["long"] + [f"g{i}" for i in range(20, 40)]
+    assert len(subs[20].title) == 2_500_000
+    assert stats.lines == stats.records == 41 and not stats.bad

@@ -20,7 +20,8 @@ from webtext_testlib import shared
 from pipeline.core.config import LinksConfig
 from pipeline.core.urls import InvalidURL, url_forms, url_forms_arrow
 from pipeline.links.harvest import _harvest_part
-from pipeline.sources.dumps import CHUNK, DumpReadStats, iter_submission_batches
+from pipeline.sources.dumps import DumpReadStats, iter_submission_batches
+from pipeline.sources.lines import CHUNK
 
 CONFIGS = {
     "default": LinksConfig(),
@@ -178,6 +179,41 @@ def test_chunk_decoding_equals_line_decoding(hostile):
     assert kinds == {"_CheckedSubmission"}
     kinds = {type(s).__name__ for b in iter_submission_batches(hostile / "RS_hostile.zst") for s in b}
     assert kinds == {"_CheckedSubmission", "Submission"}
+
+
+# Lines that msgspec's decode_lines, given a region at once, reads as other records than
+# the line-by-line reference does (it takes any whitespace between objects), each among
+# clean records so that nothing else sends the region to the reference path.
+MISREAD = {
+    "two on a line, one over two lines": [b'{"id":"z1","url":"http://z.com/1"}{"id":"z2","url":"http://z.com/2"}',
+                                          b'{"id":"s1","url":"http://s.com/1","m":{}', b'}'],
+    "two on a line, a blank line": [b'{"id":"z1","url":"http://z.com/1"}{"id":"z2","url":"http://z.com/2"}', b''],
+    "two on a line, spaces": [b'{"id":"z1","url":"http://z.com/1"} {"id":"z2","url":"http://z.com/2"}', b'   '],
+    "two on a line, one over two lines at a comma": [
+        b'{"id":"z1","url":"http://z.com/1"}{"id":"z2","url":"http://z.com/2"}',
+        b'{"id":"s2","url":"http://s.com/2",', b'"title":"x"}'],
+}
+
+
+@pytest.mark.parametrize("kind", list(MISREAD) + ["carriage returns", "a space before a record"])
+def test_a_region_is_decoded_at_once_only_when_it_is_one_record_per_line(tmp_path, kind):
+    from pipeline.sources.dumps import Submission, _checked_decoder
+
+    def rec(i):
+        return orjson.dumps({"id": i, "url": f"http://g.com/{i}", "score": 5, "created_utc": 1.5e9})
+
+    good = [rec(f"g{i}") for i in range(100)]
+    odd = MISREAD.get(kind) or ([rec(f"r{i}") + b"\r" for i in range(3)] if kind == "carriage returns"
+                                else [b" " + rec("sp")])
+    data = b"\n".join(good[:50] + odd + good[50:]) + b"\n"
+    path = tmp_path / "RS_odd.ndjson"
+    path.write_bytes(data)
+    if kind in MISREAD:  # decode_lines takes the region, as many records as lines: a count alone would not tell
+        assert len(_checked_decoder.decode_lines(data)) == data.count(b"\n")
+    fast, ref = _submissions(path, False), _submissions(path, True)
+    assert fast == ref
+    at = Submission.__struct_fields__.index("id")
+    assert [s[at] for s in fast[0] if s[at].startswith("g")] == [f"g{i}" for i in range(100)]
 
 
 def _forms(url):
