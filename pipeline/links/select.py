@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +241,7 @@ class LinkSelector:
                         continue
                 cand.append(s)
                 raws.append(u)
-                created.append(int(c))
+                created.append(c)  # truncated in _urls_batch, as created_ts does (0 <= c)
                 pos.append(base + i)
                 continue
             r = pre(s)
@@ -279,7 +280,7 @@ class LinkSelector:
                 dropped[r] += n
             drops.clear()
 
-    def _urls_batch(self, cand: list[Submission], raws: list[str], created: list[int], pos: list[int],
+    def _urls_batch(self, cand: list[Submission], raws: list[str], created: list[float], pos: list[int],
                     drops: dict[str, list[int]]) -> None:
         n = len(cand)
         fast, clean, key, host, key_path = url_forms_arrow(pa.array(raws, pa.string()))
@@ -323,16 +324,17 @@ class LinkSelector:
         if rows.size < len(key) or (rows != np.arange(rows.size)).any():
             take = pa.array(rows)
             clean, key, host = clean.take(take), key.take(take), host.take(take)
+        created = np.asarray(created, np.float64).astype(np.int64)  # times below 2100: exact
         if keep.size < n:
-            created = np.asarray(created, np.int64)[keep]
+            created = created[keep]
             cand = [cand[j] for j in keep]
         self._chunks.append([
             key, clean, host,
-            pc.fill_null(pa.array([s.id for s in cand], pa.string()), ""),
-            pc.fill_null(pa.array([s.subreddit for s in cand], pa.string()), ""),
+            pc.fill_null(pa.array(list(map(_ID, cand)), pa.string()), ""),
+            pc.fill_null(pa.array(list(map(_SUBREDDIT, cand)), pa.string()), ""),
             pa.array(created, pa.int64()),
-            pc.fill_null(pa.array([s.title for s in cand], pa.string()), ""),
-            pc.fill_null(pa.array([s.score for s in cand], pa.int64()), 0),
+            pc.fill_null(pa.array(list(map(_TITLE, cand)), pa.string()), ""),
+            pc.fill_null(pa.array(list(map(_SCORE, cand)), pa.int64()), 0),
         ])
 
     def table(self, per_url_rules: bool = True) -> pa.Table:
@@ -421,6 +423,7 @@ class LinkSelector:
         return self.table(per_url_rules).to_pylist()
 
 
+_ID, _SUBREDDIT, _TITLE, _SCORE = (attrgetter(f) for f in ("id", "subreddit", "title", "score"))
 # the columns of the accepted submissions (``LinkSelector._chunks``)
 _COLUMNS = ("key", "url", "host", "id", "subreddit", "created_utc", "title", "score")
 _TYPES = (pa.string(),) * 5 + (pa.int64(), pa.string(), pa.int64())
