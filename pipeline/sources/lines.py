@@ -58,9 +58,7 @@ def iter_regions(stream: BinaryIO, stats, raw: BinaryIO | None = None, on_chunk=
     readinto = _reader(stream)
     while True:
         if len(buf) - have < CHUNK:  # an unfinished line longer than the buffer: a bigger one
-            bigger = bytearray(max(min(2 * len(buf), MAX_LINE + 2 * CHUNK), have + CHUNK))
-            bigger[:have] = view[:have]
-            buf, view = bigger, memoryview(bigger)
+            buf, view = _moved(view, have, max(min(2 * len(buf), MAX_LINE + 2 * CHUNK), have + CHUNK))
         failed = False
         try:
             got = readinto(view[have:have + CHUNK])
@@ -97,7 +95,19 @@ def iter_regions(stream: BinaryIO, stats, raw: BinaryIO | None = None, on_chunk=
             continue
         yield view[:nl + 1]
         have = clean = end - nl - 1
-        buf[:have] = view[nl + 1:end].tobytes()  # the regions overlap: through a copy
+        if len(buf) > 2 * CHUNK:  # back to the usual size after a long line
+            buf, view = _moved(view[nl + 1:end], have, 2 * CHUNK)
+        else:
+            buf[:have] = view[nl + 1:end].tobytes()  # the two places overlap: through a copy
+
+
+def _moved(view: memoryview, n: int, size: int) -> tuple[bytearray, memoryview]:
+    """A new buffer of SIZE bytes starting with the first N of VIEW, and a view of it
+    (through memoryviews: a bytearray's slice assignment would copy the bytes first)."""
+    buf = bytearray(size)
+    out = memoryview(buf)
+    out[:n] = view[:n]
+    return buf, out
 
 
 def _skip_line(readinto, buf: bytearray, view: memoryview, stats) -> int:
