@@ -6,6 +6,8 @@ import re
 
 from lxml import etree
 
+from pipeline.extract.page import id_class_values
+
 # Consent managers, by the ids and classes their scripts give their containers. A
 # bare "cmp" is not among them: Adobe's core components use cmp-* for content.
 _CONSENT_ATTR = re.compile(
@@ -31,7 +33,6 @@ _BANNER_WORDS = ("onetrust", "ot-", "qc-cmp", "axeptio", "didomi", "cookie", "us
                  "sp-message", "gdpr", "consent", "cc-", "privacy", "paywall", "pay-wall", "regwall", "reg-wall",
                  "registration-wall", "piano-", "tp-modal", "tp-backdrop", "restricted-", "-gate", "-lock", "locked-",
                  "subscri", "premium-", "meter-", "metered")
-_ID_CLASS = etree.XPath("//@id | //@class", smart_strings=False)
 _NTH_ID_CLASS = etree.XPath("(//@id | //@class)[$n]", smart_strings=True)
 _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
 # Dialogs (<dialog>, role="dialog"/"alertdialog", aria-modal="true") that speak of cookies
@@ -57,7 +58,8 @@ def strip_consent(tree) -> int:
     return strip_banners(tree, consent=True, paywall=False)["consent"]
 
 
-def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str, int]:
+def strip_banners(tree, consent: bool = True, paywall: bool = True,
+                  index: tuple[list[str], str] | None = None) -> dict[str, int]:
     """Remove consent-manager containers and subscription prompts from an lxml tree (in
     place); returns how many of each ({"consent": n, "paywall": n}).
 
@@ -67,7 +69,8 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
     removed); a paywall element also holds at most PAYWALL_MAX_CHARS. With CONSENT, a
     dialog (<dialog>, role="dialog", aria-modal) whose text speaks of cookies or consent
     goes too (counted as consent), under the same half-the-page limit. The outermost
-    match goes whole; the text after it stays."""
+    match goes whole; the text after it stays. INDEX: the tree's ``id_class_values``,
+    when the caller has them already."""
     def text_of(el) -> str:  # the visible text below EL (scripts and styles left out)
         parts = []
         for n in el.iter():
@@ -83,8 +86,9 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True) -> dict[str,
     # element looked up (by its position among them), so elements become Python objects
     # only there.
     hits, last = [], None
-    values = _ID_CLASS(tree)  # document order: an element's id and class come together
-    joined = "\0".join(values).lower()  # one search over all of them; most pages have no candidate
+    # document order: an element's id and class come together; JOINED: one search over all
+    # of them, most pages have no candidate
+    values, joined = index if index is not None else id_class_values(tree)
     found = []  # str.find per word: several times faster than one regex of alternatives
     for word in _BANNER_WORDS:
         at = joined.find(word)

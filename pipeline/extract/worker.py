@@ -24,7 +24,7 @@ from pipeline.extract.expand import (
 from pipeline.extract.forms import drop_form_lines
 from pipeline.extract.forum import forum_posts
 from pipeline.extract.gate import extract_gated
-from pipeline.extract.page import page_date, page_title
+from pipeline.extract.page import id_class_values, page_date, page_title
 
 
 def extract_page(html: str, url: str | None, cfg: ExtractConfig,
@@ -54,15 +54,17 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     if tree is None:
         return extract_text(html, url, cfg), None
     date = page_date(tree, cfg.date_htmldate) if cfg.with_date else None
+    # the page's ids and classes, read once: the consent step's and the forum engines' markers
+    index = id_class_values(tree) if cfg.strip_consent or cfg.strip_paywall or cfg.forum_posts else None
     if cfg.strip_consent or cfg.strip_paywall:
-        removed = strip_banners(tree, consent=cfg.strip_consent, paywall=cfg.strip_paywall)
+        removed = strip_banners(tree, consent=cfg.strip_consent, paywall=cfg.strip_paywall, index=index)
         if steps is not None:
             for kind, n in removed.items():
                 if n:
                     steps[f"{kind}_removed"] = n
     article = declares_article(tree)  # once: the forum, rescue and expansion steps ask
     if cfg.forum_posts:
-        found = forum_posts(html, tree, article)
+        found = forum_posts(html, tree, article, attrs=index[1])
         if found:
             if steps is not None:
                 steps[f"forum_{found[0]}"] = 1
