@@ -331,6 +331,11 @@ class ExtractConfig(_Section):
     # tabs and carousels give the same block twice (pipeline/extract/ drop_repeated_lines;
     # bench/RESULTS.md "Repeated lines").
     dedup_lines: bool = True
+    # On a page that sells one product (one to a few schema.org Products, no item list;
+    # or a product's URL path), the groups of other products' cards around it (link +
+    # image siblings: "Customers also viewed", "Similar items") leave the page before
+    # extraction (pipeline/extract/items.py; bench/bench_items_folds.py).
+    drop_related_items: bool = True
 
     def validate(self) -> None:
         check_types(self, "extract")

@@ -24,6 +24,7 @@ from pipeline.extract.expand import (
 from pipeline.extract.forms import drop_form_lines
 from pipeline.extract.forum import forum_posts
 from pipeline.extract.gate import extract_gated
+from pipeline.extract.items import drop_related_items
 from pipeline.extract.page import id_class_values, page_date, page_title
 
 
@@ -31,7 +32,9 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
                  steps: dict[str, int] | None = None, title: str | None = None) -> tuple[str | None, str | None]:
     """(main text, publication date) from one parse of the page: the date is read
     from the tree first (``page_date``; it does not change it), then consent banners
-    and subscription prompts are removed (``strip_banners``); a forum thread or Q&A
+    and subscription prompts are removed (``strip_banners``), and on a page selling one
+    product the cards of other products around it (``drop_related_items``, with
+    ``cfg.drop_related_items``); a forum thread or Q&A
     page whose engine marks its posts then gives its posts (``forum_posts``, with
     ``cfg.forum_posts``); any other page goes to trafilatura (on the same tree:
     identical output to passing the HTML string, measured on aeb), an extraction
@@ -43,10 +46,10 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     last, a first line that repeats the page's title (TITLE,
     else ``page_title``) is dropped unless ``cfg.title_line``. STEPS, when given,
     gets what the steps did for the run's summary: consent_removed / paywall_removed
-    (elements), forum_ENGINE, rescued_baseline or rescued_page, expanded,
+    (elements), related_items_dropped (cards), forum_ENGINE, rescued_baseline or rescued_page, expanded,
     repeated_lines_dropped, title_line_dropped."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
-            or cfg.dedup_lines or not cfg.title_line):
+            or cfg.dedup_lines or cfg.drop_related_items or not cfg.title_line):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
@@ -62,6 +65,10 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
             for kind, n in removed.items():
                 if n:
                     steps[f"{kind}_removed"] = n
+    if cfg.drop_related_items:  # other products' cards beside a single product (items.py)
+        n = drop_related_items(tree, url, html)
+        if n and steps is not None:
+            steps["related_items_dropped"] = n
     article = declares_article(tree)  # once: the forum, rescue and expansion steps ask
     if cfg.forum_posts:
         found = forum_posts(html, tree, article, attrs=index[1])

@@ -1,0 +1,98 @@
+"""Product pages: the cards of other products around the one a page sells ("People who
+viewed this item also viewed", "Consider these available items") leave the text
+(``[extract] drop_related_items``, pipeline/extract/items.py), on real pages of
+../shared/data/html and on made-up markup; listings, collections and pages that sell
+nothing keep their cards."""
+
+import re
+
+import pytest
+from trafilatura.utils import load_html
+from webtext_testlib import pages_by_url
+
+from pipeline.core.config import ExtractConfig
+from pipeline.extract.items import card_groups, drop_related_items, single_product
+from pipeline.extract.worker import extract_page
+
+# an eBay item page (a JSON-LD Product) and an Amazon one (a /dp/ URL, no Product declared)
+PAGES = {"ebay.com/itm/276702815108": "Olive Green & Off White Floral",
+         "amazon.co.uk/dp/B0D1XD1ZV3": "Wireless Earbuds, Bluetooth 5.3"}
+OFF = ExtractConfig(drop_related_items=False)
+
+
+def words(t: str | None) -> list[str]:
+    return re.findall(r"\w+", (t or "").lower())
+
+
+@pytest.fixture(scope="module")
+def pages():
+    return pages_by_url("wcxb_dev.jsonl.xz", tuple(PAGES))
+
+
+@pytest.mark.parametrize("key", PAGES)
+def test_other_products_leave_a_product_page(pages, key):
+    page = pages[key]
+    before = extract_page(page["html"], page["url"], OFF)[0] or ""
+    steps: dict = {}
+    after = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0] or ""
+    other = PAGES[key]  # the name of a product in a carousel beside the page's own
+    assert other in before and other not in after
+    assert steps.get("related_items_dropped", 0) >= 4
+    assert len(words(after)) < 0.5 * len(words(before))
+    truth = set(words(page["truth"]))
+    kept, found = set(words(after)) & truth, set(words(before)) & truth
+    assert len(kept) >= 0.95 * len(found)  # the hand-checked words found before stay found
+
+
+CARD = ('<li class="card"><a href="/p/{i}"><img src="/i/{i}.jpg" alt=""></a>'
+        '<h3><a href="/p/{i}">Travel mug number {i} in blue</a></h3>'
+        "<p>A sturdy mug for walks, trains and long mornings at the desk, in five colours.</p>"
+        '<p class="price">${i}9.00</p><p class="cart">Add to cart</p></li>')
+GRID = '<h2>You may also like</h2><ul class="grid">' + "".join(CARD.format(i=i) for i in range(1, 7)) + "</ul>"
+DESCRIPTION = ("<p>" + "This steel mug keeps coffee hot for six hours and tea warm all morning long. " * 3
+               + "</p><p>" + "The lid closes tight, so it fits a bag and does not leak on the road. " * 3 + "</p>")
+PRODUCT = '<script type="application/ld+json">{"@context": "https://schema.org", "@type": "Product", "name": "Mug"}</script>'
+LIST = ('<script type="application/ld+json">{"@context": "https://schema.org", "@type": "ItemList", '
+        '"itemListElement": []}</script>')
+
+
+def _page(head: str, body: str) -> str:
+    return (f"<html><head><title>Mugs</title>{head}</head><body><main><div class='product'>"
+            f"<h1>The steel travel mug</h1>{DESCRIPTION}</div>{body}</main></body></html>")
+
+
+def test_a_product_page_keeps_its_description_and_drops_other_cards_prices_and_carts():
+    html = _page(PRODUCT, GRID)
+    on = extract_page(html, "https://shop.example/mug", ExtractConfig())[0] or ""
+    off = extract_page(html, "https://shop.example/mug", OFF)[0] or ""
+    assert "Travel mug number 3 in blue" in off and "$39.00" in off
+    assert "Travel mug number 3 in blue" not in on and "$39.00" not in on and "Add to cart" not in on
+    assert "keeps coffee hot for six hours" in on and "does not leak on the road" in on
+
+
+def test_listings_collections_and_pages_that_sell_nothing_keep_their_cards():
+    grid_page = ("<html><head><title>Mugs</title>{head}</head><body><main><h1>All our mugs</h1>"
+                 + GRID.replace("<h2>You may also like</h2>", "") + "</main></body></html>")
+    for head, url in ((LIST + PRODUCT, "https://shop.example/mugs"),  # a declared list of items
+                      (PRODUCT * 6, "https://shop.example/mugs"),  # many Products: a collection
+                      ("", "https://shop.example/mugs")):  # no Product, no product URL
+        tree = load_html(grid_page.format(head=head))
+        assert not single_product(tree, url, grid_page.format(head=head))
+        assert drop_related_items(tree, url, grid_page.format(head=head)) == 0
+        assert len(tree.xpath("//li[@class='card']")) == 6
+    # an article that shows a row of linked pictures: nothing declared, nothing removed
+    html = _page("", GRID).replace(PRODUCT, "")
+    tree = load_html(html)
+    assert drop_related_items(tree, "https://news.example/story", html) == 0
+
+
+def test_the_grid_that_holds_the_h1_and_lists_without_pictures_stay():
+    # the product's own gallery under its heading stays; text links are not product cards
+    gallery = '<div class="g"><h1>Mug</h1>' + "".join(f'<div class="s"><a href="#{i}"><img src="{i}.jpg"></a></div>'
+                                                      for i in range(5)) + "</div>"
+    links = "<ul>" + "".join(f'<li><a href="/help/{i}">Help topic {i}</a></li>' for i in range(8)) + "</ul>"
+    html = f"<html><head>{PRODUCT}</head><body>{gallery}{links}<p>Some text about the mug.</p></body></html>"
+    tree = load_html(html)
+    assert len(list(card_groups(tree))) == 1  # the gallery: linked pictures, under the h1
+    assert drop_related_items(tree, "https://shop.example/mug", html) == 0
+    assert len(tree.xpath("//li")) == 8 and len(tree.xpath("//div[@class='s']")) == 5
