@@ -20,8 +20,7 @@ from webtext_testlib import shared
 from pipeline.core.config import LinksConfig
 from pipeline.core.urls import InvalidURL, url_forms, url_forms_arrow
 from pipeline.links.harvest import _harvest_part
-from pipeline.sources.dumps import DumpReadStats, iter_submission_batches
-from pipeline.sources.lines import CHUNK
+from pipeline.sources.dumps import CHUNK, DumpReadStats, iter_submission_batches
 
 CONFIGS = {
     "default": LinksConfig(),
