@@ -14,13 +14,13 @@ printed: the F1 per page type of no step and of the shipped step.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_extract import load, score  # noqa: E402
+from bench_extract import load  # noqa: E402
+from folds import fold_report, type_report, url_halves  # noqa: E402
 
 from pipeline.core.config import ExtractConfig  # noqa: E402
 from pipeline.extract import consent  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     pages = load("wcxb_dev.jsonl.xz", args.limit)
     truths = [p["truth"] for p in pages]
     types = [p["page_type"] for p in pages]
-    halves = [hashlib.sha1(p["url"].encode()).digest()[0] & 1 for p in pages]
+    halves = url_halves(pages)
     cfg = ExtractConfig()
     outs = {}
     try:
@@ -49,24 +49,11 @@ def main() -> None:
     finally:
         consent._DIALOG_WORDS = SHIPPED
 
-    def f1(name, half):
-        idx = [i for i, h in enumerate(halves) if h == half]
-        return score("wcxb", [truths[i] for i in idx], [outs[name][i] for i in idx])["F1"]
-
     base = "no dialog step"
     print(f"wcxb dev, {len(pages)} pages in two halves by URL hash ({halves.count(0)} / {halves.count(1)}); "
           "F1 gain over no dialog step")
-    for half in (0, 1):
-        other = 1 - half
-        here, there = f1(base, half), f1(base, other)
-        best = max(OPTIONS, key=lambda k: f1(k, half))
-        print(f"half {half}: best here {best!r}: {f1(best, half) - here:+.4f} here, "
-              f"{f1(best, other) - there:+.4f} on half {other} (held out); shipped: {f1('shipped', half) - here:+.4f} here")
-    off = score("wcxb", truths, outs[base], types)
-    on = score("wcxb", truths, outs["shipped"], types)
-    print(f"all pages: {off['F1']:.4f} -> {on['F1']:.4f}")
-    for ty, (f, n) in off["by_type"].items():
-        print(f"  {ty:14} {n:4} {f:.4f} -> {on['by_type'][ty][0]:.4f} ({on['by_type'][ty][0] - f:+.4f})")
+    fold_report("dialogs", outs, "shipped", outs[base], truths, halves)
+    type_report(truths, types, outs[base], outs["shipped"])
 
 
 if __name__ == "__main__":

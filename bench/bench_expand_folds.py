@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_extract import load, score  # noqa: E402
+from bench_extract import load  # noqa: E402
+from folds import fold_report, position_halves  # noqa: E402
 
 from pipeline.core.config import ExtractConfig  # noqa: E402
 from pipeline.extract.consent import strip_banners
@@ -63,19 +64,9 @@ def main() -> None:
         if i % 250 == 0:
             print(f"{i}/{len(pages)} pages", file=sys.stderr, flush=True)
 
-    def f1(texts, half):
-        idx = range(half, len(pages), 2)
-        return score("wcxb", [truths[i] for i in idx], [texts[i] for i in idx])["F1"]
-
     print(f"wcxb dev, {len(pages)} pages in two halves (even / odd positions); F1 gain over no expansion")
     print(f"grid: min_words x cover x ratio = {len(grid)} settings; shipped {SHIPPED}")
-    for half in (0, 1):
-        other = 1 - half
-        none_here, none_there = f1(plain, half), f1(plain, other)
-        best = max(grid, key=lambda g: f1(outs[g], half))
-        print(f"half {half}: best setting here {best}: {f1(outs[best], half) - none_here:+.4f} here, "
-              f"{f1(outs[best], other) - none_there:+.4f} on half {other} (held out); "
-              f"shipped setting: {f1(outs[SHIPPED], half) - none_here:+.4f} here")
+    fold_report("expansion", outs, SHIPPED, plain, truths, position_halves(len(pages)))
 
 
 if __name__ == "__main__":

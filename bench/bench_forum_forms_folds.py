@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_extract import load, score  # noqa: E402
+from bench_extract import load  # noqa: E402
+from folds import fold_report, position_halves  # noqa: E402
 
 import pipeline.extract.forum as forum  # noqa: E402
 from pipeline.core.config import ExtractConfig  # noqa: E402
@@ -57,20 +58,11 @@ def main() -> None:
         if i % 250 == 0:
             print(f"{i}/{len(pages)} pages", file=sys.stderr, flush=True)
 
-    def f1(texts, half):
-        idx = range(half, len(pages), 2)
-        return score("wcxb", [truths[i] for i in idx], [texts[i] for i in idx])["F1"]
+    halves = position_halves(len(pages))
 
     def check(title, options, baseline, shipped):
         print(f"\n{title}: F1 gain over {baseline!r}; shipped {shipped!r}")
-        for half in (0, 1):
-            other = 1 - half
-            base_here, base_there = f1(options[baseline], half), f1(options[baseline], other)
-            best = max(options, key=lambda k: f1(options[k], half))
-            print(f"half {half}: best here {best!r}: {f1(options[best], half) - base_here:+.4f} here, "
-                  f"{f1(options[best], other) - base_there:+.4f} on half {other} (held out); "
-                  f"shipped: {f1(options[shipped], half) - base_here:+.4f} here, "
-                  f"{f1(options[shipped], other) - base_there:+.4f} there")
+        fold_report(title, options, shipped, options[baseline], truths, halves)
 
     print(f"wcxb dev, {len(pages)} pages in two halves (even / odd positions)")
     forms = {"off": raw}

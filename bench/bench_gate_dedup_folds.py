@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_extract import load, score  # noqa: E402
+from bench_extract import load  # noqa: E402
+from folds import fold_report, position_halves  # noqa: E402
 
 from pipeline.core.config import ExtractConfig  # noqa: E402
 from pipeline.extract import gate  # noqa: E402
@@ -39,21 +40,6 @@ GRID = list(itertools.product((2, 3, 4, 5, 6, 8), (True, False)))
 SHIPPED = (DEDUP_MIN_WORDS, True)
 RATIOS = (2.0, 3.0, 4.0, 6.0, 10.0, float("inf"))
 SHIPPED_RATIO = gate.READABILITY_RATIO
-
-
-def fold_report(name, grid, shipped, outs, base, truths, n):
-    def f1(texts, half):
-        idx = range(half, n, 2)
-        return score("wcxb", [truths[i] for i in idx], [texts[i] for i in idx])["F1"]
-
-    for half in (0, 1):
-        other = 1 - half
-        none_here, none_there = f1(base, half), f1(base, other)
-        best = max(grid, key=lambda g: f1(outs[g], half))
-        print(f"{name} half {half}: best setting here {best}: {f1(outs[best], half) - none_here:+.4f} here, "
-              f"{f1(outs[best], other) - none_there:+.4f} on half {other} (held out); "
-              f"shipped setting: {f1(outs[shipped], half) - none_here:+.4f} here, "
-              f"{f1(outs[shipped], other) - none_there:+.4f} on half {other}")
 
 
 def gated_texts(pages, cfg):
@@ -98,7 +84,7 @@ def main() -> None:
     by_ratio = {r: [lo if s is not None and s <= r else ex for ex, lo, s in both] for r in RATIOS}
     print(f"wcxb dev, {len(pages)} pages in two halves (even / odd positions)")
     print(f"readability gate: F1 gain over ratio 2 (trafilatura's own text); ratios {RATIOS}, shipped {SHIPPED_RATIO}")
-    fold_report("gate", RATIOS, SHIPPED_RATIO, by_ratio, by_ratio[2.0], truths, len(pages))
+    fold_report("gate", by_ratio, SHIPPED_RATIO, by_ratio[2.0], truths, position_halves(len(pages)))
 
     base, outs, fired = by_ratio[SHIPPED_RATIO], {g: [] for g in GRID}, 0
     for p, text in zip(pages, base):
@@ -110,7 +96,7 @@ def main() -> None:
         fired += bool(eligible and outs[SHIPPED][-1] != text)
     print(f"repeated lines: F1 gain over the step off; min_words x keep_code = {len(GRID)} settings; "
           f"shipped {SHIPPED}; the shipped setting changes {fired} pages")
-    fold_report("repeated lines", GRID, SHIPPED, outs, base, truths, len(pages))
+    fold_report("repeated lines", outs, SHIPPED, base, truths, position_halves(len(pages)))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,14 @@ pages it fires on, and its own CPU time per page (the test and the removal).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_extract import load, score  # noqa: E402
+from bench_extract import load  # noqa: E402
+from folds import fold_report, half_f1, type_report, url_halves  # noqa: E402
 
 from pipeline.core.config import ExtractConfig  # noqa: E402
 from pipeline.extract import items  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     pages = load("wcxb_dev.jsonl.xz", args.limit)
     truths = [p["truth"] for p in pages]
     types = [p["page_type"] for p in pages]
-    halves = [hashlib.sha1(p["url"].encode()).digest()[0] & 1 for p in pages]
+    halves = url_halves(pages)
     on, off = ExtractConfig(), ExtractConfig(drop_related_items=False)
     base = [extract_page(p["html"], p.get("url"), off, title=page_title(p["html"]))[0] for p in pages]
     print("step off: done", file=sys.stderr, flush=True)
@@ -82,26 +82,15 @@ def main() -> None:
         _set({})
 
     def f1(out, half):
-        idx = [i for i, h in enumerate(halves) if h == half]
-        return score("wcxb", [truths[i] for i in idx], [out[i] for i in idx])["F1"]
+        return half_f1(truths, out, halves, half)
 
     print(f"wcxb dev, {len(pages)} pages in two halves by URL hash ({halves.count(0)} / {halves.count(1)}); "
           "F1 gain over the step off")
     for name in OPTIONS:
         print(f"  {name:18} fires on {fired[name]:4} pages, {1000 * secs[name] / len(pages):.2f} ms a page; "
               f"half 0 {f1(outs[name], 0) - f1(base, 0):+.4f}, half 1 {f1(outs[name], 1) - f1(base, 1):+.4f}")
-    for half in (0, 1):
-        other = 1 - half
-        here, there = f1(base, half), f1(base, other)
-        best = max(OPTIONS, key=lambda k: f1(outs[k], half))
-        print(f"half {half}: best here {best!r}: {f1(outs[best], half) - here:+.4f} here, "
-              f"{f1(outs[best], other) - there:+.4f} on half {other} (held out); "
-              f"shipped: {f1(outs['shipped'], half) - here:+.4f} here")
-    a = score("wcxb", truths, base, types)
-    b = score("wcxb", truths, outs["shipped"], types)
-    print(f"all pages: {a['F1']:.4f} -> {b['F1']:.4f}")
-    for ty, (f, n) in a["by_type"].items():
-        print(f"  {ty:14} {n:4} {f:.4f} -> {b['by_type'][ty][0]:.4f} ({b['by_type'][ty][0] - f:+.4f})")
+    fold_report("related items", outs, "shipped", base, truths, halves)
+    type_report(truths, types, base, outs["shipped"])
 
 
 if __name__ == "__main__":
