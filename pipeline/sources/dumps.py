@@ -237,10 +237,7 @@ class ZstdStream:
             return b""
         chunk = self.reader.read1(size)
         if not chunk:
-            self.done = True
-            cut = zstd_truncation(self.raw)
-            if cut is not None:
-                raise EOFError(f"zstd frame truncated: the file ends inside the frame at byte {cut:,}")
+            self._end()
         return chunk
 
     read = read1
@@ -251,11 +248,15 @@ class ZstdStream:
             return 0
         n = self.reader.readinto1(view)
         if not n:
-            self.done = True
-            cut = zstd_truncation(self.raw)
-            if cut is not None:
-                raise EOFError(f"zstd frame truncated: the file ends inside the frame at byte {cut:,}")
+            self._end()
         return n
+
+    def _end(self) -> None:
+        """The data ended: a clean end, or EOFError when the file stops inside a frame."""
+        self.done = True
+        cut = zstd_truncation(self.raw)
+        if cut is not None:
+            raise EOFError(f"zstd frame truncated: the file ends inside the frame at byte {cut:,}")
 
     def close(self) -> None:
         self.reader.close()
