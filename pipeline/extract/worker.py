@@ -24,7 +24,7 @@ from pipeline.extract.expand import (
 from pipeline.extract.forms import drop_form_lines
 from pipeline.extract.forum import forum_posts
 from pipeline.extract.gate import extract_gated
-from pipeline.extract.items import drop_related_items
+from pipeline.extract.items import add_missed_grid, drop_related_items
 from pipeline.extract.page import id_class_values, page_date, page_title
 
 
@@ -43,13 +43,15 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     product the extraction is widened to its container (``expand_to_container``,
     with ``cfg.expand``); on a page that declares no article and holds no code, lines
     repeating an earlier line leave (``drop_repeated_lines``, with ``cfg.dedup_lines``);
-    last, a first line that repeats the page's title (TITLE,
-    else ``page_title``) is dropped unless ``cfg.title_line``. STEPS, when given,
+    the cards of a listing's grid the text lacks are added below it
+    (``add_missed_grid``, with ``cfg.add_missed_grid``); last, a first line that
+    repeats the page's title (TITLE, else ``page_title``) is dropped unless
+    ``cfg.title_line``. STEPS, when given,
     gets what the steps did for the run's summary: consent_removed / paywall_removed
     (elements), related_items_dropped (cards), forum_ENGINE, rescued_baseline or rescued_page, expanded,
-    repeated_lines_dropped, title_line_dropped."""
+    repeated_lines_dropped, grid_added, title_line_dropped."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
-            or cfg.dedup_lines or cfg.drop_related_items or not cfg.title_line):
+            or cfg.dedup_lines or cfg.drop_related_items or cfg.add_missed_grid or not cfg.title_line):
         return extract_text(html, url, cfg), None
     from trafilatura.utils import load_html
 
@@ -93,6 +95,12 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
             text = fewer
             if steps is not None:
                 steps["repeated_lines_dropped"] = 1
+    if cfg.add_missed_grid and text:  # a listing's grid of item cards the text lacks (items.py)
+        more = add_missed_grid(tree, text, url, html)
+        if more is not None:
+            text = more
+            if steps is not None:
+                steps["grid_added"] = 1
     return _without_title(text, html, title, cfg, steps), date
 
 

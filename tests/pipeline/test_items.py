@@ -96,3 +96,106 @@ def test_the_grid_that_holds_the_h1_and_lists_without_pictures_stay():
     assert len(list(card_groups(tree))) == 1  # the gallery: linked pictures, under the h1
     assert drop_related_items(tree, "https://shop.example/mug", html) == 0
     assert len(tree.xpath("//li")) == 8 and len(tree.xpath("//div[@class='s']")) == 5
+
+
+# Listings and collections: the grid of item cards trafilatura dropped comes back
+# (``[extract] add_missed_grid``, items.add_missed_grid). Two shops' category pages whose
+# extraction kept only the category's blurb, and an article whose related-post cards
+# (long teasers) stay out.
+GRID_PAGES = {"officechairsusa.com/seating/mesh-style-chairs": "SitOnIt Novo WFH High Back Mesh Task Chair",
+              "upliftdesk.com/desk-accessories": "Inclining Walking Pad"}
+NO_GRID = ExtractConfig(add_missed_grid=False)
+
+
+def _bag_f1(truth: str, text: str | None) -> float:
+    from collections import Counter
+
+    t, y = Counter(words(truth)), Counter(words(text))
+    tp = sum((t & y).values())
+    return 2 * tp / (sum(t.values()) + sum(y.values())) if tp else 0.0
+
+
+@pytest.fixture(scope="module")
+def grid_pages():
+    return pages_by_url("wcxb_dev.jsonl.xz", tuple(GRID_PAGES) + ("createandbabble.com/10-easy-diy-wood-projects",))
+
+
+@pytest.mark.parametrize("key", GRID_PAGES)
+def test_a_listing_gets_back_the_grid_of_items_its_extraction_missed(grid_pages, key):
+    page = grid_pages[key]
+    before = extract_page(page["html"], page["url"], NO_GRID)[0] or ""
+    steps: dict = {}
+    after = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0] or ""
+    item = GRID_PAGES[key]  # an item of the page's grid, in its hand-checked text
+    assert item in page["truth"] and item not in before and item in after
+    assert steps.get("grid_added") == 1
+    assert after.startswith(before.rstrip())  # the cards go below the text, which stays whole
+    assert _bag_f1(page["truth"], after) > _bag_f1(page["truth"], before) + 0.3
+
+
+def test_an_article_keeps_its_related_posts_out(grid_pages):
+    page = grid_pages["createandbabble.com/10-easy-diy-wood-projects"]
+    steps: dict = {}
+    on = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
+    assert "grid_added" not in steps
+    assert on == extract_page(page["html"], page["url"], NO_GRID)[0]
+
+
+ITEM = ('<div class="item"><a href="/p/{i}"><img src="/i/{i}.jpg" alt=""></a>'
+        '<a href="/p/{i}">Oak side table {i}</a><span class="price">${i}9.00</span></div>')
+BLURB = "<p>Side tables for every room: oak, walnut and pine, made in our workshop.</p>"
+
+
+def _listing(cards: str, head: str = "", wrap: str = "section") -> str:
+    return (f"<html><head><title>Side tables</title>{head}</head><body><main><h1>Side tables</h1>{BLURB}"
+            f"<{wrap}><div class='grid'>{cards}</div></{wrap}></main></body></html>")
+
+
+def test_missed_cards_are_added_one_a_line():
+    from pipeline.extract.items import add_missed_grid
+
+    html = _listing("".join(ITEM.format(i=i) for i in range(1, 13)))
+    text = "Side tables for every room: oak, walnut and pine, made in our workshop."
+    out = add_missed_grid(load_html(html), text, "https://shop.example/c/side-tables", html)
+    assert out is not None and out.startswith(text + "\n")
+    lines = out.splitlines()[1:]
+    assert lines[0] == "Oak side table 1 $19.00" and len(lines) == 12
+
+
+def test_no_grid_is_added_where_the_text_has_it_or_the_page_is_not_a_listing():
+    from pipeline.extract.items import add_missed_grid
+
+    cards = "".join(ITEM.format(i=i) for i in range(1, 13))
+    blurb = "Side tables for every room: oak, walnut and pine, made in our workshop."
+    url = "https://shop.example/c/side-tables"
+    # the text holds the cards already: nothing is missed
+    html = _listing(cards)
+    have = blurb + "\n" + "\n".join(f"Oak side table {i} ${i}9.00" for i in range(1, 13))
+    assert add_missed_grid(load_html(html), have, url, html) is None
+    # cards in navigation or a footer, and a page that sells one product
+    for variant, u in ((_listing(cards, wrap="nav"), url), (_listing(cards, wrap="footer"), url),
+                       (_listing(cards, head=PRODUCT), url), (_listing(cards), "https://shop.example/product/oak-1")):
+        assert add_missed_grid(load_html(variant), blurb, u, variant) is None
+    # teasers, not items: long cards (an article's related posts) stay out
+    long = ITEM.replace("</div>", "<p>" + "A long teaser of a story about furniture and homes. " * 6 + "</p></div>")
+    html = _listing("".join(long.format(i=i) for i in range(1, 13)))
+    assert add_missed_grid(load_html(html), blurb, url, html) is None
+    # too few cards for the text: the text is most of the page
+    html = _listing("".join(ITEM.format(i=i) for i in range(1, 5)))
+    assert add_missed_grid(load_html(html), blurb * 6, url, html) is None
+
+
+def test_a_long_text_is_not_tried_for_a_missed_grid():
+    from pipeline.extract import items
+
+    # 300 cards of 3 words: more than twice the words of a 420-word text, at under 30 a card
+    html = _listing("".join(ITEM.format(i=i) for i in range(1, 301)))
+    text = " ".join(["oak"] * 420)
+    url = "https://shop.example/c/side-tables"
+    assert items.add_missed_grid(load_html(html), text, url, html) is None  # past GRID_MAX_WORDS
+    limit = items.GRID_MAX_WORDS
+    try:
+        items.GRID_MAX_WORDS = 1000
+        assert items.add_missed_grid(load_html(html), text, url, html) is not None
+    finally:
+        items.GRID_MAX_WORDS = limit
