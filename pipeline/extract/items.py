@@ -32,9 +32,10 @@ teasers of an article's related posts), those cards are added below the text, on
 line. Chosen on wcxb dev and checked on each half (bench/bench_grid_folds.py): fires on
 7 of 1,497 pages, listings .656 -> .668, collections .636 -> .639, no page type lower,
 overall .8509 -> .8520 (+.0016 / +.0006 on the halves); on no aeb page. Cheap tests
-first (the images the cards would need, then ``shown_chars``): ~0.3 ms a page on aeb,
-0.45 on wcxb (extraction 1.027x -> 1.009x plain trafilatura's speed on aeb, 1.038x ->
-1.034x on wcxb).
+first: a text of more than GRID_MAX_WORDS words is not tried (most articles), then the
+images the cards would need, then ``shown_chars``. Without the word cap the image count
+on every page took extraction from 1.03x to 1.00x plain trafilatura's speed on aeb; with
+it, 1.03x on aeb and wcxb (bench/RESULTS.md).
 """
 
 from __future__ import annotations
