@@ -6,7 +6,7 @@ import re
 
 from lxml import etree
 
-from pipeline.extract.page import id_class_values
+from pipeline.extract.page import id_class_element, id_class_values
 
 # Consent managers, by the ids and classes their scripts give their containers. A
 # bare "cmp" is not among them: Adobe's core components use cmp-* for content.
@@ -33,7 +33,6 @@ _BANNER_WORDS = ("onetrust", "ot-", "qc-cmp", "axeptio", "didomi", "cookie", "us
                  "sp-message", "gdpr", "consent", "cc-", "privacy", "paywall", "pay-wall", "regwall", "reg-wall",
                  "registration-wall", "piano-", "tp-modal", "tp-backdrop", "restricted-", "-gate", "-lock", "locked-",
                  "subscri", "premium-", "meter-", "metered")
-_NTH_ID_CLASS = etree.XPath("(//@id | //@class)[$n]", smart_strings=True)
 _NEVER_STRIPPED = {"html", "head", "body", "main", "article"}  # a page's frame: a banner class on it means nothing
 # Dialogs (<dialog>, role="dialog"/"alertdialog", aria-modal="true") that speak of cookies
 # or consent: a consent prompt whose container no known consent manager's id or class names
@@ -105,7 +104,7 @@ def strip_banners(tree, consent: bool = True, paywall: bool = True,
         low = values[i].lower()
         if not ((consent and _CONSENT_ATTR.search(low)) or (paywall and _PAYWALL_ATTR.search(low))):
             continue
-        el = _NTH_ID_CLASS(tree, n=i + 1)[0].getparent()
+        el = id_class_element(tree, i)
         if el is last or el.tag in _NEVER_STRIPPED:
             continue
         last = el

@@ -68,6 +68,7 @@ def page_date(html_or_tree, htmldate: bool = True) -> str | None:
 
 
 _ID_CLASS = etree.XPath("//@id | //@class", smart_strings=False)
+_NTH_ID_CLASS = etree.XPath("(//@id | //@class)[$n]", smart_strings=True)  # the same order as _ID_CLASS
 
 
 def id_class_values(tree) -> tuple[list[str], str]:
@@ -77,3 +78,9 @@ def id_class_values(tree) -> tuple[list[str], str]:
     markers read it, pipeline/extract/consent.py and forum.py)."""
     values = _ID_CLASS(tree)
     return values, "\0".join(values).lower()
+
+
+def id_class_element(tree, i: int):
+    """The element whose id or class is the I-th (from 0) of ``id_class_values(tree)``
+    (TREE unchanged since): only that element becomes a Python object."""
+    return _NTH_ID_CLASS(tree, n=i + 1)[0].getparent()

@@ -48,9 +48,10 @@ def iter_regions(stream: BinaryIO, stats, raw: BinaryIO | None = None, on_chunk=
     """The stream's whole lines, a region at a time: a memoryview of the reader's buffer
     from the start of a line to just after a newline, valid until the next region is
     asked for and always starting at the start of its buffer (``region.obj``, whose
-    ``find`` then gives positions in the region); the last line when the stream ends without a newline comes as bytes
-    (only when it is not blank). Lines are not counted here (the caller knows how many
-    it found); overlong lines and a truncated last line are."""
+    ``find`` then gives positions in the region); the last line, when the stream ends
+    without a newline, comes as bytes (only when it is not blank). Lines are not
+    counted here (the caller knows how many it found); overlong lines and a truncated
+    last line are."""
     buf = bytearray(2 * CHUNK)
     view = memoryview(buf)
     have = 0  # bytes of an unfinished line at the start of BUF

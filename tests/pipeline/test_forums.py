@@ -123,3 +123,16 @@ def test_comment_markup_on_an_article_is_not_a_thread(pages):
     steps: dict = {}
     extract_page(page["html"], page["url"], ExtractConfig(), steps)
     assert not any(k.startswith("forum_") for k in steps)
+
+
+def test_id_and_class_markers_are_lowercase_and_named_by_their_engines_markup():
+    # an "@" marker is looked for in the page's lowercased ids and classes: an uppercase
+    # one would never be found, and one the engine's XPath does not name could miss its
+    # posts (SMF's is the id of its thread's container, checked on real pages instead)
+    from pipeline.extract.forum import FORUM_ENGINES
+
+    markers = [(name, needle[1:], xp) for name, needle, xp in FORUM_ENGINES if needle.startswith("@")]
+    assert len(markers) == 12
+    for name, marker, xp in markers:
+        assert marker == marker.lower(), name
+        assert marker in xp.lower() or name == "smf", name
