@@ -336,7 +336,8 @@ class ExtractConfig(_Section):
     # image siblings: "Customers also viewed", "Similar items") leave the page before
     # extraction (pipeline/extract/items.py; bench/bench_items_folds.py).
     drop_related_items: bool = True
-    # Where the extraction holds under 30% of the page's visible text and a group of
+    # Where the extraction is short (up to 400 words, items.GRID_MAX_WORDS) and holds
+    # under 30% of the page's visible text, and a group of
     # item cards (link + image siblings outside navigation, headers, footers, asides and
     # forms) holds 2x its words or more that it lacks, at 30 words a card or fewer, those
     # cards are added below it, one a line: the listing's or collection's grid that
