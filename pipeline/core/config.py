@@ -299,9 +299,10 @@ class ExtractConfig(_Section):
     # extraction (pipeline/extract/ strip_consent): they otherwise become the "main
     # text" of pages whose real content is short (issue 14).
     strip_consent: bool = True
-    # Where trafilatura keeps little of a page's visible text (item lists of listings,
-    # collections and shops; forum posts), take its baseline or the page's whole text
-    # instead (pipeline/extract/ rescue_short_extraction; bench/RESULTS.md "Rescue").
+    # Where trafilatura keeps little of the visible text of a page that declares no
+    # article (item lists of listings, collections and shops), take trafilatura's
+    # baseline instead when it holds 3x the words (pipeline/extract/
+    # rescue_short_extraction; bench/RESULTS.md "Rescue").
     rescue: bool = True
     # Remove subscription prompts ("Unlock this article", "Already a subscriber? Log in")
     # by their containers (paywall, regwall, Piano, restricted-content breakers) before

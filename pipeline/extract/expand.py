@@ -16,13 +16,14 @@ from pipeline.extract.page import _JSON_LD
 # there trafilatura's article model is right, and a short story beside a long comment
 # thread is still short) and the extraction holds no paragraph of RESCUE_PROSE_WORDS
 # words (prose: the story was found, as on an old news site that declares nothing),
-# under RESCUE_PAGE_SHARE the page's whole visible text
-# (trafilatura's html2txt) replaces the extraction when longer; else trafilatura's
-# baseline (JSON-LD body, <article>, the page's paragraphs) does when it holds
-# RESCUE_BASELINE_RATIO times the words. Listing, collection, product, service and forum
-# pages are where it fires: their item lists and posts are what an article model leaves out.
+# trafilatura's baseline (JSON-LD body, <article>, the page's paragraphs) replaces the
+# extraction when it holds RESCUE_BASELINE_RATIO times the words. Listing, collection,
+# service and product pages are where it fires: their item lists are what an article
+# model leaves out. An earlier version first put the page's whole visible text
+# (html2txt) in place of an extraction under 6% of the page; with the later steps in
+# place that lost on both halves of wcxb dev (bench/bench_rescue_folds.py;
+# bench/RESULTS.md "The page-text rescue taken out") and was removed.
 RESCUE_SHARE = 0.4
-RESCUE_PAGE_SHARE = 0.06
 RESCUE_BASELINE_RATIO = 3
 RESCUE_PROSE_WORDS = 60
 _WORD = re.compile(r"\w+")
@@ -52,9 +53,9 @@ def visible_chars(tree) -> int:
 
 
 def rescue_short_extraction(tree, text: str | None, article: bool | None = None) -> tuple[str | None, str | None]:
-    """(text, how) where HOW names the rescue that replaced TEXT ("baseline" or "page"),
-    or None when TEXT stays. TREE is the parsed page, left unchanged."""
-    from trafilatura import baseline, html2txt
+    """(text, how) where HOW is "baseline" when trafilatura's baseline replaced TEXT,
+    None when TEXT stays. TREE is the parsed page, left unchanged."""
+    from trafilatura import baseline
 
     # the cheap tests first: prose and a declared article rule out most article pages
     if any(len(_WORD.findall(line)) >= RESCUE_PROSE_WORDS for line in (text or "").splitlines()):
@@ -66,10 +67,6 @@ def rescue_short_extraction(tree, text: str | None, article: bool | None = None)
     if not page or got >= RESCUE_SHARE * page:
         return text, None
     words = len(_WORD.findall(text or ""))
-    if got < RESCUE_PAGE_SHARE * page:
-        whole = html2txt(tree)
-        if len(_WORD.findall(whole)) > words:
-            return whole, "page"
     base = baseline(tree)[1]
     if len(_WORD.findall(base)) > RESCUE_BASELINE_RATIO * words:
         return base, "baseline"

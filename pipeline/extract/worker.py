@@ -48,7 +48,7 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     repeats the page's title (TITLE, else ``page_title``) is dropped unless
     ``cfg.title_line``. STEPS, when given,
     gets what the steps did for the run's summary: consent_removed / paywall_removed
-    (elements), related_items_dropped (cards), forum_ENGINE, rescued_baseline or rescued_page, expanded,
+    (elements), related_items_dropped (cards), forum_ENGINE, rescued_baseline, expanded,
     repeated_lines_dropped, grid_added, title_line_dropped."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
             or cfg.dedup_lines or cfg.drop_related_items or cfg.add_missed_grid or not cfg.title_line):
