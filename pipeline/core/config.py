@@ -327,6 +327,11 @@ class ExtractConfig(_Section):
     # receive ...", "Sign up for our newsletter", "We use cookies ..."), wherever they sat
     # (pipeline/extract/ drop_form_lines; bench/bench_forum_forms_folds.py).
     strip_forms: bool = True
+    # Drop the lines made of machine ids: 3 or more UUIDs making 80% of a line's
+    # characters. Some shops hide a label ("Sponsored") among spans of UUIDs their
+    # stylesheet makes invisible; trafilatura reads no CSS and keeps them as lines of a
+    # thousand characters (pipeline/extract/ drop_id_runs; bench/bench_id_runs_folds.py).
+    drop_id_runs: bool = True
     # On a page that declares no article and holds no code (<pre>, <code>), a line of 3+
     # words repeating an earlier line of the text leaves it: a shop's or service page's
     # tabs and carousels give the same block twice (pipeline/extract/ drop_repeated_lines;

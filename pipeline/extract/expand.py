@@ -173,6 +173,34 @@ def drop_repeated_lines(text: str, min_words: int = 3, keep_code: bool = False) 
     return "\n".join(out)
 
 
+# Runs of machine ids (``[extract] drop_id_runs``). Some shops hide a label such as
+# "Sponsored" among spans whose text is UUIDs that their stylesheet makes invisible
+# (eBay's item pages: "9303097ac-d3e5-41e1-baf5-...X2bf8403c-..."); trafilatura reads no
+# CSS and keeps them as lines of ~1,000 characters. A line holding ID_RUN_MIN UUIDs or
+# more that make ID_RUN_SHARE of its characters (spaces aside) is no one's text and
+# leaves. On wcxb dev it fires on the 3 eBay item pages that carry such labels and on no
+# other page of wcxb or aeb at every count (2, 3, 5) and share (.5, .8, .9) tried
+# (bench/bench_id_runs_folds.py); a UUID inside a line of prose or code stays.
+ID_RUN_MIN = 3
+ID_RUN_SHARE = 0.8
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def drop_id_runs(text: str | None, min_ids: int = ID_RUN_MIN, share: float = ID_RUN_SHARE) -> tuple[str | None, int]:
+    """(TEXT without its lines made of machine ids, how many went): a line goes when it
+    holds MIN_IDS UUIDs or more and they make SHARE of its characters, spaces aside."""
+    if not text or not _UUID.search(text):
+        return text, 0
+    kept, dropped = [], 0
+    for line in text.splitlines():
+        ids = _UUID.findall(line)
+        if len(ids) >= min_ids and 36 * len(ids) >= share * len("".join(line.split())):
+            dropped += 1
+            continue
+        kept.append(line)
+    return ("\n".join(kept), dropped) if dropped else (text, 0)
+
+
 def drop_title_line(text: str | None, title: str | None) -> str | None:
     """TEXT without its first line when that line (3 words or more) is the page's
     TITLE or a part of it ("Headline | Site"): the document keeps its title in its own

@@ -17,6 +17,7 @@ from pipeline.extract.expand import (
     declares_article,
     declares_product,
     drop_repeated_lines,
+    drop_id_runs,
     drop_title_line,
     expand_to_container,
     rescue_short_extraction,
@@ -44,12 +45,14 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     with ``cfg.expand``); on a page that declares no article and holds no code, lines
     repeating an earlier line leave (``drop_repeated_lines``, with ``cfg.dedup_lines``);
     the cards of a listing's grid the text lacks are added below it
-    (``add_missed_grid``, with ``cfg.add_missed_grid``); last, a first line that
+    (``add_missed_grid``, with ``cfg.add_missed_grid``); on every text, lines made of
+    machine ids leave (``drop_id_runs``, with ``cfg.drop_id_runs``) and so do form and
+    newsletter lines (``drop_form_lines``, with ``cfg.strip_forms``); last, a first line that
     repeats the page's title (TITLE, else ``page_title``) is dropped unless
     ``cfg.title_line``. STEPS, when given,
     gets what the steps did for the run's summary: consent_removed / paywall_removed
     (elements), related_items_dropped (cards), forum_ENGINE, rescued_baseline, expanded,
-    repeated_lines_dropped, grid_added, title_line_dropped."""
+    repeated_lines_dropped, grid_added, id_runs_dropped, form_lines_dropped, title_line_dropped."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
             or cfg.dedup_lines or cfg.drop_related_items or cfg.add_missed_grid or not cfg.title_line):
         return extract_text(html, url, cfg), None
@@ -105,6 +108,10 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
 
 
 def _without_title(text, html, title, cfg, steps):
+    if cfg.drop_id_runs and text:  # lines of UUIDs a stylesheet hid (expand.py)
+        text, n = drop_id_runs(text)
+        if n and steps is not None:
+            steps["id_runs_dropped"] = n
     if cfg.strip_forms and text:  # sign-up, newsletter and cookie-notice lines (forms.py)
         text, n = drop_form_lines(text)
         if n and steps is not None:

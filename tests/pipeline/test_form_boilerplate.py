@@ -97,3 +97,38 @@ def test_a_long_line_stays_and_nothing_is_empty():
     long = "By submitting this form you agree to our terms, " + "and this sentence goes on about the story itself " * 8
     assert drop_form_lines(long) == (long, 0)  # over FORM_MAX_WORDS words: prose, not a form's note
     assert drop_form_lines("") == ("", 0) and drop_form_lines(None) == (None, 0)
+
+
+# --- lines of machine ids (``drop_id_runs``) -----------------------------------------
+
+EBAY_ITEMS = ["ebay.com/itm/276702815108", "ebay.com/itm/296607459180", "ebay.com/itm/404928375058"]
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.mark.parametrize("key", EBAY_ITEMS)
+def test_a_stylesheet_hidden_label_of_uuids_leaves_the_text(key):
+    # eBay hides "Sponsored" among spans of UUIDs its CSS makes invisible; without the
+    # step they reach the text as lines of ~1,000 characters, which the hand-checked text lacks
+    page = pages_by_url("wcxb_dev.jsonl.xz", [key], first=True)[key]
+    steps: dict = {}
+    before = extract_page(page["html"], page["url"], ExtractConfig(drop_id_runs=False))[0]
+    after = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
+    runs = [line for line in before.splitlines() if len(_UUID.findall(line)) >= 3]
+    assert runs and all(len(line) > 500 for line in runs)
+    assert not _UUID.search(after) and steps["id_runs_dropped"] == len(runs)
+    assert not _UUID.search(page["truth"])
+    assert [line for line in before.splitlines() if line not in runs] == after.splitlines()
+
+
+def test_a_uuid_in_prose_or_code_stays():
+    from pipeline.extract.expand import drop_id_runs
+
+    text = ("Take note of the UUID, e.g. ba5b7f3a-54d2-4325-80e5-e7a159900d3f, then edit fstab.\n"
+            "/dev/sda6 /media/ba5b7f3a-54d2-4325-80e5-e7a159900d3f ext4 defaults 0 2\n"
+            "ids: 440b3421-0591-4279-b977-1d34a651ceaf 511e4748-1bce-40c8-9c69-f944ec710640, the two we kept")
+    assert drop_id_runs(text) == (text, 0)
+    run = "".join(f"{c}{u}" for c, u in zip("Sponsored", [
+        "440b3421-0591-4279-b977-1d34a651ceaf", "511e4748-1bce-40c8-9c69-f944ec710640",
+        "f0ced053-3062-4987-8a6c-b8dda0b9cdb8", "8eaedc9a-fffb-4d31-b369-f888e1af8ca0"]))
+    assert drop_id_runs(f"Item title\n{run}\nCondition: new") == ("Item title\nCondition: new", 1)
+    assert drop_id_runs("") == ("", 0) and drop_id_runs(None) == (None, 0)
