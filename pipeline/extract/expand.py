@@ -184,16 +184,19 @@ def drop_repeated_lines(text: str, min_words: int = 3, keep_code: bool = False) 
 ID_RUN_MIN = 3
 ID_RUN_SHARE = 0.8
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+# the cheap test first: led by a literal "-", the regex engine jumps from hyphen to hyphen
+# (5 µs a text on wcxb dev, against 270 µs for _UUID's search, which starts at every character)
+_UUID_MIDDLE = re.compile(r"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-", re.I)
 
 
 def drop_id_runs(text: str | None, min_ids: int = ID_RUN_MIN, share: float = ID_RUN_SHARE) -> tuple[str | None, int]:
     """(TEXT without its lines made of machine ids, how many went): a line goes when it
     holds MIN_IDS UUIDs or more and they make SHARE of its characters, spaces aside."""
-    if not text or not _UUID.search(text):
+    if not text or not _UUID_MIDDLE.search(text):
         return text, 0
     kept, dropped = [], 0
     for line in text.splitlines():
-        ids = _UUID.findall(line)
+        ids = _UUID.findall(line) if _UUID_MIDDLE.search(line) else ()
         if len(ids) >= min_ids and 36 * len(ids) >= share * len("".join(line.split())):
             dropped += 1
             continue
