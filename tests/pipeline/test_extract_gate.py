@@ -50,10 +50,15 @@ def test_the_exact_gate_gives_trafilaturas_text(pages, plain):
             tree = load_html(p["html"])  # from a parsed tree too (extract_page's way)
             assert gate.extract_gated(tree, ratio=2, url=p["url"], include_comments=False) == want, p["url"]
 
+    before = dict(gate.stats)
     skipped, compared = _skipped_and_compared(run)
     # the comparison was skipped on a good share of the pages, and still ran on others
     assert skipped >= 0.25 * 2 * len(pages)
     assert compared > 0
+    # so was the page's text for the recall escalation's test: left out where the bound
+    # answers, built where it does not, with trafilatura's texts all the same
+    assert gate.stats["page_text_skipped"] > before["page_text_skipped"]
+    assert gate.stats["page_text_built"] > before["page_text_built"]
 
 
 def test_the_shipped_ratio_skips_more_and_changes_few_texts(pages, plain):
@@ -102,3 +107,17 @@ def test_the_bound_holds_the_pages_text_less_scripts(pages):
         tree = load_html(p["html"])
         visible = " ".join("".join(tree.xpath("//text()[not(ancestor::script or ancestor::style)]")).split())
         assert len(visible) <= gate.page_text_bound(tree) <= tree.xpath("string-length(normalize-space(/))"), p["url"]
+
+
+def test_the_page_text_is_never_longer_than_its_bound(pages):
+    # trafilatura's html2txt (the recall escalation's page measure): the page's text less
+    # scripts and styles, plus the two spaces it may insert at each block element
+    import importlib
+
+    baseline = importlib.import_module("trafilatura.baseline")
+    blocks = tuple(baseline._BLOCK_ELEMS)
+    html = "<html><body><div>a<p>b</p>c<br>d<ul><li>e</li><li>f</li></ul></div><script>x()</script></body></html>"
+    for tree in [load_html(html)] + [load_html(p["html"]) for p in pages]:
+        text = baseline.html2txt(tree)
+        assert len(text) <= gate.page_text_bound(tree) + 2 * sum(1 for _ in tree.iter(*blocks))
+    assert baseline.html2txt(load_html(html)) == "a b c d e f"  # spaces inserted where the page has none
