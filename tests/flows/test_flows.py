@@ -354,15 +354,19 @@ def test_scheduled_builds_trigger_one_training_per_new_corpus_version(world, cfg
         slow_toml.write_text(toml.read_text().replace(f"per_host_delay_s = {cfg.fetch.per_host_delay_s}",
                                                       "per_host_delay_s = 1.0"))
         out4 = tmp_path / "build-interrupted"
+        build_log = tmp_path / "build-interrupted.log"  # kept for the failure message: what the build saw
         build = subprocess.Popen(WEBTEXT + ["build", "--dump", str(world[1][0]), "--out", str(out4), "--config",
-                                            str(slow_toml)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+                                            str(slow_toml)], env=env, cwd=REPO, stdout=open(build_log, "wb"),
+                                 stderr=subprocess.STDOUT)
         t0 = time.monotonic()
         while lines(out4 / "fetch") < 3:
             assert time.monotonic() - t0 < 180 and build.poll() is None
             time.sleep(0.2)
+        interrupted_after = lines(out4 / "fetch")
         build.send_signal(signal.SIGINT)
-        assert build.wait(timeout=60) != 0
+        assert build.wait(timeout=60) != 0, (f"the build ended normally after SIGINT (sent at {interrupted_after} fetch "
+                                             f"outcomes, {lines(out4 / 'fetch')} at the end); its output:\n"
+                                             + build_log.read_text(errors="replace")[-6000:])
         mine = [x for x in runs("build-corpus") if x["parameters"].get("out") == str(out4)]
         assert [x["state_type"] for x in mine] in (["CRASHED"], ["CANCELLED"]), mine
     finally:
