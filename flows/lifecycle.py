@@ -105,7 +105,10 @@ def temporary_server(timeout_s: float | None = None) -> Iterator[str | None]:
         proc = subprocess.Popen(
             [sys.executable, "-c", _TRAMPOLINE, str(os.getpid()), "-m", "uvicorn", "--app-dir",
              str(Path(prefect.__file__).parent.parent), "--factory", "prefect.server.api.server:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"], env=env)
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"], env=env,
+            # a session of its own: Ctrl-C at a terminal (SIGINT to the whole foreground group)
+            # must not stop the server before the interrupted run has reported its state to it
+            start_new_session=True)
         t0 = time.monotonic()
         while proc.poll() is None and time.monotonic() - t0 < timeout_s:
             try:

@@ -131,8 +131,24 @@ def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGE
     """The one driver of a build: every stage in order, each with the summaries of
     those before it. RUNNER decides where work runs (``LocalRunner``, or the Prefect
     flow's, which maps partitions as tasks on a cluster). Returns the funnel."""
+    from pipeline.core import interrupt
+
     runner = runner or LocalRunner()
     funnel: list[dict] = []
+    interrupt.reset()  # a stop asked of an earlier build of this process is not this one's
+    try:
+        _run_stages(ctx, runner, stages, funnel)
+    except BaseException as exc:
+        # An interrupt reached the build's thread (KeyboardInterrupt, Prefect's
+        # TerminationSignal for SIGTERM, SystemExit): the work running in other threads
+        # stops too, rather than the task runner waiting for it to finish.
+        if not isinstance(exc, Exception):
+            interrupt.request_stop(type(exc).__name__)
+        raise
+    return funnel
+
+
+def _run_stages(ctx: BuildContext, runner, stages: tuple[Stage, ...], funnel: list[dict]) -> None:
     for st in stages:
         if st.applies is not None and not st.applies(ctx):
             continue  # a stage this build's configuration does not use (the funnel leaves it out)
@@ -145,7 +161,6 @@ def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGE
                 funnel.append(note_given_up(st, summary, given_up) if given_up else summary)
             else:
                 funnel.append(runner.call(st, "run", c))
-    return funnel
 
 
 def write_build_record(out: Path, stages: list[dict], started: float, report_cfg) -> Path:

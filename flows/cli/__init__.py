@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pipeline.build import BuildLocked
 
+    if args.command in STAGE_COMMANDS + ("build", "demo"):
+        from pipeline.core import interrupt
+
+        interrupt.install_sigint()  # Ctrl-C stops the work in every thread, not only the main one
+
     try:
         if args.command in STAGE_COMMANDS and getattr(args, "out", None):
             from pipeline.build import dir_lock

@@ -39,6 +39,8 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Iterator
 
+from pipeline.core import interrupt
+
 
 class WorkerStartError(RuntimeError):
     """A pool worker's initializer raised: the pool cannot run (the message says why)."""
@@ -58,6 +60,10 @@ class TaskFailed:
 
 
 def _worker_main(conn, fn, initializer, initargs) -> None:
+    # Ctrl-C at a terminal reaches the whole process group: the parent decides (it stops
+    # the pool, pipeline/core/interrupt.py); a worker that died of it would count as a
+    # page's failure
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -172,8 +178,10 @@ class TaskPool:
                     w.job = todo.popleft()
                     w.deadline = time.monotonic() + self.time_limit_s if self.time_limit_s else None
                     w.conn.send(w.job[1])
+            interrupt.check("a pool's work")  # a stop of the build: close() kills the busy workers
             deadlines = [w.deadline for w in self.workers if w.deadline is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            timeout = interrupt.POLL_S if timeout is None else min(timeout, interrupt.POLL_S)
             for conn in wait([w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers], timeout):
                 w = next((x for x in self.workers if conn is x.conn or conn == x.proc.sentinel), None)
                 if w is None:

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import interrupt
 from pipeline.core.config import DedupConfig
 from pipeline.core.errors import DamagedPart
 from pipeline.core.io import conform
@@ -155,6 +156,7 @@ def _signatures(parts: list[Path], sig_files: list[Path], cfg: DedupConfig, work
                 bar.update(1)
     else:
         for p, s in todo:
+            interrupt.check("dedup")  # a stop of the build (Ctrl-C): signatures made so far are kept
             part_signatures(p, s, cfg)
             bar.update(1)
     bar.close()

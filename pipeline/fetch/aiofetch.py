@@ -68,14 +68,35 @@ def blocking_pool() -> ThreadPoolExecutor:
         return _BLOCKING
 
 
-def run(coro):
-    """Runs CORO on the shared loop and waits for its result (its exception is raised here)."""
-    fut = asyncio.run_coroutine_threadsafe(coro, shared_loop())
+def run(coro, cleanup_s: float = 30.0):
+    """Runs CORO on the shared loop and waits for its result (its exception is raised
+    here). A stop of the build (pipeline/core/interrupt.py) or an interrupt of this
+    thread cancels the coroutine and waits up to CLEANUP_S for it to end (the crawl
+    commits what finished and closes its files) before the interrupt is raised here."""
+    import concurrent.futures
+
+    from pipeline.core import interrupt
+
+    loop = shared_loop()
+    ended: concurrent.futures.Future = concurrent.futures.Future()
+    task: list[asyncio.Task] = []
+
+    def start() -> None:
+        t = loop.create_task(coro)
+        task.append(t)
+        t.add_done_callback(lambda _: ended.set_result(None))  # finished, failed or cancelled
+
+    loop.call_soon_threadsafe(start)
     try:
-        return fut.result()
+        interrupt.wait_future(ended, "fetch")
     except BaseException:
-        fut.cancel()  # an interrupt of this thread: the coroutine is cancelled too
+        loop.call_soon_threadsafe(lambda: task[0].cancel())  # after start(): the loop runs them in order
+        try:
+            ended.result(timeout=cleanup_s)
+        except concurrent.futures.TimeoutError:
+            pass
         raise
+    return task[0].result()
 
 
 class InflightBudget:

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import orjson
 
+from pipeline.core import interrupt
 from pipeline.core.config import FetchConfig
 from pipeline.core.linkfields import LINK_FIELDS
 from pipeline.core.summary import RunSummary, progress
@@ -348,7 +349,8 @@ def _fetch(links: Iterable[dict], out: Path, cfg: FetchConfig, log_path: Path, w
                     def drain(block_until: int) -> None:
                         nonlocal inflight
                         while len(inflight) > block_until:
-                            finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                            interrupt.check("fetch")  # a stop asked for: the requests in flight end, no more start
+                            finished, inflight = wait(inflight, timeout=interrupt.POLL_S, return_when=FIRST_COMPLETED)
                             for fut in finished:
                                 rec = fut.result()
                                 log.add(rec)

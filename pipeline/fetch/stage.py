@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -13,6 +15,7 @@ from typing import Iterable
 
 import orjson
 
+from pipeline.core import interrupt
 from pipeline.core.config import FetchConfig
 from pipeline.core.summary import RunSummary, progress
 from pipeline.fetch.crawl import _fetch
@@ -220,9 +223,6 @@ def _run_groups(groups: list[tuple]) -> list[dict]:
     fork of this threaded one), given its arguments as JSON on stdin. The pipe stays open
     while the child runs: a child whose parent is gone (a killed build) reads its end
     and stops at once, so no partition is left writing beside the next run's."""
-    import dataclasses
-    import subprocess
-
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     procs = []
@@ -234,15 +234,25 @@ def _run_groups(groups: list[tuple]) -> list[dict]:
                                         "retry_failed": retry_failed, "reuse": list(reuse)}) + b"\n")
             p.stdin.flush()
             procs.append(p)
+        data = _read_children(procs, groups)
         results = []
-        with progress(total=sum(len(g[2]) for g in groups), desc="fetch partitions", unit="partitions") as bar:
-            for p, g in zip(procs, groups):
-                data = p.stdout.read()  # its one line, at its end
-                if p.wait() != 0 or not data.strip():
-                    raise RuntimeError(f"fetch of partitions {g[2]} failed (exit status {p.returncode}; its error above)")
-                results += orjson.loads(data)
-                bar.update(len(g[2]))
+        for p, g in zip(procs, groups):
+            if p.returncode != 0 or not data[p].strip():
+                raise RuntimeError(f"fetch of partitions {g[2]} failed (exit status {p.returncode}; its error above)")
+            results += orjson.loads(data[p])
         return results
+    except KeyboardInterrupt:  # interrupt.Interrupted included
+        # a stop of the build: each child is interrupted the same way (it cancels its
+        # crawl, commits what finished and closes its files), then killed if still there
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        raise
     finally:
         for p in procs:
             if p.poll() is None:
@@ -250,6 +260,30 @@ def _run_groups(groups: list[tuple]) -> list[dict]:
                 p.wait()
             p.stdin.close()
             p.stdout.close()
+
+
+def _read_children(procs: list, groups: list[tuple]) -> dict:
+    """Each child's whole stdout (its one line, at its end), read as the children end;
+    a stop of the build (pipeline/core/interrupt.py) raises ``Interrupted`` meanwhile."""
+    import selectors
+
+    data = {p: b"" for p in procs}
+    with selectors.DefaultSelector() as sel, \
+            progress(total=sum(len(g[2]) for g in groups), desc="fetch partitions", unit="partitions") as bar:
+        for p, g in zip(procs, groups):
+            sel.register(p.stdout, selectors.EVENT_READ, (p, len(g[2])))
+        while sel.get_map():
+            interrupt.check("fetch")
+            for key, _ in sel.select(timeout=interrupt.POLL_S):
+                p, n = key.data
+                chunk = os.read(key.fd, 1 << 16)
+                if chunk:
+                    data[p] += chunk
+                    continue
+                sel.unregister(key.fileobj)
+                p.wait()
+                bar.update(n)
+    return data
 
 
 def _group_main() -> None:
@@ -262,8 +296,15 @@ def _group_main() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="webtext-parent-watch").start()
+    # SIGINT (from the parent, or Ctrl-C at a terminal: the whole group gets it) asks the
+    # crawl to stop; a second one changes nothing while it commits and closes its files
+    signal.signal(signal.SIGINT, lambda *_: interrupt.request_stop("SIGINT"))
     cfg = FetchConfig(**args["cfg"])
-    res = _fetch_group((args["out"], cfg, args["parts"], args["retry_failed"], tuple(args["reuse"])))
+    try:
+        res = _fetch_group((args["out"], cfg, args["parts"], args["retry_failed"], tuple(args["reuse"])))
+    except KeyboardInterrupt:  # the parent's stop (or Ctrl-C at a terminal): the crawl ended cleanly
+        sys.stderr.flush()
+        os._exit(130)
     sys.stdout.buffer.write(orjson.dumps(res) + b"\n")
     sys.stdout.flush()
     sys.stderr.flush()

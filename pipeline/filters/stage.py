@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.core import interrupt
 from pipeline.core.config import FilterConfig
 from pipeline.core.errors import DamagedPart
 from pipeline.core.io import read_part
@@ -48,6 +49,7 @@ def filter_documents(src: str | Path, out_dir: str | Path, cfg: FilterConfig, wr
                 done[d["file"]] = d
     with progress(desc="filter", unit="docs") as bar:
         for f in files:
+            interrupt.check("filter")  # a stop of the build (Ctrl-C): parts done so far are kept
             if f.name in done:
                 prev = done[f.name]
                 summary.n_in += prev["in"]

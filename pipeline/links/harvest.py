@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pyarrow.compute as pc
 
+from pipeline.core import interrupt
 from pipeline.core.config import LinksConfig
 from pipeline.core.io import (
     atomic_write_bytes,
@@ -98,10 +99,12 @@ def _harvest_part(dump: str | Path, out_dir: str | Path, cfg: LinksConfig, kind:
     if kind == "dump":
         add = selector.add_batch if fast else lambda subs: [selector.add(s) for s in subs]
         for subs in iter_submission_batches(dump, stats, progress_bar=bar, per_line=not fast):
+            interrupt.check("links")  # a stop of the build (Ctrl-C); the dump is read again next time
             add(subs)
         selector.flush()  # its counts complete before the reader's are added
     else:
         for sub in iter_url_list(dump, stats, progress_bar=bar):
+            interrupt.check("links")
             selector.add(sub)
     if own_bar:
         bar.close()

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core import interrupt
 from pipeline.core.config import ShardConfig
 from pipeline.core.schema import check_document_schema
 from pipeline.core.io import atomic_write_json, conform
@@ -306,6 +307,7 @@ def shard_documents(src: str | Path, out_dir: str | Path, cfg: ShardConfig, buil
 
     for f in progress(new_files, desc="shards", unit="parts"):
         for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=1000):
+            interrupt.check("shard")  # a stop of the build (Ctrl-C): no version is published
             ids = b.column("id").to_pylist()
             mask = []
             for i in ids:
