@@ -141,8 +141,9 @@ def run_stages(ctx: BuildContext, runner=None, stages: tuple[Stage, ...] = STAGE
     except BaseException as exc:
         # An interrupt reached the build's thread (KeyboardInterrupt, Prefect's
         # TerminationSignal for SIGTERM, SystemExit): the work running in other threads
-        # stops too, rather than the task runner waiting for it to finish.
-        if not isinstance(exc, Exception):
+        # stops too, rather than the task runner waiting for it to finish. (By name:
+        # the stages' layer does not import Prefect.)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) or type(exc).__name__ == "TerminationSignal":
             interrupt.request_stop(type(exc).__name__)
         raise
     return funnel

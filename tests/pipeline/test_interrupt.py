@@ -122,3 +122,35 @@ def test_the_flag_is_cleared_by_the_next_build_and_says_why():
         interrupt.check("extract")
     interrupt.reset()
     interrupt.check("extract")  # nothing raised
+
+
+class _Raises:
+    """A runner whose every stage raises EXC (where a build's main thread would get it)."""
+
+    distributed = False
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def call(self, *a):
+        raise self.exc
+
+    map = call
+
+
+@pytest.mark.parametrize("exc,stops", [(KeyboardInterrupt(), True), (SystemExit(1), True),
+                                       (ValueError("a stage's own error"), False)])
+def test_an_interrupt_in_the_builds_thread_stops_the_work_in_the_others(tmp_path, exc, stops):
+    """The build's thread gets Ctrl-C (or Prefect's TerminationSignal for SIGTERM) while
+    a stage runs in a task runner's thread: the flag is set so that stage stops too. A
+    stage's own error is not an interrupt: the other work is left to finish."""
+    from pipeline.build import run_stages
+    from pipeline.core.config import Config
+    from pipeline.stages import BuildContext
+
+    interrupt.request_stop("an earlier build")  # cleared when a build starts
+    with pytest.raises(type(exc)):
+        run_stages(BuildContext(tmp_path, Config(), progress=False), _Raises(exc))
+    assert interrupt.stop_requested() is stops
+    if stops:
+        assert interrupt.reason() == type(exc).__name__
