@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -199,10 +200,44 @@ def fetch_partition(fetch_dir: str | Path, cfg: FetchConfig, part: int, retry_fa
     n = layout(out, cfg)["partitions"]
     if not 0 <= part < n:
         raise ValueError(f"partition {part} of a fetch directory with {n} partitions")
-    s = _fetch(_todo_rows(out / "todo" / f"part-{part:04d}.jsonl"), out, cfg, partition_log(out, part),
-               f"webtext-p{part:04d}", reuse_outcomes, retry_failed, progress_bar, (part, n))
+    with _partition_lock(out, part):
+        s = _fetch(_todo_rows(out / "todo" / f"part-{part:04d}.jsonl"), out, cfg, partition_log(out, part),
+                   f"webtext-p{part:04d}", reuse_outcomes, retry_failed, progress_bar, (part, n))
     s.extra["partition"] = part
     return s.to_dict()
+
+
+class PartitionBusy(RuntimeError):
+    """Another process (or thread) is fetching this partition now."""
+
+
+@contextlib.contextmanager
+def _partition_lock(out: Path, part: int):
+    """One writer per partition: an advisory ``flock`` on outcomes/.part-NNNN.lock, released
+    by the kernel when its holder dies. The build's directory lock keeps a second build
+    out; this keeps out a partition task that outlived its build: an interrupted build's
+    task still running on a Dask cluster's worker (a worker cannot stop a running task),
+    or a task the scheduler ran again while its first worker still ran it. Two writers
+    of one outcome log would log URLs twice."""
+    import fcntl
+    import socket
+
+    path = out / "outcomes" / f".part-{part:04d}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            raise PartitionBusy(f"fetch partition {part} of {out} is being fetched by {holder}: a task of an earlier, "
+                                "interrupted build still running on a cluster worker? It ends by itself (or restart "
+                                "that worker); then run the build again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _fetch_group(a: tuple) -> list[dict]:

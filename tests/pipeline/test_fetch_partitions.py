@@ -196,3 +196,35 @@ def test_a_first_layout_directory_is_taken_over_without_fetching_twice(tmp_path,
     assert again.n_out == 0 and (tmp_path / "outcomes.legacy.jsonl").read_bytes() == old_log
     assert sum(len(l.read_bytes().splitlines()) for l in (tmp_path / "outcomes").glob("part-*.jsonl")) == \
         len(old_rows) + len(new_rows)
+
+
+def test_a_partition_being_fetched_elsewhere_is_refused_not_fetched_twice(tmp_path, pages):
+    """A partition task that outlived its build (still running on a cluster's worker after
+    the build was interrupted) holds its partition: a second fetch of it is refused with
+    who holds it, and runs once the first is gone (the kernel drops a dead holder's lock)."""
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.fetch.stage import PartitionBusy
+
+    with WebServer(pages) as srv:
+        cfg = config(srv, partitions=4)
+        rows = links(HOSTS, 2)
+        part = spool_links(iter(rows), tmp_path, cfg)[0]
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                                   "from pipeline.fetch.stage import _partition_lock\n"
+                                   f"with _partition_lock(Path({str(tmp_path)!r}), {part}):\n"
+                                   "    print('held', flush=True); time.sleep(600)"],
+                                  stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(PartitionBusy, match=f"partition {part} of .* by pid {holder.pid} on "):
+                fetch_partition(tmp_path, cfg, part)
+            assert not outcome_lines(tmp_path)
+        finally:
+            holder.kill()
+            holder.wait()
+        time.sleep(0.1)
+        r = fetch_partition(tmp_path, cfg, part)
+    assert r["out"] == len([x for x in rows if host_partition(x["url_norm"], 4) == part]) > 0
