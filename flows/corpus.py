@@ -74,9 +74,32 @@ def stage_task(stage: str, what: str, ctx: BuildContext, *args):
     """One stage's ``run``/``run_part``/``finish`` (looked up by name on whichever worker
     runs it). No Prefect result cache: each stage keeps its own on-disk state, which is
     finer than a cache key, and a Prefect result file is a pickle a cache hit would load."""
+    from pipeline.core import interrupt
     from pipeline.stages import BY_NAME
 
-    return getattr(BY_NAME[stage], what)(ctx, *args)
+    probe = _dask_task_given_up()
+    if probe is None:
+        return getattr(BY_NAME[stage], what)(ctx, *args)
+    with interrupt.watching(probe):  # on a Dask worker: stop when the build that sent it is gone
+        return getattr(BY_NAME[stage], what)(ctx, *args)
+
+
+def _dask_task_given_up():
+    """On a Dask worker, running a task: a test of whether the scheduler has given the
+    task up (its client, the build, was interrupted or died: the worker's state for its
+    key turns "cancelled", and Dask lets it run to its end: dask/distributed#3681). None
+    elsewhere, and whenever the task's state cannot be read (no false stop)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        key = worker.get_current_task()
+    except (ImportError, ValueError, AttributeError):
+        return None
+    ts = worker.state.tasks.get(key) if key is not None else None
+    if ts is None or ts.state == "cancelled":
+        return None
+    return lambda: ts.state == "cancelled"
 
 
 class PrefectRunner:

@@ -22,14 +22,17 @@ clears it when it starts (``reset``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from typing import Callable, Iterator
 
 POLL_S = 0.25  # the longest a waiting thread goes without looking at the flag
 
 _STOP = threading.Event()
 _why: list[str] = []
+_local = threading.local()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -56,9 +59,26 @@ def reset() -> None:
 
 
 def check(where: str) -> None:
-    """Raises ``Interrupted`` when a stop was asked for (a cheap test: call it in loops)."""
+    """Raises ``Interrupted`` when a stop was asked for, of the process or of this thread's
+    task (``watching``): a cheap test, to call in loops."""
     if _STOP.is_set():
         raise Interrupted(f"{where} stopped: {reason() or 'interrupted'}")
+    probe = getattr(_local, "probe", None)
+    if probe is not None and probe():
+        raise Interrupted(f"{where} stopped: its task was given up by its scheduler")
+
+
+@contextlib.contextmanager
+def watching(probe: Callable[[], bool]) -> Iterator[None]:
+    """While inside, ``check`` in this thread also stops when PROBE() is true: a task
+    that its scheduler gave up while it ran (a Dask worker cannot stop a running task;
+    flows/corpus.py passes a probe of the worker's state for the task's key)."""
+    old = getattr(_local, "probe", None)
+    _local.probe = probe
+    try:
+        yield
+    finally:
+        _local.probe = old
 
 
 def wait_future(fut, where: str):

@@ -247,3 +247,60 @@ def test_a_poison_partition_is_given_up_and_the_rest_published(prefect_api, worl
     assert {dup_of.get(c) for c in kept_copies} == originals, (kept_copies, originals)
     assert all(final[i] == local[i] for i in set(final) & set(local))
     print(f"near-copies kept for an original in the given-up log: {len(kept_copies)}")
+
+
+def held_partitions(fetch_dir: Path) -> list[str]:
+    """The fetch partition locks someone holds now (pipeline/fetch/stage.py ``_partition_lock``)."""
+    import fcntl
+
+    held = []
+    for lock in sorted((fetch_dir / "outcomes").glob(".part-*.lock")):
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.append(lock.name)
+        finally:
+            os.close(fd)
+    return held
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_build_leaves_no_task_fetching_on_the_cluster(prefect_api, world, web, tmp_path):
+    """Ctrl-C of `webtext build --dask-address` while a worker runs a fetch partition: the
+    scheduler gives the task up and Dask lets a running task go on (dask/distributed#3681),
+    so without more the partition went on fetching for its whole length beside whatever
+    ran next. The task sees its worker's state turn "cancelled" and stops within
+    seconds (its partition lock released); the next build fetches the rest, each URL once."""
+    from flowkit import WEBTEXT, lines, write_toml
+
+    cfg = demo_config(world[0], web.address)
+    c = Cluster(tmp_path)
+    try:
+        c.add_worker("w0")
+        # 6 s between a host's pages: what is left of the partition takes 20 s or more
+        slow = write_toml(tmp_path / "slow.toml", cfg, per_host_delay_s=6.0)
+        out, log = tmp_path / "out", tmp_path / "build.log"
+        cmd = WEBTEXT + ["build", "--dump", str(world[1][0]), "--out", str(out), "--task-runner", "dask",
+                         "--dask-address", c.address]
+        env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_API_URL=prefect_api)
+        b = subprocess.Popen(cmd + ["--config", str(slow)], env=env, cwd=REPO, stdout=open(log, "wb"),
+                             stderr=subprocess.STDOUT)
+        wait_for("the build fetches on the worker", lambda: lines(out / "fetch") >= 2, 180, b, lambda: log.read_text())
+        assert held_partitions(out / "fetch"), "no partition is being fetched"
+        b.send_signal(signal.SIGINT)
+        assert b.wait(timeout=60) == 130, log.read_text()[-3000:]
+        t0 = time.monotonic()
+        wait_for("the worker's fetch task stops", lambda: not held_partitions(out / "fetch"), 5, None,
+                 lambda: c.log("w0"))
+        print(f"the worker's partition was released {time.monotonic() - t0:.1f}s after the build ended")
+        stopped_at = lines(out / "fetch")
+        todo = sum(len(p.read_bytes().splitlines()) for p in (out / "fetch" / "todo").glob("part-*.jsonl"))
+        fast = write_toml(tmp_path / "fast.toml", cfg)
+        again = subprocess.run(cmd + ["--config", str(fast)], env=env, cwd=REPO, capture_output=True, text=True,
+                               timeout=240)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    finally:
+        c.close()
+    urls = [orjson.loads(line)["url"] for line in outcome_lines(out / "fetch")]
+    assert len(urls) == len(set(urls)) == todo > stopped_at
