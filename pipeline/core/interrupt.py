@@ -18,6 +18,11 @@ usual KeyboardInterrupt in the main thread; a second Ctrl-C ends the process at 
 and ``run_stages`` when an interrupt of any kind (KeyboardInterrupt, Prefect's
 TerminationSignal for SIGTERM, SystemExit) reaches the build's main thread. A build
 clears it when it starts (``reset``).
+
+A thread can also be stopped on its own: inside ``watching(probe)``, ``check`` stops
+when PROBE() is true. A stage task on a Dask worker uses it to stop when the scheduler
+has given the task up (flows/corpus.py): the flag is the worker process's, shared by
+every task it runs.
 """
 
 from __future__ import annotations
