@@ -302,7 +302,8 @@ class ExtractConfig(_Section):
     # Where trafilatura keeps little of the visible text of a page that declares no
     # article (item lists of listings, collections and shops), take trafilatura's
     # baseline instead when it holds 3x the words (pipeline/extract/
-    # rescue_short_extraction; bench/RESULTS.md "Rescue").
+    # rescue_short_extraction; bench/RESULTS.md "Rescue"). Also: a page of which
+    # trafilatura kept nothing is read again with favor_recall (worker.RECALL_BELOW_WORDS).
     rescue: bool = True
     # Remove subscription prompts ("Unlock this article", "Already a subscriber? Log in")
     # by their containers (paywall, regwall, Piano, restricted-content breakers) before
@@ -312,6 +313,8 @@ class ExtractConfig(_Section):
     # Invision, SMF, MyBB, FluxBB, Discourse, NodeBB, Flarum, Reddit, ..., schema.org
     # QAPage answers) gives its title and posts as the text, each post under its author
     # and date (pipeline/extract/ forum_posts): trafilatura counts posts as comments.
+    # A page that declares a thread (QAPage, DiscussionForumPosting) in markup none of
+    # them uses is extracted with trafilatura's comments.
     forum_posts: bool = True
     # Where the container of what trafilatura kept holds 1.25x its words or more (the
     # headings, short list items and cells of a service, listing or collection page),

@@ -88,9 +88,18 @@ def _signature(el) -> tuple[str, str]:
     return el.tag, " ".join(sorted((el.get("class") or "").split()))
 
 
-def card_groups(tree, min_cards: int | None = None):
-    """Groups of product cards: lists of MIN_CARDS or more siblings with the same tag and
-    class, RELATED_LINKED of them holding a link and RELATED_IMAGED an image. Yields
+def _first_class(el) -> tuple[str, str]:
+    """The tag and the first class: the cards of one grid where each card's class also
+    names its own item (WooCommerce's "product type-product post-15859 ... instock
+    product_cat-cups first")."""
+    classes = (el.get("class") or "").split()
+    return el.tag, classes[0] if classes else ""
+
+
+def card_groups(tree, min_cards: int | None = None, signature=_signature):
+    """Groups of product cards: lists of MIN_CARDS or more siblings with the same
+    SIGNATURE (the tag and the whole class; ``_first_class`` is looser),
+    RELATED_LINKED of them holding a link and RELATED_IMAGED an image. Yields
     (parent, cards)."""
     min_cards = min_cards or RELATED_MIN_CARDS
     # in C, a necessary condition: MIN_CARDS children or more, RELATED_IMAGED x MIN_CARDS holding an image
@@ -100,7 +109,7 @@ def card_groups(tree, min_cards: int | None = None):
         by: dict[tuple[str, str], list] = {}
         for child in parent:
             if isinstance(child.tag, str) and child.tag not in _SKIP:
-                by.setdefault(_signature(child), []).append(child)
+                by.setdefault(signature(child), []).append(child)
         for cards in by.values():
             n = len(cards)
             if n < min_cards:
@@ -131,12 +140,14 @@ def drop_related_items(tree, url: str | None = None, html: str | None = None) ->
     return n
 
 
-# A listing's or collection's grid that the extraction missed (``add_missed_grid``).
+# A listing's or collection's grid that the extraction missed (``add_missed_grid``). Its
+# cards are siblings of one tag and first class (GRID_SIGNATURE; bench/bench_thread_folds.py).
 GRID_MIN_CARDS = 4
 GRID_MISSED = 0.5
 GRID_RATIO = 2.0
 GRID_SHARE = 0.3
 GRID_CARD_WORDS = 30
+GRID_SIGNATURE = _first_class
 # A listing whose grid trafilatura dropped leaves a short text (a heading, a blurb): on
 # wcxb dev the step fires on texts of 53 to 189 words. Past GRID_MAX_WORDS the step is
 # not tried at all, which spares most articles its image count (0.16 ms a page on aeb).
@@ -175,14 +186,15 @@ def card_text(card) -> str:
 
 
 def missed_cards(tree, text: str | None, missed: float = GRID_MISSED, min_cards: int = GRID_MIN_CARDS) -> list[str]:
-    """The lines (one a card) of the group of cards (``card_groups``) outside navigation,
-    headers, footers, asides and forms that adds the most words TEXT lacks: a card is
-    missed when under MISSED of its words are words of TEXT; groups of fewer than
-    MIN_CARDS missed cards do not count. [] when there is none."""
+    """The lines (one a card) of the group of cards (``card_groups``, siblings of one
+    tag and first class: ``_first_class``) outside navigation, headers, footers, asides
+    and forms that adds the most words TEXT lacks: a card is missed when under MISSED of
+    its words are words of TEXT; groups of fewer than MIN_CARDS missed cards do not
+    count. [] when there is none."""
     have = set(_WORD.findall((text or "").lower()))
     best: list[str] = []
     best_words = 0
-    for parent, cards in card_groups(tree):
+    for parent, cards in card_groups(tree, signature=GRID_SIGNATURE):
         if parent.tag in _CHROME or any(a.tag in _CHROME for a in parent.iterancestors()):
             continue
         lines, words = [], 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Iterator
 
 from pipeline.core.config import ExtractConfig
@@ -23,10 +23,19 @@ from pipeline.extract.expand import (
     rescue_short_extraction,
 )
 from pipeline.extract.forms import drop_form_lines
-from pipeline.extract.forum import forum_posts
+from pipeline.extract.forum import declares_thread, forum_posts
 from pipeline.extract.gate import extract_gated
 from pipeline.extract.items import add_missed_grid, drop_related_items
 from pipeline.extract.page import id_class_values, page_date, page_title
+
+
+# An extraction of fewer words than this (by default: none at all) is read again in
+# trafilatura's recall mode, which keeps more of what its precision rules drop: a page
+# whose whole body sits inside an unclosed pop-up <aside> (its main text then counts as
+# an aside), for one. Chosen on wcxb dev and checked on each half
+# (bench/bench_thread_folds.py); on an empty text the second reading costs one more
+# extraction of that page.
+RECALL_BELOW_WORDS = 1
 
 
 def extract_page(html: str, url: str | None, cfg: ExtractConfig,
@@ -37,9 +46,11 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     product the cards of other products around it (``drop_related_items``, with
     ``cfg.drop_related_items``); a forum thread or Q&A
     page whose engine marks its posts then gives its posts (``forum_posts``, with
-    ``cfg.forum_posts``); any other page goes to trafilatura (on the same tree:
-    identical output to passing the HTML string, measured on aeb), an extraction
-    that kept little of a non-article page is rescued (``rescue_short_extraction``,
+    ``cfg.forum_posts``; a page that declares a thread in markup no engine there uses
+    is read with trafilatura's comments); any other page goes to trafilatura (on the same tree:
+    identical output to passing the HTML string, measured on aeb; a text of fewer
+    than RECALL_BELOW_WORDS words is read again with favor_recall, with ``cfg.rescue``),
+    an extraction that kept little of a non-article page is rescued (``rescue_short_extraction``,
     with ``cfg.rescue``), and on a page that declares neither an article nor a
     product the extraction is widened to its container (``expand_to_container``,
     with ``cfg.expand``); on a page that declares no article and holds no code, lines
@@ -51,7 +62,8 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
     repeats the page's title (TITLE, else ``page_title``) is dropped unless
     ``cfg.title_line``. STEPS, when given,
     gets what the steps did for the run's summary: consent_removed / paywall_removed
-    (elements), related_items_dropped (cards), forum_ENGINE, rescued_baseline, expanded,
+    (elements), related_items_dropped (cards), forum_ENGINE, thread_comments, rescued_recall,
+    rescued_baseline, expanded,
     repeated_lines_dropped, grid_added, id_runs_dropped, form_lines_dropped, title_line_dropped."""
     if not (cfg.with_date or cfg.strip_consent or cfg.strip_paywall or cfg.rescue or cfg.forum_posts or cfg.expand
             or cfg.dedup_lines or cfg.drop_related_items or cfg.add_missed_grid or not cfg.title_line):
@@ -81,7 +93,19 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
             if steps is not None:
                 steps[f"forum_{found[0]}"] = 1
             return _without_title(found[1], html, title, cfg, steps), date
-    text = extract_text(tree, url, cfg)  # trafilatura works on a copy: TREE stays whole
+    run = cfg
+    if cfg.forum_posts and not cfg.include_comments and declares_thread(html):
+        run = replace(cfg, include_comments=True)  # a thread no engine above marks: its posts are "comments"
+        if steps is not None:
+            steps["thread_comments"] = 1
+    text = extract_text(tree, url, run)  # trafilatura works on a copy: TREE stays whole
+    if cfg.rescue and not run.favor_recall and _fewer_words(text, RECALL_BELOW_WORDS):
+        # (next to) nothing kept: trafilatura's recall mode reads the page again
+        again = extract_text(tree, url, replace(run, favor_recall=True, favor_precision=False))
+        if again and len(again) > len(text or ""):
+            text = again
+            if steps is not None:
+                steps["rescued_recall"] = 1
     if cfg.rescue:
         text, how = rescue_short_extraction(tree, text, article)
         if how and steps is not None:
@@ -105,6 +129,11 @@ def extract_page(html: str, url: str | None, cfg: ExtractConfig,
             if steps is not None:
                 steps["grid_added"] = 1
     return _without_title(text, html, title, cfg, steps), date
+
+
+def _fewer_words(text: str | None, n: int) -> bool:
+    """TEXT holds fewer than N words (runs of non-space), counted no further than N."""
+    return len((text or "").split(maxsplit=n)) < n if n > 0 else False
 
 
 def _without_title(text, html, title, cfg, steps):

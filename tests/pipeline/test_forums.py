@@ -44,7 +44,9 @@ def bag_f1(truth: str, text: str) -> float:
 @pytest.fixture(scope="module")
 def pages():
     keys = [k for k, _ in THREADS] + ["forums.studentdoctor.net/threads/official-2024-2025", "camelsandchocolate.com",
-                                      "thefightingcock.co.uk/forum/threads/squad-2024-2025"]
+                                      "thefightingcock.co.uk/forum/threads/squad-2024-2025",
+                                      "wallstreetoasis.com/forum/consulting/consulting-is-it-worthy",
+                                      "linkedin.com/pulse/5-trends-from-nutrition-2025"]
     return pages_by_url("wcxb_dev.jsonl.xz", keys)
 
 
@@ -136,3 +138,37 @@ def test_id_and_class_markers_are_lowercase_and_named_by_their_engines_markup():
     for name, marker, xp in markers:
         assert marker == marker.lower(), name
         assert marker in xp.lower() or name == "smf", name
+
+
+def test_a_declared_thread_of_an_unknown_engine_keeps_its_answers(pages, monkeypatch):
+    # a Q&A page (schema.org QAPage) whose answers no engine above marks: trafilatura
+    # counts them as comments, and they are the page's main text
+    from pipeline.extract import worker
+
+    page = pages["wallstreetoasis.com/forum/consulting/consulting-is-it-worthy"]
+    steps: dict = {}
+    on = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0]
+    assert steps.get("thread_comments") == 1 and not any(k.startswith("forum_") for k in steps)
+    assert bag_f1(page["truth"], on) > 0.8
+    assert len(words(on) & words(page["truth"])) >= 0.8 * len(words(page["truth"]))
+    monkeypatch.setattr(worker, "declares_thread", lambda html: False)  # without the step
+    off = extract_page(page["html"], page["url"], ExtractConfig())[0]
+    assert bag_f1(page["truth"], off) < 0.5
+    # with the forum step off, nothing of it runs
+    monkeypatch.undo()
+    steps = {}
+    extract_page(page["html"], page["url"], ExtractConfig(forum_posts=False), steps)
+    assert "thread_comments" not in steps
+
+
+def test_an_article_with_comment_markup_is_not_read_with_its_comments(pages):
+    from pipeline.extract.forum import declares_thread
+
+    page = pages["linkedin.com/pulse/5-trends-from-nutrition-2025"]
+    assert "Comment" in page["html"] and not declares_thread(page["html"])
+    steps: dict = {}
+    extract_page(page["html"], page["url"], ExtractConfig(), steps)
+    assert "thread_comments" not in steps
+    made = ('<html><head><script type="application/ld+json">{"@type": "QAPage", "mainEntity": {}}</script>'
+            "</head><body></body></html>")
+    assert declares_thread(made) and declares_thread('<div itemtype="https://schema.org/DiscussionForumPosting">')

@@ -199,3 +199,30 @@ def test_a_long_text_is_not_tried_for_a_missed_grid():
         assert items.add_missed_grid(load_html(html), text, url, html) is not None
     finally:
         items.GRID_MAX_WORDS = limit
+
+
+def test_a_grid_whose_cards_each_have_their_own_classes_is_found(monkeypatch):
+    """WooCommerce gives each card of a shop's grid its own classes (post-15859,
+    product_cat-cups, first, last...): the cards are siblings of one tag and first class."""
+    from pipeline.extract import items
+
+    page = pages_by_url("wcxb_dev.jsonl.xz", ("jococups.com/shop/",))["jococups.com/shop/"]
+    steps: dict = {}
+    on = extract_page(page["html"], page["url"], ExtractConfig(), steps)[0] or ""
+    assert steps.get("grid_added") == 1
+    assert _bag_f1(page["truth"], on) > 0.9  # the hand-checked text is the grid: item names, colours, sizes
+    assert "Joco Cup 12oz" in on and "Joco Cup 12oz" in page["truth"]
+    monkeypatch.setattr(items, "GRID_SIGNATURE", items._signature)  # cards grouped by their whole class
+    off = extract_page(page["html"], page["url"], ExtractConfig())[0] or ""
+    assert "Joco Cup 12oz" not in off and _bag_f1(page["truth"], off) < 0.1
+
+
+def test_a_card_group_of_one_first_class_holds_its_differently_classed_cards():
+    from pipeline.extract.items import _first_class
+
+    cards = "".join(ITEM.format(i=i).replace('class="item"', f'class="item post-{i} {"first" if i % 4 == 1 else ""}"')
+                    for i in range(1, 9))
+    tree = load_html(_listing(cards))
+    assert not list(card_groups(tree))  # by their whole class, no four cards are alike
+    (parent, found), = card_groups(tree, signature=_first_class)
+    assert len(found) == 8 and parent.get("class") == "grid"
