@@ -59,8 +59,9 @@ _THREAD_DECLARED = re.compile(r'"@type"\s*:\s*\[?\s*"(?:QAPage|DiscussionForumPo
 
 def declares_thread(html: str) -> bool:
     """The page says it is a forum thread or a Q&A page: a schema.org QAPage or
-    DiscussionForumPosting in its JSON-LD or microdata."""
-    return bool(_THREAD_DECLARED.search(html))
+    DiscussionForumPosting in its JSON-LD or microdata. The type's name is looked for
+    with ``in`` first (0.2 ms a page on wcxb dev, against 1.7 for the pattern alone)."""
+    return ("QAPage" in html or "DiscussionForumPosting" in html) and bool(_THREAD_DECLARED.search(html))
 
 
 _FORUM_XPATHS = [(name, needle, etree.XPath(xp)) for name, needle, xp in FORUM_ENGINES]
