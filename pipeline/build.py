@@ -14,7 +14,6 @@ finishes with the others, the funnel names it, and the next build runs it again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import time
@@ -24,7 +23,7 @@ from typing import Callable, Iterator
 
 from pipeline.core.config import Config
 from pipeline.core.errors import ConfigError
-from pipeline.core.io import atomic_write_json
+from pipeline.core.io import LockHeld, atomic_write_json, exclusive_lock
 from pipeline.core.summary import RunSummary
 from pipeline.report.funnel import build_history, plot_funnel
 from pipeline.stages import STAGES, BuildContext, Stage, part_label
@@ -50,24 +49,19 @@ STAGE_LOCK = ".webtext.lock"
 @contextlib.contextmanager
 def dir_lock(path: str | Path, what: str, name: str = STAGE_LOCK) -> Iterator[None]:
     """One writer at a time per directory: an advisory ``flock`` on PATH/NAME, released
-    by the kernel when the holder dies (a killed run never leaves a stale lock). WHAT
-    names the holder in the refusal ("build", "fetch", ...)."""
+    by the kernel when the holder dies (a killed run never leaves a stale lock;
+    ``exclusive_lock``). WHAT names the holder in the refusal ("build", "fetch", ...)."""
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held = os.pread(fd, 256, 0).decode(errors="replace").strip().split("\n")
-            other, pid = (held[0], held[-1]) if len(held) == 2 else ("webtext run", held[0] or "?")
-            raise BuildLocked(f"another {other} is running on {out} (pid {pid}); wait for it or stop it, then run "
-                              f"this {what} again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what}\n{os.getpid()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+        with exclusive_lock(out / name, f"{what}\n{os.getpid()}"):
+            yield
+    except LockHeld as held:
+        if held.path != out / name:
+            raise  # another lock, taken inside this one
+        lines = held.stamp.split("\n")
+        other, pid = (lines[0], lines[-1]) if len(lines) == 2 else ("webtext run", lines[0] or "?")
+        raise BuildLocked(f"another {other} is running on {out} (pid {pid}); wait for it or stop it, then run "
+                          f"this {what} again") from None
 
 
 @contextlib.contextmanager

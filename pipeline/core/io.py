@@ -11,12 +11,13 @@ rebuilt; the final corpus (shards, tokenize) refuses to go on without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:  # pyarrow is imported where it is used: a fetch process never needs it
     import pyarrow as pa
@@ -324,3 +325,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=False, default=str).encode() + b"\n")
+
+
+class LockHeld(Exception):
+    """The lock file is held by another process; STAMP is what its holder wrote in it."""
+
+    def __init__(self, path: Path, stamp: str):
+        super().__init__(f"{path} is held: {stamp or '?'}")
+        self.path, self.stamp = path, stamp
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, stamp: str) -> Iterator[None]:
+    """One holder at a time: an advisory ``flock`` on the file PATH (made, with its
+    folder, if missing), released by the kernel when its holder dies, so a killed run
+    never leaves a stale lock. The holder writes STAMP in the file (who it is: a pid, a
+    host); a second holder gets ``LockHeld`` with that STAMP at once, without waiting.
+    The build's directory lock and the fetch's partition locks are this lock."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(path, os.pread(fd, 256, 0).decode(errors="replace").strip()) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, stamp.encode(), 0)
+        yield
+    finally:
+        os.close(fd)

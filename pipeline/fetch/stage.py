@@ -219,25 +219,20 @@ def _partition_lock(out: Path, part: int):
     task still running on a Dask cluster's worker (a worker cannot stop a running task),
     or a task the scheduler ran again while its first worker still ran it. Two writers
     of one outcome log would log URLs twice."""
-    import fcntl
     import socket
 
+    from pipeline.core.io import LockHeld, exclusive_lock
+
     path = out / "outcomes" / f".part-{part:04d}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
-            raise PartitionBusy(f"fetch partition {part} of {out} is being fetched by {holder}: a task of an earlier, "
-                                "interrupted build still running on a cluster worker? It ends by itself (or restart "
-                                "that worker); then run the build again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+        with exclusive_lock(path, f"pid {os.getpid()} on {socket.gethostname()}"):
+            yield
+    except LockHeld as held:
+        if held.path != path:
+            raise  # another lock, taken inside this one
+        raise PartitionBusy(f"fetch partition {part} of {out} is being fetched by {held.stamp or 'another process'}: "
+                            "a task of an earlier, interrupted build still running on a cluster worker? It ends by "
+                            "itself (or restart that worker); then run the build again") from None
 
 
 def _fetch_group(a: tuple) -> list[dict]:

@@ -6,12 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HOLD = ("import sys, time; from pipeline.build import dir_lock\n"
         "with dir_lock(sys.argv[1], sys.argv[2]):\n"
@@ -155,3 +158,29 @@ def test_a_column_of_nulls_and_large_strings_are_accepted(tmp_path):
 
     check_document_schema(pa.schema([("id", pa.large_string()), ("text", pa.string()), ("score", pa.null()),
                                      ("created_utc", pa.int32()), ("subreddits", pa.list_(pa.large_string()))]), "x")
+
+
+def test_the_shared_lock_names_its_holder_and_frees_itself_when_the_holder_dies(tmp_path):
+    # the lock under the build's directory lock and the fetch's partition locks
+    from pipeline.core.io import LockHeld, exclusive_lock
+
+    path = tmp_path / "sub" / ".x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from pipeline.core.io import exclusive_lock\n"
+        "with exclusive_lock(sys.argv[2], 'pid 42 on hostA'):\n"
+        "    print('held', flush=True); time.sleep(60)"), str(ROOT), str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld) as err:
+            with exclusive_lock(path, "me"):
+                pass
+        assert err.value.stamp == "pid 42 on hostA" and err.value.path == path
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(path, "me"):  # the kernel freed it with its holder
+        assert path.read_text() == "me"
+    # an error inside the lock is not taken for the lock being held
+    with pytest.raises(ZeroDivisionError):
+        with exclusive_lock(path, "me"):
+            1 / 0
